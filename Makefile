@@ -1,0 +1,76 @@
+# edgecam: train on a laptop, convert with proven parity, run offline on a Pi.
+# Every target depends on `setup`, so a fresh clone needs nothing but `make demo` or `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+NAME ?= rps
+DATA ?= data/rps
+BUNDLE ?= artifacts/$(NAME)
+EPOCHS ?= 15
+CALIBRATION ?= calibration_data/rps
+PORT ?= 8080
+STAMP := $(VENV)/.edgecam-installed
+
+ifeq ($(strip $(NAME)),)
+$(error NAME must not be empty: make demo NAME=rps)
+endif
+
+.PHONY: help setup system-deps data train convert run demo kiosk test test-fast bench bundle deploy pi-sim lint clean
+
+help: ## List every target
+	@echo "edgecam make targets (variables: NAME=$(NAME) DATA=$(DATA) BUNDLE=$(BUNDLE) EPOCHS=$(EPOCHS) PORT=$(PORT))"
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## Create .venv and install host, device and dev dependencies from pyproject.toml
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[host,device,dev]'
+	@touch $(STAMP)
+
+system-deps: ## Install Debian packages the tests use (chromium, openssh-server); needs root or sudo
+	@bash scripts/system-deps.sh
+
+data: setup ## Generate the built-in rock-paper-scissors images (seeded) and calibration_data/
+	$(PY) -m train.datagen --out $(DATA) --calibration-out $(CALIBRATION)
+
+train: setup ## Train the reference CNN on DATA and export the bundle to BUNDLE
+	$(PY) -m train --data $(DATA) --out $(BUNDLE) --epochs $(EPOCHS) --overwrite
+
+convert: setup ## Convert BUNDLE to TFLite (float32/float16/dynamic/int8) and check accuracy parity
+	$(PY) -m convert $(BUNDLE) --calibration $(CALIBRATION)
+
+run: setup ## Run the daemon on BUNDLE's held-out images (int8 model), results on stdout
+	$(PY) -m device --bundle $(BUNDLE) --source images:$(DATA)/test --once --http 127.0.0.1:$(PORT)
+
+demo: setup ## Generate data, train, convert, then run the daemon on held-out frames
+	@bash scripts/demo.sh
+
+kiosk: setup ## Serve the kiosk page (live view + rock-paper-scissors game) on http://127.0.0.1:PORT/
+	$(PY) -m device --bundle $(BUNDLE) --source images:$(DATA)/test --http 127.0.0.1:$(PORT)
+
+test: setup system-deps ## Run the whole test suite
+	$(PY) -m pytest -q
+
+bench: setup ## Measure daemon vs raw interpreter latency, RSS, cold start on BUNDLE (prints a table)
+	$(PY) -m bench --bundle $(BUNDLE)
+
+bundle: setup ## Write dist/edgecam-device-NAME.tar.gz (device package + models + installer)
+	$(PY) -m deploy.bundle --bundle $(BUNDLE) --out dist/edgecam-device-$(NAME).tar.gz
+
+deploy: bundle ## Copy the device bundle to HOST=user@host over ssh and run its installer
+	@test -n "$(HOST)" || { echo "make deploy needs HOST=user@host (the Pi), e.g. make deploy HOST=pi@raspberrypi.local"; exit 2; }
+	bash deploy/deploy.sh "$(HOST)" dist/edgecam-device-$(NAME).tar.gz
+
+pi-sim: bundle ## Run the device bundle in an emulated arm64 Raspberry Pi OS userland (qemu-user, slow)
+	bash deploy/pi_sim.sh dist/edgecam-device-$(NAME).tar.gz
+
+lint: setup ## ruff over the code
+	$(PY) -m ruff check train convert device tests
+
+clean: ## Remove generated data, artifacts and dist (keeps .venv)
+	rm -rf data artifacts dist build .pytest_cache
