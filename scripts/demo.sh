@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# make demo: built-in data -> train the reference CNN -> convert + parity -> daemon on held-out frames.
+# Everything offline; each stage is skipped when its output is already there and up to date.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+DATA=${DATA:-data/rps}
+BUNDLE=${BUNDLE:-artifacts/rps}
+CALIBRATION=${CALIBRATION:-calibration_data/rps}
+EPOCHS=${EPOCHS:-15}
+PORT=${PORT:-8080}
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+started=$(date +%s)
+stage() { printf '\n==== [%s/4] %s (%ss elapsed)\n' "$1" "$2" "$(( $(date +%s) - started ))"; }
+
+stage 1 "generate the built-in rock-paper-scissors images -> $DATA, $CALIBRATION"
+$PY -m train.datagen --out "$DATA" --calibration-out "$CALIBRATION"
+
+stage 2 "train the reference CNN -> $BUNDLE"
+if [ -f "$BUNDLE/manifest.json" ] && [ -z "${RETRAIN:-}" ]; then
+  echo "$BUNDLE already holds a trained bundle: reusing it (RETRAIN=1 make demo, or make train, to train again)"
+else
+  $PY -m train --data "$DATA" --out "$BUNDLE" --epochs "$EPOCHS" --overwrite
+fi
+
+stage 3 "convert to TFLite (float32, float16, dynamic, int8) and check accuracy parity"
+$PY -m convert "$BUNDLE" --calibration "$CALIBRATION"
+
+stage 4 "run the device daemon (int8 model) on the held-out frames"
+$PY -m device --bundle "$BUNDLE" --model int8 --source "images:$DATA/test" --once --http off --emit every \
+  | $PY scripts/demo_summary.py "$BUNDLE"
+
+printf '\nDone in %ss. Next:\n' "$(( $(date +%s) - started ))"
+echo "  make kiosk     # live page + rock-paper-scissors game at http://127.0.0.1:$PORT/"
+echo "  make bench     # daemon vs raw interpreter: latency, memory, cold start"
+echo "  make bundle    # dist/edgecam-device-rps.tar.gz for a Raspberry Pi (see README)"

@@ -1,0 +1,202 @@
+"""Read an image folder (one sub-folder per class) into tf.data pipelines.
+
+Layouts accepted (the public rock-paper-scissors set unzips into the first)::
+
+    DATA/train/<class>/*.png   DATA/test/<class>/*.png    (test/ is the held-out set)
+    DATA/<class>/*.jpg                                      (held-out set = validation split)
+
+Images are decoded with Pillow (PNG, JPEG, BMP, GIF; RGB, RGBA, grayscale, palette, any size) and
+converted to RGB exactly as the device's image source does. Files that are not readable images are
+skipped with a warning that names them; nothing in DATA is ever modified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("edgecam.train")
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
+
+
+class DataError(ValueError):
+    """The data folder cannot be used; the message says what to do."""
+
+
+@dataclass
+class Split:
+    paths: list = field(default_factory=list)  # absolute paths
+    labels: list = field(default_factory=list)  # class indices
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+@dataclass
+class ImageFolder:
+    root: Path
+    class_names: list
+    train: Split
+    validation: Split
+    test: Split
+    heldout_source: str  # "test-folder" or "validation-split"
+    skipped: list  # (path, reason)
+
+    def fingerprint(self) -> str:
+        """sha256 over every used file's relative path, class and content: changes when the data does."""
+        digest = hashlib.sha256()
+        for split in (self.train, self.validation, self.test):
+            for path, label in sorted(zip(split.paths, split.labels)):
+                digest.update(f"{Path(path).relative_to(self.root)}\t{self.class_names[label]}\n".encode())
+                digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
+        return digest.hexdigest()
+
+
+def _readable_image(path: Path) -> str | None:
+    """None if Pillow can fully decode the file, else the reason it cannot."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+        return None
+    except Exception as error:  # Pillow raises many types for bad files
+        return f"{type(error).__name__}: {error}"
+
+
+def _class_folders(folder: Path) -> list:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _scan_classes(folder: Path, class_names: list, skipped: list) -> Split:
+    split = Split()
+    for index, name in enumerate(class_names):
+        class_dir = folder / name
+        files = sorted(p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith(".")) \
+            if class_dir.is_dir() else []
+        kept = 0
+        for path in files:
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                skipped.append((path, f"not an image file type ({path.suffix or 'no extension'})"))
+                continue
+            reason = _readable_image(path)
+            if reason:
+                skipped.append((path, reason))
+                continue
+            split.paths.append(str(path.resolve()))
+            split.labels.append(index)
+            kept += 1
+        if kept == 0:
+            raise DataError(
+                f"Class folder {class_dir} holds no readable images. Add PNG or JPEG images to it, "
+                "or remove the folder if that class is not wanted."
+            )
+    return split
+
+
+def scan_image_folder(root, validation_split: float = 0.1, seed: int = 0) -> ImageFolder:
+    """Find classes and images, validate every file, and split train/validation (stratified, seeded)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(
+            f"Data folder {root} does not exist. Generate the built-in set with 'make data', "
+            "or point --data at a folder with one sub-folder per class (e.g. DATA/train/rock/*.png)."
+        )
+    if not 0.0 <= validation_split < 0.9:
+        raise DataError(f"--validation-split must be in [0, 0.9), got {validation_split}.")
+    train_dir = root / "train" if (root / "train").is_dir() else root
+    test_dir = root / "test" if (root / "train").is_dir() and (root / "test").is_dir() else None
+    class_names = [p.name for p in _class_folders(train_dir)]
+    if len(class_names) < 2:
+        raise DataError(
+            f"{train_dir} has {len(class_names)} class folder(s) ({', '.join(class_names) or 'none'}); "
+            "a classifier needs at least two. Put each class's images in its own sub-folder, "
+            f"e.g. {train_dir}/rock/ and {train_dir}/paper/."
+        )
+    skipped: list = []
+    pool = _scan_classes(train_dir, class_names, skipped)
+    if test_dir is not None:
+        extra = sorted(p.name for p in _class_folders(test_dir) if p.name not in class_names)
+        if extra:
+            raise DataError(
+                f"{test_dir} has class folders that {train_dir} lacks: {', '.join(extra)}. "
+                "Train and test must have the same classes."
+            )
+        test = _scan_classes(test_dir, class_names, skipped)
+    else:
+        test = Split()
+    for path, reason in skipped:
+        log.warning("skipping %s: %s", path, reason)
+    if skipped:
+        log.warning("skipped %d file(s) that are not readable images (listed above); nothing was changed",
+                    len(skipped))
+
+    train, validation = Split(), Split()
+    rng = random.Random(seed)
+    for index in range(len(class_names)):
+        members = [p for p, label in zip(pool.paths, pool.labels) if label == index]
+        rng.shuffle(members)
+        count = int(round(len(members) * validation_split))
+        if validation_split > 0 and len(members) >= 2:
+            count = max(1, min(count, len(members) - 1))
+        for path in members[:count]:
+            validation.paths.append(path)
+            validation.labels.append(index)
+        for path in members[count:]:
+            train.paths.append(path)
+            train.labels.append(index)
+    if test_dir is None:
+        if not validation:
+            raise DataError(
+                f"{root} has no test/ folder and --validation-split is 0: there would be no held-out images. "
+                "Add DATA/test/<class>/ or use --validation-split 0.1."
+            )
+        test = validation
+        heldout = "validation-split"
+    else:
+        heldout = "test-folder"
+        if not validation:
+            validation = test
+    return ImageFolder(root.resolve(), class_names, train, validation, test, heldout, skipped)
+
+
+def decode_rgb(path) -> np.ndarray:
+    """Decode any image file to an RGB uint8 HxWx3 array, as the device's image source does."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def make_dataset(split: Split, image_size: tuple, batch_size: int, *, shuffle: bool, seed: int,
+                 augment=None, cache: bool = True):
+    """tf.data: decode once (Pillow) -> resize (bilinear, as the device) -> cache -> shuffle -> batch ->
+    augment (training only) -> prefetch. Pixel values stay 0..255 float32: the model normalises."""
+    import tensorflow as tf
+
+    height, width = image_size
+
+    def load(path):
+        image = tf.numpy_function(lambda p: decode_rgb(p.decode()), [path], tf.uint8)
+        image.set_shape([None, None, 3])
+        return tf.image.resize(tf.cast(image, tf.float32), [height, width], method="bilinear")
+
+    paths = tf.data.Dataset.from_tensor_slices(split.paths)
+    labels = tf.data.Dataset.from_tensor_slices(np.asarray(split.labels, dtype=np.int32))
+    dataset = tf.data.Dataset.zip((paths.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True),
+                                   labels))
+    if cache:
+        dataset = dataset.cache()
+    if shuffle:
+        dataset = dataset.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size)
+    if augment is not None:
+        dataset = dataset.map(lambda x, y: (augment(x, training=True), y),
+                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)
