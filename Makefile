@@ -12,13 +12,14 @@ BUNDLE ?= artifacts/$(NAME)
 EPOCHS ?= 15
 CALIBRATION ?= calibration_data/rps
 PORT ?= 8080
+CONVERT_FLAGS ?=
 STAMP := $(VENV)/.edgecam-installed
 
 ifeq ($(strip $(NAME)),)
 $(error NAME must not be empty: make demo NAME=rps)
 endif
 
-.PHONY: help setup system-deps data train convert run demo kiosk test test-fast bench bundle deploy pi-sim lint clean
+.PHONY: help setup system-deps data train convert edgetpu-check run demo kiosk test test-fast bench bundle deploy pi-sim lint clean
 
 help: ## List every target
 	@echo "edgecam make targets (variables: NAME=$(NAME) DATA=$(DATA) BUNDLE=$(BUNDLE) EPOCHS=$(EPOCHS) PORT=$(PORT))"
@@ -41,8 +42,11 @@ data: setup ## Generate the built-in rock-paper-scissors images (seeded) and cal
 train: setup ## Train the reference CNN on DATA and export the bundle to BUNDLE
 	$(PY) -m train --data $(DATA) --out $(BUNDLE) --epochs $(EPOCHS) --overwrite
 
-convert: setup ## Convert BUNDLE to TFLite (float32/float16/dynamic/int8) and check accuracy parity
-	$(PY) -m convert $(BUNDLE) --calibration $(CALIBRATION)
+convert: setup ## Convert BUNDLE to TFLite (float32/float16/dynamic/int8) and check accuracy parity (exit 1 if broken)
+	$(PY) -m convert $(BUNDLE) --calibration $(CALIBRATION) $(CONVERT_FLAGS)
+
+edgetpu-check: setup ## Offline Edge TPU readiness of BUNDLE's int8 model (no compiler needed)
+	$(PY) -m convert.readiness $(BUNDLE)/tflite/model_int8.tflite
 
 run: setup ## Run the daemon on BUNDLE's held-out images (int8 model), results on stdout
 	$(PY) -m device --bundle $(BUNDLE) --source images:$(DATA)/test --once --http 127.0.0.1:$(PORT)

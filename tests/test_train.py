@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO, TINY_MODEL_SIZE
 from PIL import Image
 
-from conftest import REPO, TINY_MODEL_SIZE
 from device.manifest import Manifest, ManifestError, load_manifest
 from train.dataset import DataError, decode_rgb, scan_image_folder
 

@@ -189,7 +189,6 @@ def train_bundle(data_dir, out_dir, **overrides) -> Path:
     started = time.monotonic()
 
     import keras
-    import tensorflow as tf
 
     from train.model import build_augmenter, build_model
 

@@ -1,0 +1,7 @@
+"""python -m convert artifacts/NAME  (see convert/cli.py, or --help)."""
+
+import sys
+
+from convert.cli import main
+
+sys.exit(main())

@@ -1,0 +1,105 @@
+"""python -m convert BUNDLE: the command line over convert.api.convert_bundle.
+
+Exit status: 0 all parity thresholds hold; 1 a threshold is broken (the table marks the row; a CI job
+fails); 2 bad input (missing bundle or SavedModel, unusable calibration folder, bad flag value).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from convert.calibration import DEFAULT_SAMPLES, MIN_SAMPLES
+from convert.parity import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, Thresholds
+from convert.tflite import FORMATS, IO_TYPES
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a fraction between 0 and 1 (e.g. 0.98), got {text}")
+    return value
+
+
+def _points(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more accuracy points, got {text}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m convert",
+        description="Convert an edgecam bundle's SavedModel to TFLite (float32, float16, dynamic-range, int8), "
+                    "measure accuracy parity through the device's own interpreter loader and preprocessing, "
+                    "write parity.json/parity.md and record the models in the manifest. "
+                    "Exit 1 when a parity threshold is broken, 2 for bad input.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("bundle", type=Path, help="bundle folder written by python -m train (e.g. artifacts/rps)")
+    parser.add_argument("--formats", default=",".join(FORMATS),
+                        help=f"comma-separated subset of {','.join(FORMATS)}")
+    parser.add_argument("--calibration", type=Path, default=Path("calibration_data"),
+                        help="folder of representative images for int8 calibration (searched recursively)")
+    parser.add_argument("--calibration-samples", type=_positive, default=DEFAULT_SAMPLES,
+                        help=f"calibration images to use, spread evenly over the folder (at least {MIN_SAMPLES})")
+    parser.add_argument("--io-type", choices=IO_TYPES, default="int8",
+                        help="int8 model input/output type (uint8 for older Edge TPU flows)")
+    parser.add_argument("--test-data", type=Path, default=None,
+                        help="held-out images in class folders (DIR/LABEL/*.png), instead of the bundle's "
+                             "heldout.txt")
+    parser.add_argument("--edgetpu", action="store_true",
+                        help="also compile model_int8_edgetpu.tflite when edgetpu_compiler is on PATH")
+    for fmt in FORMATS:
+        parser.add_argument(f"--min-agreement-{fmt}", type=_fraction, default=DEFAULT_MIN_AGREEMENT[fmt],
+                            metavar="FRACTION", help=f"least top-1 agreement of {fmt} with the SavedModel")
+    parser.add_argument("--max-accuracy-drop-int8", type=_points, default=DEFAULT_MAX_ACCURACY_DROP["int8"],
+                        metavar="POINTS", help="most accuracy (percentage points) int8 may lose vs. the SavedModel")
+    parser.add_argument("--skip-parity", action="store_true", help="convert only; measure nothing")
+    parser.add_argument("--debug-quantization", action="store_true",
+                        help="write the per-layer int8 error report even when int8 parity holds")
+    parser.add_argument("--threads", type=_positive, default=os.cpu_count() or 1,
+                        help="interpreter threads for parity and latency (the device daemon's default: all cores)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    return parser
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    from convert.api import convert_bundle
+    from convert.errors import ConvertError
+
+    thresholds = Thresholds(
+        min_agreement={fmt: getattr(args, f"min_agreement_{fmt}") for fmt in FORMATS},
+        max_accuracy_drop={"int8": args.max_accuracy_drop_int8},
+    )
+    try:
+        report = convert_bundle(
+            args.bundle, formats=args.formats, calibration_dir=args.calibration,
+            calibration_samples=args.calibration_samples, io_type=args.io_type, test_data=args.test_data,
+            edgetpu=args.edgetpu, thresholds=thresholds, skip_parity=args.skip_parity,
+            debug_quantization=args.debug_quantization, threads=args.threads, progress=not args.quiet,
+        )
+    except ConvertError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print()
+    print(report.to_markdown())
+    if not report.passed:
+        broken = ", ".join(row.format for row in report.models if not row.passed)
+        print(f"PARITY FAILED for {broken}: see {args.bundle / 'parity.md'}"
+              + (f" and {args.bundle / report.quantization_debug}" if report.quantization_debug else ""),
+              file=sys.stderr)
+        return 1
+    return 0
