@@ -19,7 +19,7 @@ ifeq ($(strip $(NAME)),)
 $(error NAME must not be empty: make demo NAME=rps)
 endif
 
-.PHONY: help setup system-deps data train convert edgetpu-check run demo kiosk test test-fast bench bundle deploy pi-sim lint clean
+.PHONY: help setup system-deps data train convert edgetpu-check run demo kiosk test test-fast bench compat bundle deploy pi-sim lint clean
 
 help: ## List every target
 	@echo "edgecam make targets (variables: NAME=$(NAME) DATA=$(DATA) BUNDLE=$(BUNDLE) EPOCHS=$(EPOCHS) PORT=$(PORT))"
@@ -63,6 +63,9 @@ test: setup system-deps ## Run the whole test suite
 bench: setup ## Measure daemon vs raw interpreter latency, RSS, cold start on BUNDLE (prints a table)
 	$(PY) -m bench --bundle $(BUNDLE)
 
+compat: setup ## Run the daemon under tflite-runtime 2.14 + numpy<2 (as on Raspberry Pi OS) in .venv-tflite
+	bash scripts/tflite_runtime_compat.sh $(BUNDLE) $(DATA)/test
+
 bundle: setup ## Write dist/edgecam-device-NAME.tar.gz (device package + models + installer)
 	$(PY) -m deploy.bundle --bundle $(BUNDLE) --out dist/edgecam-device-$(NAME).tar.gz
 
@@ -74,7 +77,7 @@ pi-sim: bundle ## Run the device bundle in an emulated arm64 Raspberry Pi OS use
 	bash deploy/pi_sim.sh dist/edgecam-device-$(NAME).tar.gz
 
 lint: setup ## ruff over the code
-	$(PY) -m ruff check train convert device tests
+	$(PY) -m ruff check train convert device bench deploy tests
 
 clean: ## Remove generated data, artifacts and dist (keeps .venv)
 	rm -rf data artifacts dist build .pytest_cache

@@ -1,0 +1,122 @@
+"""``python -m bench --bundle artifacts/rps`` (``make bench``): the daemon against the raw interpreter.
+
+Prints one table (value, limit, PASS/FAIL) measured side by side in one run, with the machine it ran on,
+and writes it to bench/results.md. ``--check`` exits 1 when a limit is missed. Timings are never asserted
+by the test suite: this is where they are measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from bench import measure
+
+LIMITS = {"model_size": 1.10, "640x480": 1.5, "peak_rss_mb": 80.0, "cold_start_s": 1.5, "rss_growth_mb": 5.0}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--bundle", default="artifacts/rps", help="converted bundle (int8 and float32 models)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="interpreter threads")
+    parser.add_argument("--frames", type=int, default=1000, help="latency samples per case")
+    parser.add_argument("--rss-frames", type=int, default=10_000, help="frames for the RSS growth check")
+    parser.add_argument("--out", default=str(Path(__file__).with_name("results.md")), help="markdown table")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a limit is missed")
+    return parser.parse_args(argv)
+
+
+def row(name, value, limit=None, ok=None) -> tuple:
+    verdict = "" if ok is None else ("PASS" if ok else "FAIL")
+    return name, value, limit or "", verdict
+
+
+def run(args) -> tuple:
+    bundle = Path(args.bundle)
+    from device.manifest import load_manifest
+
+    manifest = load_manifest(bundle)
+    missing = [f for f in ("int8", "float32") if f not in manifest.models]
+    if missing:
+        raise SystemExit(f"bench: {bundle}/manifest.json has no {' or '.join(missing)} model: "
+                         f"run python -m convert {bundle} first.")
+    size = (manifest.input.width, manifest.input.height)
+    print(f"bench: {bundle} ({manifest.name}, {size[0]}x{size[1]}), {args.threads} threads", file=sys.stderr)
+    int8 = measure.latency(bundle, "int8", args.threads, args.frames)
+    float32 = measure.latency(bundle, "float32", args.threads, args.frames)
+    model_folder = measure.frame_folder(bundle, size)
+    vga_folder = measure.frame_folder(bundle, (640, 480))
+    try:
+        print("bench: cold start, peak RSS, RSS growth (daemon subprocesses)...", file=sys.stderr)
+        cold = measure.cold_start(bundle, model_folder, args.threads)
+        peak = measure.peak_rss(bundle, vga_folder, args.threads)
+        base, growth = measure.rss_growth(bundle, model_folder, args.threads, args.rss_frames)
+    finally:
+        shutil.rmtree(model_folder, ignore_errors=True)
+        shutil.rmtree(vga_folder, ignore_errors=True)
+    small_ratio = int8["pipeline_model_size"] / int8["raw"]
+    vga_ratio = int8["pipeline_640x480"] / int8["raw"]
+    outputs_ratio = int8["with_outputs_model_size"] / int8["raw"]
+    rows = [
+        row("int8 raw interpreter (set_tensor/invoke/get_tensor)", f"{int8['raw']:.3f} ms"),
+        row(f"int8 pipeline per frame, frames at {size[0]}x{size[1]}",
+            f"{int8['pipeline_model_size']:.3f} ms ({small_ratio:.2f}x raw)", f"<= {LIMITS['model_size']}x raw",
+            small_ratio <= LIMITS["model_size"]),
+        row("int8 pipeline per frame, 640x480 frames",
+            f"{int8['pipeline_640x480']:.3f} ms ({vga_ratio:.2f}x raw)", f"<= {LIMITS['640x480']}x raw",
+            vga_ratio <= LIMITS["640x480"]),
+        row(f"int8 pipeline + outputs (JSON line, SSE, stats), {size[0]}x{size[1]}",
+            f"{int8['with_outputs_model_size']:.3f} ms ({outputs_ratio:.2f}x raw)"),
+        row("float32 raw interpreter", f"{float32['raw']:.3f} ms"),
+        row(f"float32 pipeline per frame, frames at {size[0]}x{size[1]}",
+            f"{float32['pipeline_model_size']:.3f} ms "
+            f"({float32['pipeline_model_size'] / float32['raw']:.2f}x raw)"),
+        row("int8 speed-up over float32 (raw invoke)", f"{float32['raw'] / int8['raw']:.2f}x"),
+        row("int8 size / float32 size",
+            f"{int8['size_bytes'] / float32['size_bytes']:.2f} ({int8['size_bytes'] / 1e6:.2f} MB / "
+            f"{float32['size_bytes'] / 1e6:.2f} MB)"),
+        row("peak RSS of the daemon, int8, 640x480 frames, HTTP on", f"{peak:.1f} MB",
+            f"<= {LIMITS['peak_rss_mb']:.0f} MB", peak <= LIMITS["peak_rss_mb"]),
+        row("cold start to first result (median of 3)", f"{cold:.2f} s", f"<= {LIMITS['cold_start_s']} s",
+            cold <= LIMITS["cold_start_s"]),
+        row(f"RSS growth over {args.rss_frames:,} frames (image source)", f"{growth:+.2f} MB (from {base:.1f} MB)",
+            f"<= {LIMITS['rss_growth_mb']:.0f} MB", growth <= LIMITS["rss_growth_mb"]),
+    ]
+    return rows, manifest
+
+
+def markdown(rows, header: str) -> str:
+    lines = [header, "", "| measurement | value | limit | |", "| --- | --- | --- | --- |"]
+    lines += [f"| {name} | {value} | {limit} | {verdict} |" for name, value, limit, verdict in rows]
+    return "\n".join(lines) + "\n"
+
+
+def plain(rows) -> str:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
+    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(r, widths)).rstrip() for r in rows)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    rows, manifest = run(args)
+    machine = measure.machine()
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    header = (f"Measured by `python -m bench --bundle {args.bundle}` ({manifest.name}, "
+              f"{manifest.input.width}x{manifest.input.height}, {args.threads} threads) on {when}.\n"
+              f"Machine: {machine}; load average {load:.1f} at the end of the run.")
+    print(header)
+    print(plain([("measurement", "value", "limit", "")] + rows))
+    Path(args.out).write_text("# edgecam benchmark\n\n" + markdown(rows, header))
+    print(f"bench: table written to {args.out}", file=sys.stderr)
+    failed = [r[0] for r in rows if r[3] == "FAIL"]
+    return 1 if failed and args.check else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

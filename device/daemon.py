@@ -1,0 +1,297 @@
+"""The daemon: wires the bundle, the source, the pipeline, the sinks, the HTTP API and systemd together.
+
+- Startup: a bad bundle, manifest or model raises (ManifestError/ModelError); the CLI exits 2 with the
+  message, which names the file and the fix.
+- SIGTERM/SIGINT: stop within 2 seconds, flush outputs, exit 0.
+- SIGHUP: reload the bundle. If the new model fails validation or loading, the old one keeps serving
+  and the error shows in /status ``errors`` (and on stderr and in the log file).
+- A failing source is retried with backoff by the capture thread; /status and /healthz say degraded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+from device.manifest import ManifestError, load_manifest
+from device.notify import Notifier
+from device.pipeline import Capture, Classifier, FrameSlot, Stats
+from device.runtime import ModelError, load_model, parse_model_spec
+from device.server import EventHub, Server, parse_address
+from device.sinks import LogFileSink, StdoutSink
+from device.sources import open_source
+
+log = logging.getLogger("edgecam.daemon")
+BUNDLE_ERRORS = (ManifestError, ModelError)  # both are ValueError subclasses; exit code 2 at startup
+MAX_CONSECUTIVE_FAILURES = 100  # e.g. an Edge TPU unplugged mid-run: exit 1 and let systemd restart us
+
+
+@dataclass
+class Options:
+    bundle: str
+    model: str = "int8"
+    source: str = "picamera2"
+    loop: bool = True
+    max_fps: float = 30.0
+    threads: int | None = None
+    smoothing: int = 5
+    threshold: float = 0.5
+    top_k: int = 3
+    emit: str = "every"
+    http: str = "127.0.0.1:8080"
+    token: str | None = None
+    log_file: str | None = None
+    log_max_bytes: int = 10_000_000
+    log_backups: int = 3
+    log_emit: str = "change"
+
+
+class Daemon:
+    def __init__(self, options: Options, stdout=None):
+        self.options = options
+        self.hub = EventHub()
+        self.stats = Stats()
+        self.notifier = Notifier()
+        self.slot = FrameSlot()
+        self.started = time.monotonic()
+        self.stopping = threading.Event()
+        self.reload_requested = threading.Event()
+        self.reloading = False
+        self.errors: str | None = None
+        self.reload_errors = 0
+        self.frame_errors = 0
+        self.frame_number = 0
+        self.last_result: dict | None = None
+        self.published_state: str | None = None
+        self.state_lock = threading.Lock()
+        self.classifier: Classifier | None = None
+        self.capture: Capture | None = None
+        self.server: Server | None = None
+        self.sinks = [StdoutSink(options.emit, stdout)]
+        self.log_sink: LogFileSink | None = None
+        self.log_handler: logging.Handler | None = None
+
+    # ---- building ------------------------------------------------------------------------
+    def load(self) -> Classifier:
+        """Manifest + sha256 + interpreter -> a ready Classifier (raises ManifestError/ModelError)."""
+        manifest = load_manifest(self.options.bundle)
+        model = load_model(self.options.model, self.options.bundle, threads=self.options.threads,
+                           manifest=manifest)
+        return Classifier(model, manifest, self.options.smoothing, self.options.threshold, self.options.top_k)
+
+    def start(self) -> None:
+        """Everything that can fail for a configuration reason fails here, before READY=1."""
+        options = self.options
+        parse_model_spec(options.model)
+        if options.log_file:
+            try:
+                self.log_sink = LogFileSink(options.log_file, options.log_max_bytes, options.log_backups,
+                                            options.log_emit)
+            except OSError as error:
+                raise ValueError(f"--log-file {options.log_file} cannot be opened ({error.strerror}): "
+                                 "create its folder or make it writable for this user.") from None
+            self.sinks.append(self.log_sink)
+            self.log_handler = EventLogHandler(self.log_sink)
+            logging.getLogger("edgecam").addHandler(self.log_handler)
+        self.classifier = self.load()
+        size = (self.classifier.model.width, self.classifier.model.height)
+        open_source(options.source, size, options.loop)  # a malformed spec fails now, not in the thread
+        if options.http != "off":
+            self.server = Server(parse_address(options.http), self, options.token)
+        self.capture = Capture(lambda: open_source(options.source, size, options.loop), self.slot,
+                               once=not options.loop, on_change=self.check_state)
+        self.capture.start()
+        if self.server is not None:
+            self.server.start()
+        model = self.classifier.model
+        if not model.verified:
+            log.warning("%s is not listed in the bundle's manifest (or has no sha256 there): loaded unverified",
+                        model.path)
+        where = f" on http://{options.http.rsplit(':', 1)[0]}:{self.server.port}" if self.server else ""
+        log.info("serving %s (%s, %s) from %s%s", model.path, model.format, model.runtime, options.source, where)
+        self.event("start", model=model.describe(), source=options.source, http=options.http, pid=os.getpid())
+        self.notifier.ready(f"serving {model.format} on {model.runtime}")
+
+    # ---- state ---------------------------------------------------------------------------
+    def state(self) -> str:
+        if self.reloading:
+            return "reloading"
+        if self.capture is not None and self.capture.state == "degraded":
+            return "degraded"
+        if self.frame_number == 0:
+            return "starting"
+        return "running"
+
+    def healthy(self) -> tuple:
+        if self.state() == "degraded":
+            return False, (self.capture.error if self.capture else None) or "source degraded"
+        return True, None
+
+    def latest_frame(self):
+        """The newest RGB frame the source delivered (for the kiosk's live view), or None."""
+        return self.capture.last_frame if self.capture is not None else None
+
+    def status(self) -> dict:
+        classifier = self.classifier
+        model = dict(classifier.model.describe(), labels=classifier.labels) if classifier else None
+        source = {"spec": self.options.source, "state": "starting", "error": None, "retries": 0}
+        if self.capture is not None:
+            source.update(self.capture.describe())
+        return {
+            "state": self.state(),
+            "model": model,
+            "fps": round(self.stats.fps(), 2),
+            "latency_ms": self.stats.percentiles(),
+            "frames": self.frame_number,
+            "dropped_frames": self.slot.dropped,
+            "last_result": self.last_result,
+            "source": source,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "errors": self.errors,
+            "reload_errors": self.reload_errors,
+            "frame_errors": self.frame_errors,
+            "pid": os.getpid(),
+        }
+
+    def check_state(self) -> None:
+        """Publish a status event when the state changes (called from both threads)."""
+        with self.state_lock:
+            state = self.state()
+            if state == self.published_state:
+                return
+            self.published_state = state
+        self.hub.publish("status", self.status())
+        self.event("state", state=state, source_error=self.capture.error if self.capture else None)
+
+    def event(self, kind: str, **details) -> None:
+        if self.log_sink is not None:
+            self.log_sink.event(kind, time=round(time.time(), 3), **details)
+
+    # ---- running -------------------------------------------------------------------------
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGHUP, lambda *_: self.reload_requested.set())
+
+    def run(self) -> int:
+        """The inference loop, in the main thread. Returns the exit code."""
+        interval = 1.0 / self.options.max_fps if self.options.max_fps > 0 else 0.0
+        next_frame = next_watchdog = time.monotonic()
+        watchdog = self.notifier.watchdog_interval
+        failures = 0
+        while not self.stopping.is_set():
+            if self.reload_requested.is_set():
+                self.reload()
+            now = time.monotonic()
+            if watchdog and now >= next_watchdog:
+                self.notifier.notify("WATCHDOG=1", f"STATUS={self.state()}, {self.stats.fps():.1f} fps")
+                next_watchdog = now + watchdog
+            if interval and now < next_frame:
+                self.stopping.wait(min(next_frame - now, 0.25))
+                continue
+            frame = self.slot.get(timeout=0.1)
+            if frame is None:
+                if self.slot.closed and not self.capture.is_alive():
+                    break  # the replay ended (--once) or the source cannot work at all
+                self.check_state()
+                continue
+            next_frame = max(next_frame + interval, now) if interval else now
+            try:
+                self.handle(frame)
+                failures = 0
+            except Exception as error:  # noqa: BLE001 - one bad frame or invoke must not stop the daemon
+                failures += 1
+                self.frame_errors += 1
+                if failures == 1:
+                    log.error("frame failed (%s: %s); skipping it", type(error).__name__, error)
+                if failures >= MAX_CONSECUTIVE_FAILURES:
+                    log.error("%d frames in a row failed: exiting 1 so that systemd restarts the daemon", failures)
+                    return 1
+        return 2 if self.capture is not None and self.capture.fatal is not None else 0
+
+    def handle(self, frame) -> None:
+        result = self.classifier.process(frame)
+        self.frame_number += 1
+        result = {"frame": self.frame_number, "time": round(time.time(), 3), **result}
+        self.stats.record(result["latency_ms"], time.monotonic())
+        self.last_result = result
+        for sink in self.sinks:
+            sink.write(result)
+        self.hub.publish("result", result)
+        if self.frame_number == 1 or self.published_state != "running":
+            self.check_state()
+
+    def reload(self) -> None:
+        self.reload_requested.clear()
+        self.reloading = True
+        self.notifier.reloading()
+        self.check_state()
+        try:
+            classifier = self.load()
+        except (BUNDLE_ERRORS + (ValueError, OSError)) as error:
+            self.errors = f"reload failed, still serving the previous model: {error}"
+            self.reload_errors += 1
+            log.error("%s", self.errors)
+            self.event("reload_failed", error=str(error))
+        else:
+            self.classifier = classifier
+            self.errors = None
+            log.info("reloaded %s (%s)", classifier.model.path, classifier.model.sha256[:12])
+            self.event("reloaded", model=classifier.model.describe())
+        finally:
+            self.reloading = False
+            self.notifier.ready()
+            self.check_state()
+
+    def shutdown(self) -> None:
+        """Stop the capture thread and the server, flush the sinks; bounded to well under 2 seconds."""
+        self.notifier.stopping()
+        if self.capture is not None:
+            self.capture.stop()
+            self.capture.join(timeout=1.0)  # a camera stuck in read() is a daemon thread: left behind
+        if self.server is not None:
+            self.server.stop()
+        self.event("stop", frames=self.frame_number)
+        if self.log_handler is not None:
+            logging.getLogger("edgecam").removeHandler(self.log_handler)
+        for sink in self.sinks:
+            sink.close()
+        self.notifier.close()
+
+
+class EventLogHandler(logging.Handler):
+    """Daemon warnings and errors into the rotating log file, as JSON event lines."""
+
+    def __init__(self, sink: LogFileSink):
+        super().__init__(logging.INFO)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.sink.event("log", level=record.levelname.lower(), message=record.getMessage())
+        except Exception:  # noqa: BLE001 - logging must never take the daemon down
+            self.handleError(record)
+
+
+def serve(options: Options, stdout=None) -> int:
+    """Run the daemon until SIGTERM (or the end of a --once replay). Returns the exit code."""
+    daemon = Daemon(options, stdout or sys.stdout)
+    daemon.install_signals()
+    try:
+        daemon.start()
+    except ValueError as error:  # bundle, manifest, model (BUNDLE_ERRORS), --source, --http/--token, --log-file
+        daemon.shutdown()
+        print(f"edgecam: {error}", file=sys.stderr)
+        return 2
+    try:
+        code = daemon.run()
+    finally:
+        daemon.shutdown()
+    if code == 2:
+        print(f"edgecam: {daemon.capture.fatal}", file=sys.stderr)
+    return code

@@ -1,0 +1,201 @@
+"""The frame pipeline: a capture thread feeding a one-slot holder, and the per-frame classification.
+
+- :class:`FrameSlot` holds at most one frame. A live source overwrites it (the stale frame is dropped
+  and counted); a replay (image folder, video file) waits for the slot to empty, so every frame is
+  classified in order. Memory is bounded either way.
+- :class:`Capture` reads the source in its own thread and retries failures with exponential backoff
+  (0.1 s doubling to 5 s), reporting its state (ok / degraded / ended) instead of exiting or spinning.
+- :class:`Classifier` is one loaded model with its preprocessing plan and smoother: ``process(frame)``
+  -> result dict. A reload builds a new one and swaps it in whole.
+- :class:`Stats` keeps frame counts, fps and latency percentiles in bounded buffers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import Callable
+
+import numpy as np
+
+from device import postprocess, preprocess
+from device.sources import EndOfStream, Source, SourceConfigError
+
+log = logging.getLogger("edgecam.pipeline")
+BACKOFF_START_S = 0.1
+BACKOFF_MAX_S = 5.0
+
+
+class FrameSlot:
+    """A one-frame holder between the capture thread and the inference loop."""
+
+    def __init__(self):
+        self.condition = threading.Condition()
+        self.frame = None
+        self.sequence = 0
+        self.dropped = 0
+        self.closed = False  # no more frames will come (a replay ended, or shutdown)
+
+    def put(self, frame, wait: bool = False, stop: threading.Event | None = None) -> None:
+        with self.condition:
+            if wait:
+                while self.frame is not None and not self.closed and not (stop and stop.is_set()):
+                    self.condition.wait(0.1)
+            if self.frame is not None:
+                self.dropped += 1
+            self.frame = frame
+            self.sequence += 1
+            self.condition.notify_all()
+
+    def get(self, timeout: float) -> np.ndarray | None:
+        """The newest frame, or None after ``timeout`` seconds (or at once when closed and empty)."""
+        with self.condition:
+            if self.frame is None and not self.closed:
+                self.condition.wait(timeout)
+            frame, self.frame = self.frame, None
+            self.condition.notify_all()
+            return frame
+
+    def close(self) -> None:
+        with self.condition:
+            self.closed = True
+            self.condition.notify_all()
+
+
+class Capture(threading.Thread):
+    """Reads ``make_source()`` into ``slot`` until stopped. Failures are retried with backoff."""
+
+    def __init__(self, make_source: Callable[[], Source], slot: FrameSlot, once: bool = False,
+                 on_change: Callable[[], None] | None = None):
+        super().__init__(name="edgecam-capture", daemon=True)
+        self.make_source = make_source
+        self.slot = slot
+        self.once = once
+        self.on_change = on_change or (lambda: None)
+        self.stopping = threading.Event()
+        self.state = "starting"
+        self.error: str | None = None
+        self.retries = 0
+        self.frames = 0
+        self.fatal: Exception | None = None
+        self.source: Source | None = None
+        self.last_frame: np.ndarray | None = None
+
+    def describe(self) -> dict:
+        return {"state": self.state, "error": self.error, "retries": self.retries, "frames": self.frames}
+
+    def set_state(self, state: str, error: str | None = None) -> None:
+        changed = (state, error) != (self.state, self.error)
+        self.state, self.error = state, error
+        if changed:
+            self.on_change()
+
+    def run(self) -> None:
+        backoff = BACKOFF_START_S
+        while not self.stopping.is_set():
+            source = None
+            try:
+                source = self.source = self.make_source()
+                source.open()
+                while not self.stopping.is_set():
+                    frame = source.read()
+                    self.frames += 1
+                    self.last_frame = frame
+                    self.slot.put(frame, wait=not source.live, stop=self.stopping)
+                    if self.state != "ok":
+                        self.set_state("ok")
+                    backoff = BACKOFF_START_S
+            except EndOfStream as end:
+                if self.once:
+                    self.set_state("ended", str(end))
+                    self.slot.close()
+                    return
+                self.fail(end)
+            except SourceConfigError as error:
+                self.fatal = error
+                self.set_state("degraded", str(error))
+                self.slot.close()
+                return
+            except Exception as error:  # noqa: BLE001 - any camera failure is retried, never fatal
+                self.fail(error)
+            finally:
+                if source is not None:
+                    source.close()
+            if self.stopping.wait(backoff):
+                break
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+        self.slot.close()
+
+    def fail(self, error: Exception) -> None:
+        self.retries += 1
+        if self.state != "degraded" or self.retries in (1, 10) or self.retries % 100 == 0:
+            log.warning("source failed (retry %d, backing off): %s", self.retries, error)
+        self.set_state("degraded", str(error))
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.slot.close()
+
+
+class Stats:
+    """Frame counts, fps over the last ~2 s, latency percentiles over the last 1,000 frames."""
+
+    def __init__(self, window: int = 1000):
+        self.latencies = np.zeros(window, dtype=np.float64)
+        self.count = 0
+        self.times: deque = deque(maxlen=120)
+        self.lock = threading.Lock()
+
+    def record(self, latency_ms: float, now: float) -> None:
+        with self.lock:
+            self.latencies[self.count % len(self.latencies)] = latency_ms
+            self.count += 1
+            self.times.append(now)
+
+    def fps(self, now: float | None = None) -> float:
+        with self.lock:
+            times = [t for t in self.times if t >= (now or time.monotonic()) - 2.0]
+        if len(times) < 2 or times[-1] <= times[0]:
+            return 0.0
+        return (len(times) - 1) / (times[-1] - times[0])
+
+    def percentiles(self) -> dict:
+        with self.lock:
+            filled = self.latencies[: min(self.count, len(self.latencies))].copy()
+        if not filled.size:
+            return {"p50": None, "p90": None, "p99": None}
+        p50, p90, p99 = np.percentile(filled, [50, 90, 99])
+        return {"p50": round(float(p50), 3), "p90": round(float(p90), 3), "p99": round(float(p99), 3)}
+
+
+class Classifier:
+    """One loaded model, its preprocessing plan, smoother and output settings."""
+
+    def __init__(self, model, manifest, smoothing: int = 1, threshold: float = 0.0, k: int = 3):
+        self.model = model
+        self.manifest = manifest
+        self.labels = list(manifest.labels)
+        self.plan = preprocess.InputPlan.for_model(model, manifest.input.colour_order)
+        self.workspace = preprocess.Workspace()  # process() runs in one thread: reuse the frame buffers
+        self.smoother = postprocess.Smoother(smoothing)
+        self.threshold = float(threshold)
+        self.k = int(k)
+        self.name = f"{manifest.name}:{model.format}"
+
+    def probabilities(self, frame: np.ndarray) -> np.ndarray:
+        """One frame's own probabilities (no smoothing): preprocess, invoke, dequantize."""
+        batch = preprocess.prepare(frame, self.plan, self.workspace)
+        raw = self.model.run(batch)
+        return postprocess.dequantize(raw[0], self.model.output_scale, self.model.output_zero_point)
+
+    def process(self, frame: np.ndarray) -> dict:
+        """Frame -> result dict (without the frame number and time, which the daemon adds)."""
+        start = time.perf_counter()
+        probabilities = self.probabilities(frame)
+        smoothed = self.smoother.update(probabilities)
+        result = postprocess.summarise(smoothed, probabilities, self.labels, self.k, self.threshold)
+        result["latency_ms"] = round((time.perf_counter() - start) * 1000.0, 3)
+        result["model"] = self.name
+        return result

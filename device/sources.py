@@ -1,0 +1,269 @@
+"""Frame sources: small backends in a registry, each importing its library lazily, inside itself.
+
+``open_source("images:DIR", size=(w, h), loop=True)`` builds one. Every source's ``read()`` returns an
+RGB uint8 HxWx3 array, or raises :class:`SourceError` (a failure worth retrying: unplugged camera, read
+error) or :class:`EndOfStream` (a finite source has no more frames). A missing library or a malformed
+spec raises :class:`SourceConfigError`, which no retry can fix.
+
+- ``images:DIR``: replays an image folder (recursively, sorted), looping or once; Pillow decodes.
+- ``opencv:INDEX|PATH|URL``: USB webcams (V4L2), video files, RTSP/HTTP streams (opencv optional).
+- ``picamera2[:N]``: the Raspberry Pi camera; a low-resolution stream sized to the model input, so the
+  camera's ISP resizes for free. picamera2's "RGB888" is BGR in memory: the frames are swapped to RGB.
+
+``live`` sources (cameras, streams) never wait for the model: the pipeline keeps the newest frame and
+drops the rest. Replays (folders, video files) are not live: the pipeline takes every frame in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("edgecam.sources")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
+VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mjpg", ".mjpeg", ".h264", ".m4v")
+
+
+class SourceError(RuntimeError):
+    """Reading a frame failed; the daemon retries with backoff."""
+
+
+class EndOfStream(SourceError):
+    """A finite source has no more frames."""
+
+
+class SourceConfigError(ValueError):
+    """The source cannot work as configured (unknown kind, missing library); retrying will not help."""
+
+
+class Source:
+    """Base class: ``open()`` then ``read()`` frames, ``close()`` when done (safe to call twice)."""
+
+    live = True
+    spec = ""
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def ensure_rgb(image: np.ndarray) -> np.ndarray:
+    """Grey (HxW or HxWx1) or RGBA -> RGB uint8 HxWx3."""
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    elif image.shape[2] == 4:
+        image = image[:, :, :3]
+    return np.ascontiguousarray(image, dtype=np.uint8)
+
+
+# ---- images:DIR ---------------------------------------------------------------------------
+class ImagesSource(Source):
+    """Replays image files in sorted order. Corrupt files are skipped with one warning each."""
+
+    live = False
+
+    def __init__(self, folder: str = "", loop: bool = True, paths: list | None = None):
+        self.folder = folder
+        self.loop = loop
+        self.paths = list(paths) if paths is not None else None
+        self.spec = f"images:{folder}"
+        self.position = 0
+        self.bad: set = set()
+        self.current: Path | None = None  # the file the last frame came from
+
+    def open(self) -> None:
+        if self.paths is None or self.folder:
+            root = Path(self.folder)
+            if not root.is_dir():
+                raise SourceError(f"images:{self.folder}: no such folder")
+            self.paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not self.paths:
+            raise SourceError(f"images:{self.folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in it")
+        from PIL import Image  # lazy: only this source needs Pillow
+
+        self.image_module = Image
+
+    def read(self) -> np.ndarray:
+        for _ in range(len(self.paths) + 1):
+            if self.position >= len(self.paths):
+                if not self.loop:
+                    raise EndOfStream(f"{self.spec}: all {len(self.paths)} images replayed")
+                self.position = 0
+            path = Path(self.paths[self.position])
+            self.position += 1
+            frame = self.decode(path)
+            if frame is not None:
+                self.current = path
+                return frame
+        raise SourceError(f"{self.spec}: none of the {len(self.paths)} files could be decoded")
+
+    def decode(self, path: Path) -> np.ndarray | None:
+        try:
+            with self.image_module.open(path) as image:
+                return np.asarray(image.convert("RGB"))
+        except (OSError, ValueError, SyntaxError) as error:  # Pillow's errors for truncated/corrupt files
+            if path not in self.bad:
+                self.bad.add(path)
+                log.warning("skipping %s: not a readable image (%s)", path, error)
+            return None
+
+
+# ---- opencv:INDEX|PATH|URL ----------------------------------------------------------------
+class OpenCVSource(Source):
+    """A V4L2 webcam (``opencv:0``), a video file or an RTSP/HTTP URL, through OpenCV (BGR -> RGB)."""
+
+    def __init__(self, target: str, loop: bool = True):
+        if not target:
+            raise SourceConfigError("opencv: needs a camera index, a video file or a URL, e.g. opencv:0")
+        self.target = target
+        self.loop = loop
+        self.spec = f"opencv:{target}"
+        self.is_url = "://" in target
+        self.is_file = not self.is_url and not target.isdigit()
+        self.live = not self.is_file
+        self.capture = None
+
+    def open(self) -> None:
+        try:
+            import cv2  # lazy: opencv is optional
+        except ImportError:
+            raise SourceConfigError(
+                f"{self.spec} needs OpenCV: pip install opencv-python-headless (or apt install python3-opencv)"
+            ) from None
+        self.cv2 = cv2
+        if self.is_file and not Path(self.target).is_file():
+            raise SourceError(f"{self.spec}: no such video file")
+        if self.target.isdigit():
+            capture = cv2.VideoCapture(int(self.target), cv2.CAP_V4L2 if os.name == "posix" else cv2.CAP_ANY)
+        else:
+            capture = cv2.VideoCapture(self.target)
+        if not capture.isOpened():
+            capture.release()
+            raise SourceError(f"{self.spec}: cannot open (unplugged, busy, or not a video)")
+        if self.live:
+            capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # no stale frames queued in the driver
+        self.capture = capture
+
+    def read(self) -> np.ndarray:
+        if self.capture is None:
+            raise SourceError(f"{self.spec}: not open")
+        ok, frame = self.capture.read()
+        if not ok and self.is_file:
+            if not self.loop:
+                raise EndOfStream(f"{self.spec}: end of the video")
+            self.capture.set(self.cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, frame = self.capture.read()
+        if not ok or frame is None:
+            raise SourceError(f"{self.spec}: read failed (camera unplugged or stream ended)")
+        if frame.ndim == 3 and frame.shape[2] == 3:
+            return self.cv2.cvtColor(frame, self.cv2.COLOR_BGR2RGB)
+        return ensure_rgb(frame)
+
+    def close(self) -> None:
+        if self.capture is not None:
+            self.capture.release()
+            self.capture = None
+
+
+# ---- picamera2[:N] ------------------------------------------------------------------------
+class Picamera2Source(Source):
+    """The Pi camera. The "lores" stream is sized to the model input so the ISP does the resizing; where
+    the camera cannot give an RGB lores stream (Pi 4 and older give YUV420 only there), the main stream
+    is sized to the model input instead. "RGB888" is BGR in memory (picamera2's own PIL mode for it is
+    "BGR"), so frames are swapped to RGB here."""
+
+    def __init__(self, camera: str = "", size: tuple = (224, 224), main_size: tuple = (640, 480),
+                 camera_class=None):
+        self.camera_number = int(camera) if camera else 0
+        self.size = (int(size[0]), int(size[1]))  # (width, height)
+        self.main_size = main_size
+        self.camera_class = camera_class  # a stand-in for tests; the real Picamera2 otherwise
+        self.spec = f"picamera2:{self.camera_number}"
+        self.camera = None
+        self.stream = "lores"
+
+    def open(self) -> None:
+        camera_class = self.camera_class
+        if camera_class is None:
+            try:
+                from picamera2 import Picamera2  # lazy: exists only on a Raspberry Pi
+            except ImportError:
+                raise SourceConfigError(
+                    "picamera2 is not installed: on Raspberry Pi OS run 'sudo apt install python3-picamera2' "
+                    "(and create the venv with --system-site-packages), or use --source opencv:0 or images:DIR"
+                ) from None
+            camera_class = Picamera2
+        try:
+            camera = camera_class(self.camera_number)
+        except (RuntimeError, IndexError, OSError) as error:
+            raise SourceError(f"{self.spec}: no camera ({error}); check the ribbon cable") from None
+        try:
+            config = camera.create_preview_configuration(
+                main={"size": self.main_size, "format": "RGB888"},
+                lores={"size": self.size, "format": "RGB888"}, buffer_count=2)
+            camera.configure(config)
+            self.stream = "lores"
+        except (RuntimeError, ValueError) as error:
+            log.info("%s: no RGB lores stream (%s); sizing the main stream to the model", self.spec, error)
+            camera.configure(camera.create_preview_configuration(
+                main={"size": self.size, "format": "RGB888"}, buffer_count=2))
+            self.stream = "main"
+        try:
+            camera.start()
+        except RuntimeError as error:
+            camera.close()
+            raise SourceError(f"{self.spec}: cannot start ({error})") from None
+        self.camera = camera
+
+    def read(self) -> np.ndarray:
+        if self.camera is None:
+            raise SourceError(f"{self.spec}: not open")
+        try:
+            bgr = self.camera.capture_array(self.stream)
+        except (RuntimeError, OSError) as error:
+            raise SourceError(f"{self.spec}: capture failed ({error})") from None
+        return np.ascontiguousarray(bgr[:, :, 2::-1])  # BGR(X) in memory -> RGB
+
+    def close(self) -> None:
+        if self.camera is not None:
+            camera, self.camera = self.camera, None
+            for step in (camera.stop, camera.close):
+                try:
+                    step()
+                except Exception as error:  # noqa: BLE001 - closing a failed camera must not hide the first error
+                    log.debug("%s: %s", self.spec, error)
+
+
+# ---- registry -----------------------------------------------------------------------------
+def _images(argument: str, size: tuple, loop: bool) -> Source:
+    if not argument:
+        raise SourceConfigError("images: needs a folder, e.g. images:data/rps/test")
+    return ImagesSource(argument, loop=loop)
+
+
+SOURCES = {
+    "images": _images,
+    "opencv": lambda argument, size, loop: OpenCVSource(argument, loop=loop),
+    "picamera2": lambda argument, size, loop: Picamera2Source(argument, size=size),
+}
+
+
+def open_source(spec: str, size: tuple = (224, 224), loop: bool = True) -> Source:
+    """Build (not yet open) the source named by ``KIND[:ARGUMENT]``; ``size`` is the model's (width, height)."""
+    kind, _, argument = str(spec).partition(":")
+    factory = SOURCES.get(kind)
+    if factory is None:
+        raise SourceConfigError(
+            f"--source {spec}: unknown kind {kind!r}; use one of: images:DIR, opencv:INDEX|PATH|URL, picamera2"
+        )
+    return factory(argument, size, loop)
