@@ -12,6 +12,7 @@ BUNDLE ?= artifacts/$(NAME)
 EPOCHS ?= 15
 CALIBRATION ?= calibration_data/rps
 PORT ?= 8080
+SOURCE ?= images:$(DATA)/test
 CONVERT_FLAGS ?=
 STAMP := $(VENV)/.edgecam-installed
 
@@ -54,8 +55,9 @@ run: setup ## Run the daemon on BUNDLE's held-out images (int8 model), results o
 demo: setup ## Generate data, train, convert, then run the daemon on held-out frames
 	@bash scripts/demo.sh
 
-kiosk: setup ## Serve the kiosk page (live view + rock-paper-scissors game) on http://127.0.0.1:PORT/
-	$(PY) -m device --bundle $(BUNDLE) --source images:$(DATA)/test --http 127.0.0.1:$(PORT)
+kiosk: setup ## Serve the kiosk page (live view + rock-paper-scissors game) on http://127.0.0.1:PORT/ (SOURCE=opencv:0 for a webcam)
+	@echo "kiosk: open http://127.0.0.1:$(PORT)/ (Play or Space starts a round; Ctrl+C stops)"
+	$(PY) -m device --bundle $(BUNDLE) --source $(SOURCE) --max-fps 10 --http 127.0.0.1:$(PORT)
 
 test: setup system-deps ## Run the whole test suite
 	$(PY) -m pytest -q

@@ -194,7 +194,7 @@ class Daemon:
             if interval and now < next_frame:
                 self.stopping.wait(min(next_frame - now, 0.25))
                 continue
-            frame = self.slot.get(timeout=0.1)
+            frame, item = self.slot.get_item(timeout=0.1)
             if frame is None:
                 if self.slot.closed and not self.capture.is_alive():
                     break  # the replay ended (--once) or the source cannot work at all
@@ -202,7 +202,7 @@ class Daemon:
                 continue
             next_frame = max(next_frame + interval, now) if interval else now
             try:
-                self.handle(frame)
+                self.handle(frame, item)
                 failures = 0
             except Exception as error:  # noqa: BLE001 - one bad frame or invoke must not stop the daemon
                 failures += 1
@@ -214,10 +214,12 @@ class Daemon:
                     return 1
         return 2 if self.capture is not None and self.capture.fatal is not None else 0
 
-    def handle(self, frame) -> None:
+    def handle(self, frame, item: str | None = None) -> None:
         result = self.classifier.process(frame)
         self.frame_number += 1
         result = {"frame": self.frame_number, "time": round(time.time(), 3), **result}
+        if item is not None:
+            result["item"] = item  # the replayed file a frame came from (image folders)
         self.stats.record(result["latency_ms"], time.monotonic())
         self.last_result = result
         for sink in self.sinks:

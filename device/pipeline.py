@@ -34,11 +34,13 @@ class FrameSlot:
     def __init__(self):
         self.condition = threading.Condition()
         self.frame = None
+        self.item = None
         self.sequence = 0
         self.dropped = 0
         self.closed = False  # no more frames will come (a replay ended, or shutdown)
 
-    def put(self, frame, wait: bool = False, stop: threading.Event | None = None) -> None:
+    def put(self, frame, wait: bool = False, stop: threading.Event | None = None, item: str | None = None) -> None:
+        """Store the newest frame (``item`` names where it came from, e.g. the replayed file)."""
         with self.condition:
             if wait:
                 while self.frame is not None and not self.closed and not (stop and stop.is_set()):
@@ -46,17 +48,23 @@ class FrameSlot:
             if self.frame is not None:
                 self.dropped += 1
             self.frame = frame
+            self.item = item
             self.sequence += 1
             self.condition.notify_all()
 
     def get(self, timeout: float) -> np.ndarray | None:
         """The newest frame, or None after ``timeout`` seconds (or at once when closed and empty)."""
+        return self.get_item(timeout)[0]
+
+    def get_item(self, timeout: float) -> tuple:
+        """(newest frame, its item name), or (None, None) after ``timeout`` seconds."""
         with self.condition:
             if self.frame is None and not self.closed:
                 self.condition.wait(timeout)
             frame, self.frame = self.frame, None
+            item, self.item = self.item, None
             self.condition.notify_all()
-            return frame
+            return frame, item
 
     def close(self) -> None:
         with self.condition:
@@ -103,7 +111,9 @@ class Capture(threading.Thread):
                     frame = source.read()
                     self.frames += 1
                     self.last_frame = frame
-                    self.slot.put(frame, wait=not source.live, stop=self.stopping)
+                    item = getattr(source, "current", None)
+                    self.slot.put(frame, wait=not source.live, stop=self.stopping,
+                                  item=str(item) if item is not None else None)
                     if self.state != "ok":
                         self.set_state("ok")
                     backoff = BACKOFF_START_S

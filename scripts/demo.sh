@@ -27,7 +27,7 @@ stage 3 "convert to TFLite (float32, float16, dynamic, int8) and check accuracy 
 $PY -m convert "$BUNDLE" --calibration "$CALIBRATION"
 
 stage 4 "run the device daemon (int8 model) on the held-out frames"
-$PY -m device --bundle "$BUNDLE" --model int8 --source "images:$DATA/test" --once --http off --emit every \
+$PY -m device --bundle "$BUNDLE" --model int8 --source "images:$DATA/test" --once --http off --emit every --smoothing 1 --max-fps 0 \
   | $PY scripts/demo_summary.py "$BUNDLE"
 
 printf '\nDone in %ss. Next:\n' "$(( $(date +%s) - started ))"
