@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[host,device,dev]'
 	@touch $(STAMP)
 
-system-deps: ## Install Debian packages the tests use (chromium, openssh-server); needs root or sudo
+system-deps: ## Install Debian packages the tests use (chromium, openssh, qemu-user-static, debootstrap); root/sudo
 	@bash scripts/system-deps.sh
 
 data: setup ## Generate the built-in rock-paper-scissors images (seeded) and calibration_data/
@@ -71,11 +71,11 @@ compat: setup ## Run the daemon under tflite-runtime 2.14 + numpy<2 (as on Raspb
 bundle: setup ## Write dist/edgecam-device-NAME.tar.gz (device package + models + installer)
 	$(PY) -m deploy.bundle --bundle $(BUNDLE) --out dist/edgecam-device-$(NAME).tar.gz
 
-deploy: bundle ## Copy the device bundle to HOST=user@host over ssh and run its installer
+deploy: bundle ## Copy the device bundle to HOST=user@host over ssh and run its installer (EDGECAM_SSH_OPTS="-p PORT -i KEY")
 	@test -n "$(HOST)" || { echo "make deploy needs HOST=user@host (the Pi), e.g. make deploy HOST=pi@raspberrypi.local"; exit 2; }
 	bash deploy/deploy.sh "$(HOST)" dist/edgecam-device-$(NAME).tar.gz
 
-pi-sim: bundle ## Run the device bundle in an emulated arm64 Raspberry Pi OS userland (qemu-user, slow)
+pi-sim: bundle ## Run the device bundle in an emulated arm64 Pi OS userland (qemu-user; labels must equal x86)
 	bash deploy/pi_sim.sh dist/edgecam-device-$(NAME).tar.gz
 
 lint: setup ## ruff over the code

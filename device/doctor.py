@@ -418,21 +418,22 @@ def write_state(report: dict, state_dir: Path) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m device doctor", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="python -m device doctor",
         description="Check that this device can run edgecam: Python, NumPy, each TFLite runtime (probed in a "
                     "subprocess), the bundle's model, camera, Edge TPU, disk, systemd notify socket.")
     add = parser.add_argument
     add("--bundle", default=None, help="bundle folder (default: the installed release's bundle/ by device/)")
     add("--model", default=None, help="model format to load (default: int8, else the first the bundle has)")
-    add("--runtimes", default=",".join(RUNTIMES), help="runtimes to probe, in order of preference")
+    add("--runtimes", default=",".join(RUNTIMES), help="runtimes to probe, in order of preference (default: %(default)s)")
     add("--json", action="store_true", help="print the report as JSON instead of a checklist")
     add("--output", default=None, help="also write the JSON report to this file")
     add("--state-dir", default=os.environ.get(STATE_DIR_ENV),
-        help=f"write runtime.json (the runtime to use) and doctor.json here (default: ${STATE_DIR_ENV})")
+        help=f"write runtime.json (the runtime to use) and doctor.json here (default: ${STATE_DIR_ENV}, "
+             "else nowhere)")
     add("--log-dir", default=None, help="log folder to check (default: $LOGS_DIRECTORY or /var/log/edgecam)")
     add("--probe-python", default=None,
         help=f"command running the probes' Python (default: ${PROBE_PYTHON_ENV}, else this interpreter)")
-    add("--timeout", type=float, default=120.0, help="seconds each runtime probe may take")
+    add("--timeout", type=float, default=120.0, help="seconds each runtime probe may take (default: %(default)s)")
     add("--probe", default=None, help=argparse.SUPPRESS)  # internal: run one probe (the child's side)
     return parser
 

@@ -1,0 +1,304 @@
+#!/usr/bin/env bash
+# edgecam device installer. Runs on the Pi from the unpacked device archive:
+#   tar -xzf edgecam-device-NAME.tar.gz && sudo bash edgecam-device-NAME/install.sh
+# Each install goes into its own release folder PREFIX/releases/ID (ID: a hash of the archive's contents) with
+# its own venv; PREFIX/current and PREFIX/previous are links. A release becomes `current` only after its pip
+# install and `device doctor` succeeded, and the service is switched back if it fails to start, so an upgrade
+# never leaves the device without a working version. Running it twice with the same archive changes nothing.
+set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+Usage: install.sh [options]            install this archive's release and (re)start the service
+       install.sh --rollback [options] make the previous release current again
+       install.sh --status [options]   show the current, previous and installed releases
+Options:
+  --prefix DIR     install folder (default /opt/edgecam)
+  --root DIR       stage everything under DIR instead of / (a test or image root; implies --no-systemd).
+                   Also taken from $EDGECAM_ROOT.
+  --no-systemd     write the unit file but do not enable, start or restart the service
+  --python PY      Python to build the venv with (default python3; the venv uses --system-site-packages
+                   so apt's numpy, picamera2 and libcamera stay visible)
+  --pip-args ARGS  extra pip install arguments, e.g. "--no-index --find-links /media/usb/wheels"
+  --keep N         releases to keep, the current and previous ones always kept (default 3)
+  --user NAME      system user the service runs as (default edgecam; created when missing)
+  --no-apt         do not apt-get install missing python3-venv, python3-numpy, python3-picamera2
+                   (only ever tried as root on a device with systemd, never with --root)
+EOF
+}
+
+say() { echo "edgecam install: $*"; }
+die() { echo "edgecam install: error: $*" >&2; exit 1; }
+
+PREFIX=/opt/edgecam
+ROOT=${EDGECAM_ROOT:-}
+SYSTEMD=auto
+PYTHON=python3
+PIP_ARGS=""
+KEEP=3
+SERVICE_USER=edgecam
+ACTION=install
+APT=yes
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --prefix) PREFIX=${2:?--prefix needs a folder}; shift 2 ;;
+    --root) ROOT=${2:?--root needs a folder}; shift 2 ;;
+    --no-systemd) SYSTEMD=no; shift ;;
+    --python) PYTHON=${2:?--python needs an interpreter}; shift 2 ;;
+    --pip-args) PIP_ARGS=${2-}; shift 2 ;;
+    --keep) KEEP=${2:?--keep needs a number}; shift 2 ;;
+    --user) SERVICE_USER=${2:?--user needs a name}; shift 2 ;;
+    --no-apt) APT=no; shift ;;
+    --rollback) ACTION=rollback; shift ;;
+    --status) ACTION=status; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; die "unknown option $1" ;;
+  esac
+done
+case "$PREFIX" in /*) ;; *) die "--prefix must be an absolute path, got $PREFIX" ;; esac
+case "$KEEP" in ''|*[!0-9]*) die "--keep must be a number, got $KEEP" ;; esac
+[ "$KEEP" -ge 2 ] || KEEP=2
+if [ -n "$ROOT" ]; then
+  mkdir -p "$ROOT" && ROOT=$(cd "$ROOT" && pwd)
+  SYSTEMD=no
+fi
+for path in "$ROOT" "$PREFIX"; do
+  case "$path" in *[[:space:]\#\&\|\\]*) die "paths with spaces or any of #&|\\ are not supported: $path" ;; esac
+done
+if [ "$SYSTEMD" = auto ]; then
+  # The sd_booted() test: systemd is PID 1 and systemctl exists.
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then SYSTEMD=yes; else SYSTEMD=no; fi
+fi
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BASE=$ROOT$PREFIX              # where the files are
+UNIT_DIR=$ROOT/etc/systemd/system
+ENV_FILE=$ROOT/etc/default/edgecam
+LOG_DIR=$ROOT/var/log/edgecam
+RELEASES=$BASE/releases
+
+CHANGED=no  # set when the current release, the unit or the environment file changed: restart needed
+release_of() { local target; target=$(readlink "$BASE/$1" 2>/dev/null) || return 0; basename "$target"; }
+
+set_link() {  # set_link NAME RELEASE_ID: atomic (a new link renamed over the old one)
+  ln -sfn "releases/$2" "$BASE/.$1.new"
+  mv -Tf "$BASE/.$1.new" "$BASE/$1"
+  [ "$1" != current ] || CHANGED=yes
+}
+
+json_field() {  # json_field FILE KEY -> value, or nothing
+  "$PYTHON" -c 'import json, sys
+try: print(json.load(open(sys.argv[1])).get(sys.argv[2]) or "")
+except (OSError, ValueError): pass' "$1" "$2"
+}
+
+replace_if_changed() {  # replace_if_changed NEW TARGET: move NEW over TARGET, noting whether it differed
+  if [ -f "$2" ] && cmp -s "$1" "$2"; then rm -f "$1"; else mv -f "$1" "$2"; CHANGED=yes; fi
+}
+
+write_env_file() {  # keep the user's lines (EDGECAM_ARGS, EDGECAM_TOKEN, ...); set EDGECAM_RUNTIME
+  local runtime=$1 tmp
+  mkdir -p "$(dirname "$ENV_FILE")"
+  tmp=$(mktemp "$ENV_FILE.XXXXXX")
+  if [ -f "$ENV_FILE" ]; then
+    grep -v -e '^EDGECAM_RUNTIME=' -e '^# EDGECAM_RUNTIME is written by install.sh' "$ENV_FILE" >"$tmp" || true
+  else
+    cat >"$tmp" <<'EOF'
+# edgecam service environment (read by edgecam.service). Your own lines are kept across installs.
+# Extra daemon flags, e.g.: EDGECAM_ARGS="--source picamera2 --model edgetpu@usb:0 --http 0.0.0.0:8080"
+# EDGECAM_TOKEN=... is required when --http listens beyond 127.0.0.1.
+EDGECAM_ARGS=""
+EOF
+  fi
+  if [ -n "$runtime" ]; then
+    printf '# EDGECAM_RUNTIME is written by install.sh from `device doctor` (the runtime that worked)\n' >>"$tmp"
+    printf 'EDGECAM_RUNTIME=%s\n' "$runtime" >>"$tmp"
+  fi
+  # systemd reads it as root: keep it private (EDGECAM_TOKEN), or as the user set it.
+  if [ -f "$ENV_FILE" ]; then chmod --reference="$ENV_FILE" "$tmp"; else chmod 0600 "$tmp"; fi
+  replace_if_changed "$tmp" "$ENV_FILE"
+}
+
+render_unit() {  # render_unit RELEASE_DIR: its unit, paths pointed at PREFIX/current -> RELEASE_DIR/state/
+  local template=$1/device/systemd/edgecam.service out=$1/state/edgecam.service
+  [ -f "$template" ] || die "$template is missing from the release"
+  mkdir -p "$1/state"
+  # Tokens first, so that a --root path which itself contains /opt/edgecam is not replaced twice.
+  sed -e 's#/opt/edgecam/\.venv/#@PREFIX@/current/venv/#g' \
+      -e 's#/opt/edgecam/artifacts/[^ ]*#@PREFIX@/current/bundle#g' \
+      -e 's#^WorkingDirectory=.*#WorkingDirectory=@PREFIX@/current#' \
+      -e 's#/opt/edgecam#@PREFIX@#g' -e 's#/etc/default/edgecam#@ENV_FILE@#g' -e 's#/var/log/edgecam#@LOG_DIR@#g' \
+      -e "s#^User=.*#User=$SERVICE_USER#" -e "s#^Group=.*#Group=$SERVICE_USER#" \
+      -e "s#@PREFIX@#$BASE#g" -e "s#@ENV_FILE@#$ENV_FILE#g" -e "s#@LOG_DIR@#$LOG_DIR#g" \
+      "$template" >"$out"
+  grep -q "^ExecStart=$BASE/current/venv/bin/python -m device --bundle $BASE/current/bundle" "$out" \
+    || die "$template no longer has the ExecStart line install.sh expects; update render_unit in install.sh"
+}
+
+install_unit() {  # install_unit RELEASE_DIR
+  local tmp
+  mkdir -p "$UNIT_DIR"
+  tmp=$(mktemp "$UNIT_DIR/.edgecam.service.XXXXXX")
+  cp "$1/state/edgecam.service" "$tmp"
+  chmod 0644 "$tmp"
+  replace_if_changed "$tmp" "$UNIT_DIR/edgecam.service"
+}
+
+restart_service() {  # -> 0 when the service came up (Type=notify: restart waits for READY=1)
+  [ "$SYSTEMD" = yes ] || { say "no systemd here (or --root/--no-systemd): unit written to $UNIT_DIR, not started"; return 0; }
+  if [ "$CHANGED" = no ] && systemctl is-active --quiet edgecam.service; then
+    say "service edgecam already runs this release; nothing to restart"
+    return 0
+  fi
+  systemctl daemon-reload
+  systemctl enable --quiet edgecam.service
+  if systemctl restart edgecam.service && sleep 2 && systemctl is-active --quiet edgecam.service; then
+    say "service edgecam is running ($(systemctl show -p MainPID --value edgecam.service | sed 's/^/pid /'))"
+    return 0
+  fi
+  systemctl --no-pager --lines=20 status edgecam.service >&2 || true
+  return 1
+}
+
+activate() {  # activate RELEASE_ID: unit + environment from that release, then restart
+  local dir=$RELEASES/$1
+  [ -f "$dir/state/edgecam.service" ] || render_unit "$dir"
+  install_unit "$dir"
+  write_env_file "$(json_field "$dir/state/runtime.json" runtime)"
+  restart_service
+}
+
+ensure_service_user() {
+  [ "$SYSTEMD" = yes ] || return 0
+  id -u "$SERVICE_USER" >/dev/null 2>&1 && return 0
+  say "creating system user $SERVICE_USER (groups: video$(getent group plugdev >/dev/null && echo ', plugdev'))"
+  useradd --system --home-dir "$PREFIX" --no-create-home --shell /usr/sbin/nologin \
+    --groups "video$(getent group plugdev >/dev/null && echo ',plugdev')" "$SERVICE_USER"
+}
+
+show_status() {
+  echo "prefix:   $BASE"
+  echo "current:  $(release_of current)"
+  echo "previous: $(release_of previous)"
+  echo "releases:"
+  [ -d "$RELEASES" ] && ls -1 "$RELEASES" | sed 's/^/  /'
+  return 0
+}
+
+rollback() {
+  local current previous
+  current=$(release_of current); previous=$(release_of previous)
+  [ -n "$previous" ] && [ -f "$RELEASES/$previous/.complete" ] \
+    || die "no previous release to roll back to in $BASE (install.sh --status lists them)"
+  say "rolling back from ${current:-none} to $previous"
+  set_link current "$previous"
+  [ -n "$current" ] && set_link previous "$current"
+  activate "$previous" || die "release $previous did not start either; see: journalctl -u edgecam"
+  say "current release: $previous (install.sh --rollback again returns to $current)"
+}
+
+build_release() {  # build_release ID: copy, venv, pip, doctor; the folder is removed again on failure
+  local id=$1 dir=$RELEASES/$1 site
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  BUILDING=$dir
+  trap 'rm -rf "$BUILDING"; echo "edgecam install: failed; the current release is unchanged" >&2' EXIT
+  say "copying release $id to $dir"
+  cp -R "$HERE/device" "$HERE/bundle" "$HERE/requirements.txt" "$HERE/release.json" "$HERE/install.sh" "$dir/"
+  for extra in wheels kiosk; do [ ! -d "$HERE/$extra" ] || cp -R "$HERE/$extra" "$dir/"; done
+  say "creating venv ($("$PYTHON" --version 2>&1), --system-site-packages)"
+  "$PYTHON" -m venv --system-site-packages "$dir/venv"
+  site=$("$dir/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  echo "$dir" >"$site/edgecam-release.pth"  # `import device` from anywhere, e.g. python -m device doctor
+  local pip=("$dir/venv/bin/python" -m pip install --disable-pip-version-check --no-input --quiet)
+  [ -d "$dir/wheels" ] && pip+=(--no-index --find-links "$dir/wheels")
+  # shellcheck disable=SC2206  # --pip-args is split into words on purpose
+  pip+=($PIP_ARGS -r "$dir/requirements.txt")
+  say "pip install -r requirements.txt"
+  "${pip[@]}"
+  say "device doctor"
+  [ -z "$ROOT" ] || mkdir -p "$LOG_DIR"  # on the device, systemd creates it for the service (LogsDirectory=)
+  "$dir/venv/bin/python" -m device doctor --bundle "$dir/bundle" --state-dir "$dir/state" --log-dir "$LOG_DIR"
+  render_unit "$dir"
+  touch "$dir/.complete"
+  trap - EXIT
+}
+
+prune() {
+  local current previous kept=0 id
+  current=$(release_of current); previous=$(release_of previous)
+  # shellcheck disable=SC2045  # release ids are [A-Za-z0-9._-] (deploy/bundle.py); ls -t orders them by age
+  for id in $(ls -1t "$RELEASES"); do
+    if [ "$id" = "$current" ] || [ "$id" = "$previous" ]; then continue; fi
+    kept=$((kept + 1))
+    if [ $((kept + 2)) -gt "$KEEP" ]; then say "removing old release $id"; rm -rf "${RELEASES:?}/$id"; fi
+  done
+}
+
+apt_packages() {  # the Pi's own packages: a venv needs python3-venv; numpy and picamera2 only come from apt
+  [ "$APT" = yes ] && [ "$SYSTEMD" = yes ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 0
+  local package missing=()
+  for package in python3-venv python3-numpy python3-picamera2; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+  done
+  [ ${#missing[@]} -gt 0 ] || return 0
+  say "apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq || true
+  for package in "${missing[@]}"; do
+    apt-get install -y -qq --no-install-recommends "$package" >/dev/null \
+      || echo "edgecam install: warning: apt-get install $package failed" >&2
+  done
+}
+
+install() {
+  [ -f "$HERE/release.json" ] && [ -d "$HERE/device" ] && [ -d "$HERE/bundle" ] \
+    || die "$HERE is not an unpacked edgecam device archive (no release.json, device/, bundle/)"
+  apt_packages
+  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 9))' 2>/dev/null \
+    || die "$PYTHON is missing or older than 3.9 (Raspberry Pi OS bookworm has 3.11)"
+  "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null \
+    || die "$PYTHON cannot create virtual environments: sudo apt install python3-venv"
+  local id old
+  id=$(json_field "$HERE/release.json" id)
+  [ -n "$id" ] || die "$HERE/release.json has no release id"
+  mkdir -p "$RELEASES"
+  old=$(release_of current)
+  if [ -f "$RELEASES/$id/.complete" ]; then
+    say "release $id is already installed; checking it again"
+    "$RELEASES/$id/venv/bin/python" -m device doctor --bundle "$RELEASES/$id/bundle" \
+      --state-dir "$RELEASES/$id/state" --log-dir "$LOG_DIR" >/dev/null \
+      || die "release $id no longer passes device doctor: run $RELEASES/$id/venv/bin/python -m device doctor"
+  else
+    build_release "$id"
+  fi
+  if [ "$old" != "$id" ]; then
+    set_link current "$id"
+    [ -n "$old" ] && set_link previous "$old"
+  fi
+  ensure_service_user
+  if ! activate "$id"; then
+    if [ -n "$old" ] && [ "$old" != "$id" ]; then
+      echo "edgecam install: the service did not start with $id; going back to $old" >&2
+      set_link current "$old"; set_link previous "$id"
+      activate "$old" || true
+      die "release $id failed to start and $old runs again (journalctl -u edgecam shows why)"
+    fi
+    die "release $id is installed but the service did not start: journalctl -u edgecam shows why; fix" \
+        "$ENV_FILE (e.g. EDGECAM_ARGS=\"--source opencv:0\") and run: sudo systemctl restart edgecam"
+  fi
+  prune
+  say "current release: $id (runtime: $(json_field "$RELEASES/$id/state/runtime.json" runtime))"
+  if [ "$SYSTEMD" = yes ]; then
+    say "check: systemctl status edgecam; curl -s http://127.0.0.1:8080/status; journalctl -u edgecam -f"
+  fi
+}
+
+mkdir -p "$BASE"
+exec 9>"$BASE/.install.lock"
+flock -n 9 || die "another install.sh is running on $BASE"
+case "$ACTION" in
+  install) install ;;
+  rollback) rollback ;;
+  status) show_status ;;
+esac
