@@ -63,8 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     for fmt in FORMATS:
         parser.add_argument(f"--min-agreement-{fmt}", type=_fraction, default=DEFAULT_MIN_AGREEMENT[fmt],
                             metavar="FRACTION", help=f"least top-1 agreement of {fmt} with the SavedModel")
-    parser.add_argument("--max-accuracy-drop-int8", type=_points, default=DEFAULT_MAX_ACCURACY_DROP["int8"],
-                        metavar="POINTS", help="most accuracy (percentage points) int8 may lose vs. the SavedModel")
+    for fmt in DEFAULT_MAX_ACCURACY_DROP:
+        parser.add_argument(f"--max-accuracy-drop-{fmt}", type=_points, default=DEFAULT_MAX_ACCURACY_DROP[fmt],
+                            metavar="POINTS",
+                            help=f"most accuracy (percentage points) {fmt} may lose vs. the SavedModel")
     parser.add_argument("--skip-parity", action="store_true", help="convert only; measure nothing")
     parser.add_argument("--debug-quantization", action="store_true",
                         help="write the per-layer int8 error report even when int8 parity holds")
@@ -82,7 +84,7 @@ def main(argv=None) -> int:
 
     thresholds = Thresholds(
         min_agreement={fmt: getattr(args, f"min_agreement_{fmt}") for fmt in FORMATS},
-        max_accuracy_drop={"int8": args.max_accuracy_drop_int8},
+        max_accuracy_drop={fmt: getattr(args, f"max_accuracy_drop_{fmt}") for fmt in DEFAULT_MAX_ACCURACY_DROP},
     )
     try:
         report = convert_bundle(

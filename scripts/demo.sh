@@ -9,7 +9,7 @@ BUNDLE=${BUNDLE:-artifacts/rps}
 CALIBRATION=${CALIBRATION:-calibration_data/rps}
 EPOCHS=${EPOCHS:-15}
 PORT=${PORT:-8080}
-export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3}  # 3: also hides TF's benign C++ "NodeDef mentions attribute" lines
 started=$(date +%s)
 stage() { printf '\n==== [%s/4] %s (%ss elapsed)\n' "$1" "$2" "$(( $(date +%s) - started ))"; }
 

@@ -235,3 +235,30 @@ def test_multi_worker_without_tf_config_explains(tmp_path):
     result = subprocess.run([PYTHON, "-m", "train", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
                              "--strategy", "multi-worker"], cwd=REPO, capture_output=True, text=True, env=env)
     assert result.returncode == 2 and "TF_CONFIG" in result.stderr
+
+
+def test_same_seed_trains_the_same_weights_and_another_seed_does_not(tiny_data_dir, tmp_path):
+    """Seeded training is reproducible (op determinism on), augmentation included."""
+    import keras
+
+    def weights(seed, name):
+        out = tmp_path / name
+        result = run_train("--data", tiny_data_dir, "--out", out, "--model", "small", "--image-size", "32",
+                           "--epochs", "2", "--batch-size", "16", "--seed", seed)
+        assert result.returncode == 0, result.stderr
+        return keras.models.load_model(out / "model.keras").get_weights()
+
+    first, again, other = weights(3, "a"), weights(3, "b"), weights(4, "c")
+    assert all(np.array_equal(x, y) for x, y in zip(first, again))
+    assert not all(np.array_equal(x, y) for x, y in zip(first, other))
+
+
+def test_learning_rate_warms_up_over_one_epoch_then_decays_to_zero():
+    from train.api import TrainOptions, learning_rate_schedule
+
+    options = TrainOptions(epochs=10, batch_size=32, learning_rate=1e-3)
+    schedule = learning_rate_schedule(options, train_images=320)  # 10 steps per epoch, 100 in all
+    rate = [float(schedule(step)) for step in (0, 5, 10, 55, 100)]
+    assert rate[0] == pytest.approx(1e-4)
+    assert rate[0] < rate[1] < rate[2] == pytest.approx(1e-3)
+    assert rate[2] > rate[3] > rate[4] and rate[4] == pytest.approx(0.0, abs=1e-9)

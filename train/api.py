@@ -60,6 +60,21 @@ class TrainOptions:
     verbose: int = -1  # -1: progress bar on a terminal, one line per epoch otherwise
 
 
+def learning_rate_schedule(options: TrainOptions, train_images: int):
+    """Linear warm-up over the first epoch from a tenth of --learning-rate, then cosine decay to zero at
+    --epochs. Without the warm-up, Adam at full rate in the first steps can drive the ReLU network of the
+    reference model into a state where it predicts uniform probabilities for several epochs; the decay
+    settles the weights so the best epoch is near the last. The step count lives in the optimizer, so
+    --resume continues the schedule where it stopped."""
+    import keras
+
+    steps_per_epoch = max(1, -(-train_images // options.batch_size))
+    warmup = min(steps_per_epoch, max(1, options.epochs * steps_per_epoch // 4))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=options.learning_rate / 10, decay_steps=max(1, options.epochs * steps_per_epoch - warmup),
+        warmup_target=options.learning_rate, warmup_steps=warmup)
+
+
 class BundleExistsError(ValueError):
     pass
 
@@ -189,11 +204,13 @@ def train_bundle(data_dir, out_dir, **overrides) -> Path:
     started = time.monotonic()
 
     import keras
+    import tensorflow as tf
 
     from train.model import build_augmenter, build_model
 
     strategy = make_strategy(options)  # must come before any other TF op (logical CPU devices)
     keras.utils.set_random_seed(options.seed)
+    tf.config.experimental.enable_op_determinism()  # same seed, same data -> same weights (CPU and GPU)
     print(f"strategy: {options.strategy}, {strategy.num_replicas_in_sync} replica(s)", flush=True)
     folder = scan_image_folder(data_dir, options.validation_split, options.seed)
     size = (options.image_size, options.image_size)
@@ -224,7 +241,7 @@ def train_bundle(data_dir, out_dir, **overrides) -> Path:
             print(f"resuming after epoch {initial_epoch} ({last})", flush=True)
         else:
             model = build_model(options.model, size, len(folder.class_names))
-            model.compile(optimizer=keras.optimizers.Adam(options.learning_rate),
+            model.compile(optimizer=keras.optimizers.Adam(learning_rate_schedule(options, len(folder.train))),
                           loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     verbose = options.verbose if options.verbose >= 0 else (1 if sys.stdout.isatty() else 2)
     if initial_epoch < options.epochs:

@@ -35,7 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size, help="global batch size")
     parser.add_argument("--image-size", type=positive_int, default=DEFAULTS.image_size,
                         help="model input height and width in pixels")
-    parser.add_argument("--learning-rate", type=float, default=DEFAULTS.learning_rate, help="Adam learning rate")
+    parser.add_argument("--learning-rate", type=float, default=DEFAULTS.learning_rate, help="peak Adam learning rate: one epoch of warm-up from a tenth of it, then cosine decay")
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed for splits, shuffling, init")
     parser.add_argument("--model", choices=MODELS, default=DEFAULTS.model, help="architecture")
     parser.add_argument("--validation-split", type=float, default=DEFAULTS.validation_split,
@@ -49,7 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cpu-devices", type=positive_int, default=DEFAULTS.cpu_devices,
                         help="logical CPU devices for --strategy mirrored when there is no GPU")
     parser.add_argument("--no-augment", dest="augment", action="store_false",
-                        help="turn off flip/rotation/zoom augmentation (applied in tf.data, training only)")
+                        help="turn off flip/rotation/zoom augmentation (applied in tf.data, training only; "
+                             "on unless this flag is given)%(default).0s")  # .0s: no '(default: True)'
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     parser.add_argument("--overwrite", action="store_true", help="replace the bundle already in --out")
     return parser.parse_args(argv)

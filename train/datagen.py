@@ -35,14 +35,14 @@ CLASS_NAMES = ("paper", "rock", "scissors")
 SPLITS = ("train", "test")
 SPLIT_IDS = {"train": 0, "test": 1, "calibration": 2}  # part of every image's seed: streams never overlap
 GENERATOR = "edgecam.train.datagen"
-VERSION = 1  # bump when the drawing changes: folders written by another version are regenerated
+VERSION = 4  # bump when the drawing changes: folders written by another version are regenerated
 MANIFEST = "dataset.json"
 SUPERSAMPLE = 2  # draw at 2x, downscale with LANCZOS: smooth edges
 PNG_COMPRESS_LEVEL = 6
 
 # Apparent hand size (pixels per palm width, as a fraction of the image side) for each class. The fist is
 # drawn bigger and the spread hand smaller, so the skin-area distributions of the classes overlap.
-CLASS_SCALE = {"paper": (0.25, 0.36), "rock": (0.30, 0.43), "scissors": (0.27, 0.39)}
+CLASS_SCALE = {"paper": (0.29, 0.41), "rock": (0.35, 0.49), "scissors": (0.31, 0.45)}
 # Light to dark skin tones; a tone is drawn uniformly along this chain, then jittered.
 SKIN_TONES = np.array([(255, 228, 210), (241, 194, 167), (224, 172, 135), (198, 140, 100),
                        (161, 104, 70), (122, 78, 52), (88, 56, 40), (62, 40, 30)], dtype=np.float64)
@@ -115,7 +115,7 @@ def _background(rng, side: int) -> np.ndarray:
 def _arm_angle(rng) -> float:
     """Rotation of the hand (radians, 0 = fingers up, arm from the bottom): mostly the arm comes in from
     the bottom or a side of the picture, as it does in front of a camera; one hand in eight at any angle."""
-    side = rng.choice(5, p=[0.72, 0.1, 0.1, 0.02, 0.06])  # bottom, left, right, top, anywhere
+    side = rng.choice(5, p=[0.80, 0.08, 0.08, 0.02, 0.02])  # bottom, left, right, top, anywhere
     degrees = rng.uniform(0, 360) if side == 4 else (0, -90, 90, 180)[side] + rng.normal(0, (22, 15, 15, 15)[side])
     return math.radians(degrees)
 
@@ -178,7 +178,7 @@ def _hand_parts(rng, label: str, view: str) -> list:
     thumb_base = (-0.38 + rng.normal(0, 0.02), 0.38 + rng.normal(0, 0.05))
 
     if label == "paper":
-        spread = rng.uniform(0.6, 1.6)
+        spread = rng.uniform(0.85, 1.7)
         angles = np.array([-15, -4, 7, 19]) * spread + rng.normal(0, 3, 4)
         extended, curled = [0, 1, 2, 3], []
         thumb_angle = rng.uniform(-70, -40)

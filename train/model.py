@@ -48,8 +48,8 @@ def build_augmenter(seed: int):
     return keras.Sequential(
         [
             layers.RandomFlip("horizontal", seed=seed),
-            layers.RandomRotation(0.1, fill_mode="nearest", seed=seed + 1),
-            layers.RandomZoom(0.15, fill_mode="nearest", seed=seed + 2),
+            layers.RandomRotation(0.05, fill_mode="nearest", seed=seed + 1),
+            layers.RandomZoom(0.1, fill_mode="nearest", seed=seed + 2),
         ],
         name="augment",
     )
