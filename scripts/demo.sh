@@ -17,8 +17,8 @@ stage 1 "generate the built-in rock-paper-scissors images -> $DATA, $CALIBRATION
 $PY -m train.datagen --out "$DATA" --calibration-out "$CALIBRATION"
 
 stage 2 "train the reference CNN -> $BUNDLE"
-if [ -f "$BUNDLE/manifest.json" ] && [ -z "${RETRAIN:-}" ]; then
-  echo "$BUNDLE already holds a trained bundle: reusing it (RETRAIN=1 make demo, or make train, to train again)"
+if [ -f "$BUNDLE/manifest.json" ] && [ "$BUNDLE/manifest.json" -nt "$DATA/dataset.json" ] && [ -z "${RETRAIN:-}" ]; then
+  echo "$BUNDLE already holds a bundle trained on this data: reusing it (RETRAIN=1 make demo, or make train, to train again)"
 else
   $PY -m train --data "$DATA" --out "$BUNDLE" --epochs "$EPOCHS" --overwrite
 fi
