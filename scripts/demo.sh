@@ -30,7 +30,15 @@ stage 4 "run the device daemon (int8 model) on the held-out frames"
 $PY -m device --bundle "$BUNDLE" --model int8 --source "images:$DATA/test" --once --http off --emit every --smoothing 1 --max-fps 0 \
   | $PY scripts/demo_summary.py "$BUNDLE"
 
-printf '\nDone in %ss. Next:\n' "$(( $(date +%s) - started ))"
-echo "  make kiosk     # live page + rock-paper-scissors game at http://127.0.0.1:$PORT/"
+printf '\nDone in %ss.\n' "$(( $(date +%s) - started ))"
+if [ -t 0 ] && [ -t 1 ] && [ "${DEMO_KIOSK:-1}" != 0 ]; then
+  # Interactive: leave the daemon running with the kiosk page, replaying the held-out frames as a camera.
+  printf '\n==== kiosk: open http://127.0.0.1:%s/ and press Play (or Space) to play rock-paper-scissors\n' "$PORT"
+  echo "     the daemon replays $DATA/test as its camera; Ctrl+C stops it (DEMO_KIOSK=0 make demo skips this)"
+  exec $PY -m device --bundle "$BUNDLE" --model int8 --source "images:$DATA/test" --max-fps 10 --emit off \
+    --http "127.0.0.1:$PORT"
+fi
+echo "Next:"
+echo "  make kiosk     # live page + rock-paper-scissors game at http://127.0.0.1:$PORT/ (replays $DATA/test)"
 echo "  make bench     # daemon vs raw interpreter: latency, memory, cold start"
 echo "  make bundle    # dist/edgecam-device-rps.tar.gz for a Raspberry Pi (see README)"
