@@ -14,27 +14,7 @@ from pathlib import Path
 from convert.calibration import DEFAULT_SAMPLES, MIN_SAMPLES
 from convert.parity import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, Thresholds
 from convert.tflite import FORMATS, IO_TYPES
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a fraction between 0 and 1 (e.g. 0.98), got {text}")
-    return value
-
-
-def _points(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more accuracy points, got {text}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+from device.cli import non_negative_float, positive_int, probability
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"comma-separated subset of {','.join(FORMATS)}")
     parser.add_argument("--calibration", type=Path, default=Path("calibration_data"),
                         help="folder of representative images for int8 calibration (searched recursively)")
-    parser.add_argument("--calibration-samples", type=_positive, default=DEFAULT_SAMPLES,
+    parser.add_argument("--calibration-samples", type=positive_int, default=DEFAULT_SAMPLES,
                         help=f"calibration images to use, spread evenly over the folder (at least {MIN_SAMPLES})")
     parser.add_argument("--io-type", choices=IO_TYPES, default="int8",
                         help="int8 model input/output type (uint8 for older Edge TPU flows)")
@@ -61,16 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--edgetpu", action="store_true",
                         help="also compile model_int8_edgetpu.tflite when edgetpu_compiler is on PATH")
     for fmt in FORMATS:
-        parser.add_argument(f"--min-agreement-{fmt}", type=_fraction, default=DEFAULT_MIN_AGREEMENT[fmt],
+        parser.add_argument(f"--min-agreement-{fmt}", type=probability, default=DEFAULT_MIN_AGREEMENT[fmt],
                             metavar="FRACTION", help=f"least top-1 agreement of {fmt} with the SavedModel")
     for fmt in DEFAULT_MAX_ACCURACY_DROP:
-        parser.add_argument(f"--max-accuracy-drop-{fmt}", type=_points, default=DEFAULT_MAX_ACCURACY_DROP[fmt],
+        parser.add_argument(f"--max-accuracy-drop-{fmt}", type=non_negative_float, default=DEFAULT_MAX_ACCURACY_DROP[fmt],
                             metavar="POINTS",
                             help=f"most accuracy (percentage points) {fmt} may lose vs. the SavedModel")
     parser.add_argument("--skip-parity", action="store_true", help="convert only; measure nothing")
     parser.add_argument("--debug-quantization", action="store_true",
                         help="write the per-layer int8 error report even when int8 parity holds")
-    parser.add_argument("--threads", type=_positive, default=os.cpu_count() or 1,
+    parser.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1,
                         help="interpreter threads for parity and latency (the device daemon's default: all cores)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser

@@ -54,6 +54,15 @@ def tiny_bundle(tiny_data_dir, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory) -> Path:
+    """The device tests' bundle (tests/device_bundle.py): a small Keras model converted to every TFLite format,
+    built once per session on first use. Read-only: copy it before changing anything."""
+    import device_bundle
+
+    return device_bundle.shared_bundle(tmp_path_factory)
+
+
 def copy_bundle(bundle: Path, destination: Path) -> Path:
     shutil.copytree(bundle, destination)
     return destination

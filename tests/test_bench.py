@@ -7,14 +7,8 @@ import sys
 from pathlib import Path
 
 import device_bundle
-import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="session")
-def bundle(tmp_path_factory):
-    return device_bundle.shared_bundle(tmp_path_factory)
 
 
 def test_bench_prints_and_writes_the_table(bundle, tmp_path):

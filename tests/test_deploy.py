@@ -33,15 +33,6 @@ HOST_SIDE = ("train/", "convert/", "bench/", "tests/", "deploy/", "saved_model/"
 
 
 # ---- fixtures ----------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def bundle(request, tmp_path_factory) -> Path:
-    """conftest's converted bundle when the lead's conftest has one, else the device tests' tiny bundle."""
-    try:
-        return Path(request.getfixturevalue("converted_bundle"))
-    except pytest.FixtureLookupError:
-        return device_bundle.shared_bundle(tmp_path_factory)
-
-
 def stand_in_system_site(target: Path, roots=("numpy", "pillow", "ai-edge-litert")) -> Path:
     """Links to this venv's copies of ``roots`` and their dependencies, nothing else (no TensorFlow)."""
     from packaging.requirements import Requirement

@@ -21,14 +21,6 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="session")
-def bundle(request, tmp_path_factory) -> Path:
-    try:
-        return Path(request.getfixturevalue("converted_bundle"))
-    except pytest.FixtureLookupError:
-        return device_bundle.shared_bundle(tmp_path_factory)
-
-
 @pytest.mark.slow
 def test_pi_sim_labels_equal_the_x86_labels(bundle, tmp_path):
     if os.environ.get("EDGECAM_PI_SIM") == "0":

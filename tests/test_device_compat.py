@@ -15,11 +15,6 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "tflite_runtime_compat.sh"
 
 
-@pytest.fixture(scope="session")
-def bundle(tmp_path_factory):
-    return device_bundle.shared_bundle(tmp_path_factory)
-
-
 def run_main_venv(bundle, images, model):
     output = subprocess.run(
         [sys.executable, "-m", "device", "--bundle", str(bundle), "--source", f"images:{images}", "--once",

@@ -22,11 +22,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def bundle(tmp_path_factory):
-    return device_bundle.shared_bundle(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
 def images(bundle):
     return device_bundle.heldout(bundle)[0][1].parent.parent  # the held-out folder (3 classes x 8)
 

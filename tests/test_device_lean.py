@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import device_bundle
-import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 FORBIDDEN = ("tensorflow", "keras", "train", "convert", "tf_keras", "jax", "torch")
@@ -24,11 +23,6 @@ except SystemExit as exit:
 roots = sorted({name.split(".")[0] for name in sys.modules})
 print(json.dumps({"code": code, "modules": roots}), file=sys.stderr)
 """
-
-
-@pytest.fixture(scope="session")
-def bundle(tmp_path_factory):
-    return device_bundle.shared_bundle(tmp_path_factory)
 
 
 def run_daemon_and_list_modules(arguments):

@@ -11,22 +11,11 @@ from pathlib import Path
 
 import device_bundle
 import numpy as np
-import pytest
 from PIL import Image
 
 from device.manifest import load_manifest
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="session")
-def bundle(request, tmp_path_factory):
-    """conftest's converted_bundle (trained by train/ on generated hands, converted by convert/) once it
-    exists; until then the tests' own small Keras bundle."""
-    try:
-        return request.getfixturevalue("converted_bundle")
-    except pytest.FixtureLookupError:
-        return device_bundle.shared_bundle(tmp_path_factory)
 
 
 def saved_model_top1(bundle: Path, paths: list) -> list:

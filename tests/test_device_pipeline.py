@@ -13,11 +13,6 @@ from device.runtime import load_model
 from device.sources import EndOfStream, Source, SourceError
 
 
-@pytest.fixture(scope="session")
-def bundle(tmp_path_factory):
-    return device_bundle.shared_bundle(tmp_path_factory)
-
-
 def test_slot_keeps_only_the_newest_frame_and_counts_drops():
     slot = pipeline.FrameSlot()
     for value in range(5):

@@ -14,11 +14,6 @@ from device import runtime
 from device.manifest import ManifestError
 
 
-@pytest.fixture(scope="session")
-def bundle(tmp_path_factory):
-    return device_bundle.shared_bundle(tmp_path_factory)
-
-
 def test_parse_model_spec():
     assert runtime.parse_model_spec("int8") == runtime.ModelSpec("int8", None, None)
     assert runtime.parse_model_spec("edgetpu@usb:0") == runtime.ModelSpec("int8_edgetpu", None, "usb:0")

@@ -14,11 +14,6 @@ from device import server as server_module
 from device.daemon import Daemon, Options
 
 
-@pytest.fixture(scope="session")
-def bundle(tmp_path_factory):
-    return device_bundle.shared_bundle(tmp_path_factory)
-
-
 class Running:
     def __init__(self, bundle, **overrides):
         test_images = device_bundle.heldout(bundle)[0][1].parent.parent

@@ -34,14 +34,6 @@ def load_delegate(*args, **kwargs):
 HANGING_RUNTIME = CRASHING_RUNTIME.replace("os.kill(os.getpid(), signal.SIGSEGV)", "import time; time.sleep(600)")
 
 
-@pytest.fixture(scope="session")
-def bundle(request, tmp_path_factory) -> Path:
-    try:
-        return Path(request.getfixturevalue("converted_bundle"))
-    except pytest.FixtureLookupError:
-        return device_bundle.shared_bundle(tmp_path_factory)
-
-
 def stand_in(folder: Path, name: str, source: str) -> Path:
     (folder / name).mkdir(parents=True)
     (folder / name / "__init__.py").write_text("")

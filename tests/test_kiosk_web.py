@@ -21,11 +21,6 @@ from device.daemon import Daemon, Options
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="session")
-def bundle(tmp_path_factory):
-    return device_bundle.shared_bundle(tmp_path_factory)
-
-
 class Running:
     """A daemon whose inference loop runs in a thread of the test process."""
 

@@ -7,18 +7,12 @@ import logging
 import os
 import sys
 
+from device.cli import positive_int
 from train.api import STRATEGIES, BundleExistsError, TrainOptions
 from train.dataset import DataError
 from train.model import MODELS
 
 DEFAULTS = TrainOptions()
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def parse_args(argv=None) -> argparse.Namespace:
