@@ -52,7 +52,7 @@ edgetpu-check: setup ## Offline Edge TPU readiness of BUNDLE's int8 model (no co
 run: setup ## Run the daemon on BUNDLE's held-out images (int8 model), results on stdout
 	$(PY) -m device --bundle $(BUNDLE) --source images:$(DATA)/test --once --http 127.0.0.1:$(PORT)
 
-demo: setup ## Generate data, train, convert, then run the daemon on held-out frames
+demo: setup ## Generate data, train, convert, run the daemon on held-out frames; in a terminal, then serve the kiosk (DEMO_KIOSK=0: skip)
 	@bash scripts/demo.sh
 
 kiosk: setup ## Serve the kiosk page (live view + rock-paper-scissors game) on http://127.0.0.1:PORT/ (SOURCE=opencv:0 for a webcam)

@@ -345,6 +345,7 @@ def test_help_shows_every_flag_with_its_default():
     for expected in ("--formats FORMATS", "(default: float32,float16,dynamic,int8)", "(default: calibration_data)",
                      "--calibration-samples", "(default: 200)", "--io-type {int8,uint8}", "--edgetpu",
                      "--min-agreement-int8 FRACTION", "(default: 0.98)", "--max-accuracy-drop-int8 POINTS",
+                     "--max-accuracy-drop-dynamic POINTS",
                      "--skip-parity", "--test-data"):
         assert expected in text, expected
 
@@ -361,6 +362,9 @@ def test_thresholds_and_metrics():
     assert row.agreement == 0.75 and row.accuracy_drop == pytest.approx(25.0)
     assert row.failures == ["agreement 75.00% < 98.00% (1 of 4 images differ)",
                             "accuracy drop 25.00 points > 1.00"]
+    dynamic = compare("dynamic", "d", 1, flipped, reference, labels, [], Thresholds())
+    assert dynamic.failures == ["agreement 75.00% < 98.00% (1 of 4 images differ)",
+                                "accuracy drop 25.00 points > 1.00"]
     relaxed = Thresholds(min_agreement={"int8": 0.7}, max_accuracy_drop={"int8": 30.0})
     assert relaxed.check(row) == [] and ModelParity("int8", "i", 1).passed
 

@@ -61,8 +61,8 @@ class TrainOptions:
 
 
 def learning_rate_schedule(options: TrainOptions, train_images: int):
-    """Linear warm-up over the first epoch from a tenth of --learning-rate, then cosine decay to zero at
-    --epochs. Without the warm-up, Adam at full rate in the first steps can drive the ReLU network of the
+    """Linear warm-up from a tenth of --learning-rate over the first epoch (over the first quarter of the
+    steps when there are fewer than four epochs), then cosine decay to zero at --epochs. Without the warm-up, Adam at full rate in the first steps can drive the ReLU network of the
     reference model into a state where it predicts uniform probabilities for several epochs; the decay
     settles the weights so the best epoch is near the last. The step count lives in the optimizer, so
     --resume continues the schedule where it stopped."""
