@@ -16,8 +16,8 @@ import numpy as np
 
 from convert import device_side
 from convert.errors import ConvertError
+from device.layout import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 DEFAULT_SAMPLES = 200
 MIN_SAMPLES = 20
 

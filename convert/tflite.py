@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Callable
 
 from convert.errors import ConvertError
+from device.layout import CONVERTED_FORMATS, model_filename  # noqa: F401  (re-exported)
 
-FORMATS = ("float32", "float16", "dynamic", "int8")
+FORMATS = CONVERTED_FORMATS
 IO_TYPES = ("int8", "uint8")
 SIGNATURE_KEY = "serving_default"
 
 
-def model_filename(fmt: str) -> str:
-    return f"model_{fmt}.tflite"
 
 
 class ServingFunction:

@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from device.layout import LABELS as LABELS_FILENAME
+from device.layout import MANIFEST as MANIFEST_FILENAME
+from device.layout import MODEL_FORMATS
+
 SCHEMA_VERSION = 1
-MANIFEST_FILENAME = "manifest.json"
-LABELS_FILENAME = "labels.txt"
 COLOUR_ORDERS = ("RGB", "BGR")
 RESIZE_METHODS = ("bilinear",)
-MODEL_FORMATS = ("float32", "float16", "dynamic", "int8", "int8_edgetpu")
 
 
 class ManifestError(ValueError):

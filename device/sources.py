@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from device.layout import IMAGE_SUFFIXES
+
 log = logging.getLogger("edgecam.sources")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mjpg", ".mjpeg", ".h264", ".m4v")
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from device.layout import BUNDLE_ENTRIES
 from device.manifest import (
     LABELS_FILENAME,
     DatasetInfo,
@@ -34,12 +35,6 @@ from train.dataset import DataError, make_dataset, scan_image_folder
 log = logging.getLogger("edgecam.train")
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
-# Files and folders a bundle consists of: the only things --overwrite may remove.
-BUNDLE_ENTRIES = (
-    "manifest.json", LABELS_FILENAME, "saved_model", "model.keras", "heldout.txt", "history.csv",
-    "training.png", "logs", "checkpoints", "tflite", "parity.json", "parity.md", "quantization_debug.csv",
-    "quantization_debug.md", "edgetpu",
-)
 
 
 @dataclass

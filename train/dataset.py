@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from device.layout import IMAGE_SUFFIXES
+
 log = logging.getLogger("edgecam.train")
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 
 
 class DataError(ValueError):
