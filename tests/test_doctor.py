@@ -41,9 +41,10 @@ def stand_in(folder: Path, name: str, source: str) -> Path:
     return folder
 
 
-def run_doctor(*arguments, pythonpath=None, cwd=REPO, timeout=180) -> subprocess.CompletedProcess:
+def run_doctor(*arguments, pythonpath=None, cwd=REPO, timeout=180, env=None) -> subprocess.CompletedProcess:
     environment = {key: value for key, value in os.environ.items()
                    if not key.startswith(("EDGECAM_", "NOTIFY_", "WATCHDOG_"))}
+    environment.update(env or {})
     environment["PYTHONPATH"] = os.pathsep.join(str(p) for p in [*(pythonpath or []), REPO])
     return subprocess.run([sys.executable, "-m", "device", "doctor", *map(str, arguments)], cwd=cwd,
                           env=environment, check=False, capture_output=True, text=True, timeout=timeout)
