@@ -148,8 +148,9 @@ def test_6_a_reopened_replay_resumes_after_the_last_file(tmp_path):
     source.open()
     assert [source.read()[0, 0, 0] for _ in range(2)] == [0, 60]
     source.close()
+    Image.new("RGB", (8, 8), (30, 0, 0)).save(tmp_path / "0a.png")  # the folder changed meanwhile
     source.open()  # what a retry does after a read error
-    assert source.read()[0, 0, 0] == 120 and source.current.name == "2.png"
+    assert source.read()[0, 0, 0] == 120 and source.current.name == "2.png"  # not 1.png again
 
 
 class StumblingSource(Source):
@@ -183,10 +184,12 @@ def test_6_capture_reopens_the_same_source_instead_of_starting_over():
     capture = Capture(lambda: made.append(StumblingSource()) or made[-1], slot, once=True)
     capture.start()
     frames = []
-    while not (slot.closed and slot.frame is None):
+    deadline = time.monotonic() + 10  # before issue 13 the replay restarted from frame 0 forever
+    while not (slot.closed and slot.frame is None) and time.monotonic() < deadline and len(frames) < 20:
         frame = slot.get(1.0)
         if frame is not None:
             frames.append(int(frame[0, 0, 0]))
+    capture.stop()
     capture.join(2)
     assert frames == [0, 1, 2, 3] and len(made) == 1 and made[0].opens == 2
 
