@@ -3,9 +3,11 @@
 A bounded soak of the real daemon: it replays an image folder as fast as it can while HTTP clients poll
 /healthz, /status, /metrics and /frame.jpg on keep-alive connections, two /events streams stay open, a
 misbehaving client opens idle and half-sent connections, and a SIGHUP reload comes every 20 seconds.
-Prints the daemon's RSS, open file descriptors, threads and error counters before (after a warm-up) and
-after, then stops it with SIGTERM. Exit 1 when the daemon died, did not stop with 0, or leaked
-descriptors or threads; RSS is reported, not judged (minutes are too short for that: run longer).
+Prints the daemon's RSS, open file descriptors, threads and error counters idle before the clients start,
+under load at the start and at the end, and idle again after they stopped; then stops it with SIGTERM.
+Exit 1 when the daemon died, did not stop with 0, logged a traceback, counted frame or reload errors, or
+has more descriptors or threads idle after than idle before; RSS is reported, not judged (minutes are too
+short for that: run longer).
 """
 
 from __future__ import annotations
@@ -164,14 +166,16 @@ def wait_running(port: int, process: subprocess.Popen, timeout: float = 60.0) ->
     raise SystemExit("soak: the daemon did not reach 'running' within 60 s")
 
 
-def table(before: dict, after: dict) -> str:
-    lines = [f"{'':16} {'before':>10} {'after':>10} {'change':>10}"]
-    for key in before:
-        if before[key] is None or key == "state":
+def table(*columns: dict) -> str:
+    """Figures side by side: idle before, load start, load end, idle after, and the change idle to idle."""
+    heads = ("idle before", "load start", "load end", "idle after", "idle change")
+    lines = [f"{'':16}" + "".join(f"{head:>13}" for head in heads)]
+    for key in columns[0]:
+        if key == "state":
             continue
-        change = after[key] - before[key] if isinstance(after[key], (int, float)) else ""
-        change = f"{change:+.1f}" if isinstance(change, float) else f"{change:+d}" if change != "" else ""
-        lines.append(f"{key:16} {before[key]:>10} {after[key]:>10} {change:>10}")
+        change = columns[-1][key] - columns[0][key]
+        change = f"{change:+.1f}" if isinstance(change, float) else f"{change:+d}"
+        lines.append(f"{key:16}" + "".join(f"{column[key]:>13}" for column in columns) + f"{change:>13}")
     return "\n".join(lines)
 
 
@@ -195,6 +199,8 @@ def main(argv=None) -> int:
     threading.Thread(target=lambda: stderr_lines.extend(daemon.stderr), daemon=True).start()
     try:
         wait_running(port, daemon)
+        time.sleep(2.0)
+        idle_before = {**daemon_figures(port), **process_figures(daemon.pid)}
         clients = Clients(port, args.clients)
         clients.start()
         time.sleep(5.0)  # warm-up: threads, buffers and caches reach their working size
@@ -210,9 +216,10 @@ def main(argv=None) -> int:
                 reloads += 1
                 next_reload += 20
         alive = daemon.poll() is None
-        counts = clients.finish()
-        time.sleep(1.5)  # let the last connections close (--request-timeout reaps the rest)
         after = {**daemon_figures(port), **process_figures(daemon.pid)} if alive else None
+        counts = clients.finish()
+        time.sleep(2.0)  # let the last connections close (--request-timeout reaps the rest)
+        idle_after = {**daemon_figures(port), **process_figures(daemon.pid)} if alive else None
     finally:
         stopped = time.monotonic()
         if daemon.poll() is None:
@@ -223,17 +230,18 @@ def main(argv=None) -> int:
             daemon.kill()
             code = daemon.wait()
         stop_s = time.monotonic() - stopped
-    if after is None:
+    if after is None or idle_after is None:
         print(f"soak: FAIL, the daemon died (exit {code}):\n{''.join(stderr_lines[-20:])}")
         return 1
-    print(table(before, after))
+    print(table(idle_before, before, after, idle_after))
     print(f"clients: {counts['requests']} requests, {counts['events']} events, {counts['rude']} rude rounds, "
           f"{counts['errors']} client errors; {reloads} SIGHUP reloads; SIGTERM -> exit {code} in {stop_s:.2f} s")
     tracebacks = sum("Traceback" in line for line in stderr_lines)
-    print(f"stderr: {len(stderr_lines)} lines, {tracebacks} tracebacks")
-    leaks = [key for key in ("fds", "threads") if after[key] > before[key] + LEAK_TOLERANCE]
+    print(f"stderr: {len(stderr_lines)} lines, {tracebacks} tracebacks" + "".join(
+        f"\n  {line.rstrip()}" for line in stderr_lines[:5]))
+    leaks = [key for key in ("fds", "threads") if idle_after[key] > idle_before[key] + LEAK_TOLERANCE]
     problems = leaks + (["exit code"] if code != 0 else []) + (["tracebacks"] if tracebacks else [])
-    problems += [key for key in ("frame_errors", "reload_errors") if after[key] > before[key]]
+    problems += [key for key in ("frame_errors", "reload_errors") if idle_after[key] > idle_before[key]]
     print("soak: PASS" if not problems else f"soak: FAIL ({', '.join(problems)})")
     return 1 if problems else 0
 

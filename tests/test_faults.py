@@ -10,6 +10,7 @@ from __future__ import annotations
 import configparser
 import http.client
 import json
+import os
 import shutil
 import signal
 import socket
@@ -64,7 +65,7 @@ GOOD_IN_HOSTILE = 6
 
 
 def run_device(*arguments, timeout=60, env=None) -> subprocess.CompletedProcess:
-    environment = dict(__import__("os").environ, PYTHONPATH=str(REPO), **(env or {}))
+    environment = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
     return subprocess.run([sys.executable, "-m", "device", *map(str, arguments), "--threads", "1"], cwd=REPO,
                           env=environment, check=False, capture_output=True, text=True, timeout=timeout)
 
@@ -405,3 +406,16 @@ def test_10_the_doctor_chooses_tensorflow_only_when_named(monkeypatch):
     assert "only used when EDGECAM_RUNTIME=tensorflow" in doctor.check_runtimes(results)[2].summary
     monkeypatch.setenv(runtime.RUNTIME_ENV, "tensorflow")
     assert doctor.choose_runtime(results) == "tensorflow" and "tensorflow" in doctor.default_runtimes()
+
+
+# ---- make soak -------------------------------------------------------------------------------
+def test_soak_prints_its_figures_and_passes(bundle):
+    """A few seconds of `make soak` (python -m bench.soak): the figures are printed, nothing leaks."""
+    images = device_bundle.heldout(bundle)[0][1].parent.parent
+    result = subprocess.run([sys.executable, "-m", "bench.soak", "--bundle", str(bundle), "--images", str(images),
+                             "--minutes", "0.02", "--clients", "2"], cwd=REPO, check=False, capture_output=True,
+                            text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    for text in ("idle before", "load end", "rss_mb", "fds", "threads", "frame_errors", "SIGTERM -> exit 0",
+                 "0 tracebacks", "soak: PASS"):
+        assert text in result.stdout, text
