@@ -136,7 +136,7 @@ class TokenGuard:
             count, _ = self.failures.pop(address, (0, 0.0))
             count += 1
             over = count - self.free  # the FREE-th failure starts a 1 s wait, each further one doubles it
-            until = time.monotonic() + min(self.cap_s, 2.0 ** over) if over >= 0 else 0.0
+            until = time.monotonic() + min(self.cap_s, 2.0 ** min(over, 30)) if over >= 0 else 0.0
             self.failures[address] = (count, until)
             while len(self.failures) > TRACKED_ADDRESSES:
                 self.failures.popitem(last=False)
