@@ -83,3 +83,10 @@ lint: setup ## ruff over the code
 
 clean: ## Remove generated data, artifacts and dist (keeps .venv)
 	rm -rf data artifacts dist build .pytest_cache
+
+# ---- soak (issue 13): the daemon under replayed frames and HTTP clients for MINUTES ------------------
+MINUTES ?= 2
+.PHONY: soak
+soak: setup ## Soak the daemon MINUTES (default 2) on DATA/test with HTTP clients; RSS, fds, threads, errors before/after
+	$(if $(shell echo '$(MINUTES)' | grep -Ex '[0-9]+([.][0-9]+)?'),,$(error MINUTES must be a number of minutes, e.g. make soak MINUTES=10))
+	$(PY) -m bench.soak --bundle $(BUNDLE) --images $(DATA)/test --minutes $(MINUTES)

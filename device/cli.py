@@ -29,6 +29,13 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
 def probability(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -66,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="HOST:PORT of the HTTP API (/healthz /status /metrics /events), or 'off'; an address other "
              "than loopback needs --token")
     add("--token", default=argparse.SUPPRESS,
-        help="bearer token the HTTP API requires (default: $EDGECAM_TOKEN if set, else none)")
+        help="bearer token the HTTP API requires, at least 16 characters (default: $EDGECAM_TOKEN if set, "
+             "else none)")
     add("--log-file", default=argparse.SUPPRESS,
         help="also write results and events to this rotating log file (default: none)")
     add("--log-max-bytes", type=positive_int, default=10_000_000, help="rotate the log file at this size")
@@ -74,7 +82,28 @@ def build_parser() -> argparse.ArgumentParser:
     add("--log-emit", choices=EMIT_MODES, default="change",
         help="results in the log file: every frame, label changes (spares a Pi's SD card), or off")
     add("--log-level", choices=("debug", "info", "warning", "error"), default="info", help="stderr verbosity")
+    add_limits(parser)
     return parser
+
+
+def add_limits(parser: argparse.ArgumentParser) -> None:
+    """What hostile frames and clients may take of the device (README: Limits)."""
+    from device.server import Limits
+    from device.sources import MAX_IMAGE_PIXELS
+
+    limits = parser.add_argument_group("limits")
+    add = limits.add_argument
+    add("--max-image-pixels", type=positive_int, default=MAX_IMAGE_PIXELS,
+        help="images:DIR files with more pixels (read from the header, before decoding) are skipped and counted")
+    add("--max-connections", type=positive_int, default=Limits.max_connections,
+        help="open HTTP connections; more get 503")
+    add("--max-sse-clients", type=positive_int, default=Limits.max_sse_clients,
+        help="/events streams at once; more get 503")
+    add("--request-timeout", type=positive_float, default=Limits.request_timeout,
+        help="seconds for a request's line and headers to arrive (and for each socket read or write)")
+    add("--allow-host", action="append", default=[], metavar="NAME",
+        help="also accept this name in the Host header (repeatable; IP addresses, localhost, this machine's "
+             "name and NAME.local are always accepted)")
 
 
 def skip_tls_support() -> None:
@@ -103,8 +132,8 @@ def main(argv: list | None = None) -> int:
                   file=sys.stderr)
             return 2
         return importlib.import_module(module).main(argv[1:])
+    skip_tls_support()  # before build_parser: its limits' defaults come from device.server (http.server)
     args = build_parser().parse_args(argv)
-    skip_tls_support()
     from device.daemon import Options, serve  # after skip_tls_support: it imports http.server
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="edgecam %(levelname)s %(name)s: %(message)s")
@@ -115,5 +144,8 @@ def main(argv: list | None = None) -> int:
         token=getattr(args, "token", None) or os.environ.get("EDGECAM_TOKEN") or None,
         log_file=getattr(args, "log_file", None), log_max_bytes=args.log_max_bytes,
         log_backups=args.log_backups, log_emit=args.log_emit,
+        max_image_pixels=args.max_image_pixels, max_connections=args.max_connections,
+        max_sse_clients=args.max_sse_clients, request_timeout=args.request_timeout,
+        allow_hosts=tuple(args.allow_host),
     )
     return serve(options)

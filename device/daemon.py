@@ -1,10 +1,11 @@
 """The daemon: wires the bundle, the source, the pipeline, the sinks, the HTTP API and systemd together.
 
-- Startup: a bad bundle, manifest or model raises (ManifestError/ModelError); the CLI exits 2 with the
-  message, which names the file and the fix.
+- Startup: a bad bundle, manifest or model raises (ManifestError/ModelError; any other exception while
+  loading becomes a ManifestError too); the CLI exits 2 with the message, which names the file and the fix.
+  A port in use exits 3 (temporary: the unit retries it).
 - SIGTERM/SIGINT: stop within 2 seconds, flush outputs, exit 0.
-- SIGHUP: reload the bundle. If the new model fails validation or loading, the old one keeps serving
-  and the error shows in /status ``errors`` (and on stderr and in the log file).
+- SIGHUP: reload the bundle. If the new model fails validation or loading, whatever the exception, the old
+  one keeps serving and the error shows in /status ``errors`` (and on stderr and in the log file).
 - A failing source is retried with backoff by the capture thread; /status and /healthz say degraded.
 """
 
@@ -22,13 +23,14 @@ from device.manifest import ManifestError, load_manifest
 from device.notify import Notifier
 from device.pipeline import Capture, Classifier, FrameSlot, Stats
 from device.runtime import ModelError, load_model, parse_model_spec
-from device.server import EventHub, Server, parse_address
+from device.server import AddressInUse, EventHub, Limits, Server, parse_address
 from device.sinks import LogFileSink, StdoutSink
-from device.sources import open_source
+from device.sources import MAX_IMAGE_PIXELS, open_source
 
 log = logging.getLogger("edgecam.daemon")
 BUNDLE_ERRORS = (ManifestError, ModelError)  # both are ValueError subclasses; exit code 2 at startup
 MAX_CONSECUTIVE_FAILURES = 100  # e.g. an Edge TPU unplugged mid-run: exit 1 and let systemd restart us
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_TEMPORARY = 0, 1, 2, 3  # the README's exit-code contract
 
 
 @dataclass
@@ -49,6 +51,11 @@ class Options:
     log_max_bytes: int = 10_000_000
     log_backups: int = 3
     log_emit: str = "change"
+    max_image_pixels: int = MAX_IMAGE_PIXELS
+    max_connections: int = 32
+    max_sse_clients: int = 8
+    request_timeout: float = 10.0
+    allow_hosts: tuple = ()
 
 
 class Daemon:
@@ -79,10 +86,19 @@ class Daemon:
     # ---- building ------------------------------------------------------------------------
     def load(self) -> Classifier:
         """Manifest + sha256 + interpreter -> a ready Classifier (raises ManifestError/ModelError)."""
-        manifest = load_manifest(self.options.bundle)
-        model = load_model(self.options.model, self.options.bundle, threads=self.options.threads,
-                           manifest=manifest)
-        return Classifier(model, manifest, self.options.smoothing, self.options.threshold, self.options.top_k)
+        try:
+            manifest = load_manifest(self.options.bundle)
+            model = load_model(self.options.model, self.options.bundle, threads=self.options.threads,
+                               manifest=manifest)
+            return Classifier(model, manifest, self.options.smoothing, self.options.threshold, self.options.top_k)
+        except BUNDLE_ERRORS:
+            raise
+        except Exception as error:  # noqa: BLE001 - a malformed manifest may raise anything (AttributeError...)
+            raise ManifestError(
+                f"{self.options.bundle}: the bundle cannot be loaded ({type(error).__name__}: {error}); its "
+                "manifest.json is malformed. Re-export the bundle (python -m train / python -m convert) or copy "
+                "a good one again."
+            ) from error
 
     def start(self) -> None:
         """Everything that can fail for a configuration reason fails here, before READY=1."""
@@ -102,8 +118,11 @@ class Daemon:
         size = (self.classifier.model.width, self.classifier.model.height)
         open_source(options.source, size, options.loop)  # a malformed spec fails now, not in the thread
         if options.http != "off":
-            self.server = Server(parse_address(options.http), self, options.token)
-        self.capture = Capture(lambda: open_source(options.source, size, options.loop), self.slot,
+            limits = Limits(options.max_connections, options.max_sse_clients, options.request_timeout,
+                            tuple(options.allow_hosts))
+            self.server = Server(parse_address(options.http), self, options.token, limits)
+        self.capture = Capture(lambda: open_source(options.source, size, options.loop, options.max_image_pixels),
+                               self.slot,
                                once=not options.loop, on_change=self.check_state)
         self.capture.start()
         if self.server is not None:
@@ -155,6 +174,7 @@ class Daemon:
             "errors": self.errors,
             "reload_errors": self.reload_errors,
             "frame_errors": self.frame_errors,
+            "skipped_frames": self.capture.skipped() if self.capture is not None else {},
             "pid": os.getpid(),
         }
 
@@ -235,7 +255,7 @@ class Daemon:
         self.check_state()
         try:
             classifier = self.load()
-        except (BUNDLE_ERRORS + (ValueError, OSError)) as error:
+        except Exception as error:  # noqa: BLE001 - nothing a new bundle holds may take the daemon down
             self.errors = f"reload failed, still serving the previous model: {error}"
             self.reload_errors += 1
             log.error("%s", self.errors)
@@ -289,7 +309,11 @@ def serve(options: Options, stdout=None) -> int:
     except ValueError as error:  # bundle, manifest, model (BUNDLE_ERRORS), --source, --http/--token, --log-file
         daemon.shutdown()
         print(f"edgecam: {error}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
+    except AddressInUse as error:
+        daemon.shutdown()
+        print(f"edgecam: {error}", file=sys.stderr)
+        return EXIT_TEMPORARY
     try:
         code = daemon.run()
     finally:

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from device.manifest import ManifestError, atomic_write_text, load_manifest
-from device.runtime import RUNTIMES  # the order of preference; importing it loads no interpreter
+from device.runtime import DEVICE_RUNTIMES, RUNTIME_ENV, RUNTIMES  # importing it loads no interpreter
 
 SCHEMA = "edgecam-doctor/1"
 DISTRIBUTIONS = {"ai_edge_litert": ("ai-edge-litert",), "tflite_runtime": ("tflite-runtime",),
@@ -212,12 +212,25 @@ def check_runtimes(results: dict) -> list:
     checks = []
     for runtime, result in results.items():
         status = {"ok": "ok", "missing": "skip"}.get(result["status"], "warn")
-        checks.append(Check(f"runtime:{runtime}", status, result.get("summary", result["status"]), result))
+        summary = result.get("summary", result["status"])
+        if runtime == "tensorflow" and result["status"] == "ok" and not tensorflow_named():
+            summary += f" (not chosen: only used when {RUNTIME_ENV}=tensorflow names it)"
+        checks.append(Check(f"runtime:{runtime}", status, summary, result))
     return checks
 
 
+def tensorflow_named() -> bool:
+    """TensorFlow's interpreter is a host-only fallback: chosen only when EDGECAM_RUNTIME=tensorflow names it."""
+    return os.environ.get(RUNTIME_ENV) == "tensorflow"
+
+
+def default_runtimes() -> tuple:
+    return DEVICE_RUNTIMES + (("tensorflow",) if tensorflow_named() else ())
+
+
 def choose_runtime(results: dict) -> str | None:
-    return next((name for name, result in results.items() if result["status"] == "ok"), None)
+    allowed = set(default_runtimes())
+    return next((name for name, result in results.items() if result["status"] == "ok" and name in allowed), None)
 
 
 def check_runtime_choice(chosen: str | None, results: dict) -> Check:
@@ -366,9 +379,10 @@ def default_model(manifest) -> str | None:
     return "int8" if "int8" in manifest.models else min(manifest.models)
 
 
-def diagnose(bundle: Path | None = None, model: str | None = None, runtimes=RUNTIMES,
+def diagnose(bundle: Path | None = None, model: str | None = None, runtimes=None,
              probe_python: str | None = None, log_dir: Path | None = None, timeout: float = 120.0) -> dict:
     python = probe_command(probe_python)
+    runtimes = default_runtimes() if runtimes is None else runtimes
     manifest, manifest_error = None, None
     if bundle is not None:
         try:
@@ -424,7 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--bundle", default=None, help="bundle folder (default: the installed release's bundle/ by device/)")
     add("--model", default=None, help="model format to load (default: int8, else the first the bundle has)")
-    add("--runtimes", default=",".join(RUNTIMES), help="runtimes to probe, in order of preference (default: %(default)s)")
+    add("--runtimes", default=",".join(default_runtimes()),
+        help=f"runtimes to probe, in order of preference; tensorflow is chosen only when {RUNTIME_ENV}=tensorflow "
+             "(default: %(default)s)")
     add("--json", action="store_true", help="print the report as JSON instead of a checklist")
     add("--output", default=None, help="also write the JSON report to this file")
     add("--state-dir", default=os.environ.get(STATE_DIR_ENV),

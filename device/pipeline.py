@@ -92,7 +92,12 @@ class Capture(threading.Thread):
         self.last_frame: np.ndarray | None = None
 
     def describe(self) -> dict:
-        return {"state": self.state, "error": self.error, "retries": self.retries, "frames": self.frames}
+        return {"state": self.state, "error": self.error, "retries": self.retries, "frames": self.frames,
+                "skipped": self.skipped()}
+
+    def skipped(self) -> dict:
+        """Frames the source skipped, by reason (files too large, corrupt, ...); {} for sources that never skip."""
+        return dict(getattr(self.source, "skipped", None) or {})
 
     def set_state(self, state: str, error: str | None = None) -> None:
         changed = (state, error) != (self.state, self.error)
@@ -105,7 +110,8 @@ class Capture(threading.Thread):
         while not self.stopping.is_set():
             source = None
             try:
-                source = self.source = self.make_source()
+                # one source object for the whole run: a reopen keeps its replay position and counters
+                source = self.source = self.source or self.make_source()
                 source.open()
                 while not self.stopping.is_set():
                     frame = source.read()
@@ -118,6 +124,11 @@ class Capture(threading.Thread):
                         self.set_state("ok")
                     backoff = BACKOFF_START_S
             except EndOfStream as end:
+                if self.once and self.frames == 0:  # a --once replay that delivered nothing is a bad --source
+                    self.fatal = SourceConfigError(f"{end}, but none could be used (skipped: {self.skipped()})")
+                    self.set_state("degraded", str(self.fatal))
+                    self.slot.close()
+                    return
                 if self.once:
                     self.set_state("ended", str(end))
                     self.slot.close()

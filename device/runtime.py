@@ -1,8 +1,8 @@
 """The one place in device/ that imports a TFLite interpreter and the Edge TPU delegate.
 
 ``load_model("int8", bundle)`` reads the bundle's manifest, checks the model file's sha256 against it,
-picks a runtime (ai-edge-litert, else tflite-runtime, else TensorFlow's interpreter as a last resort;
-``EDGECAM_RUNTIME`` forces one), loads the Edge TPU delegate for ``_edgetpu`` models and returns a
+picks a runtime (ai-edge-litert, else tflite-runtime; TensorFlow's interpreter only when
+``EDGECAM_RUNTIME=tensorflow`` names it, never as a silent fallback; ``EDGECAM_RUNTIME`` forces one), loads the Edge TPU delegate for ``_edgetpu`` models and returns a
 :class:`LoadedModel` holding the interpreter and everything the pipeline needs to feed and read it.
 
 Model specs: ``int8`` (default), ``float32``, ``float16``, ``dynamic``, ``edgetpu`` (= ``int8_edgetpu``),
@@ -21,7 +21,8 @@ from typing import Any
 
 from device.manifest import MODEL_FORMATS, Manifest, ModelFile, load_manifest
 
-RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")  # every name EDGECAM_RUNTIME accepts
+DEVICE_RUNTIMES = ("ai_edge_litert", "tflite_runtime")  # tried in this order when none is forced
 RUNTIME_ENV = "EDGECAM_RUNTIME"
 EDGETPU_LIBRARY = "libedgetpu.so.1"
 FORMAT_ALIASES = {"edgetpu": "int8_edgetpu"}
@@ -142,12 +143,13 @@ def resolve_model(spec: ModelSpec, bundle: os.PathLike | None, manifest: Manifes
 # ---- choosing the interpreter -------------------------------------------------------------
 def import_runtime(preferred: str | None = None):
     """-> (runtime name, Interpreter class, load_delegate function). ``preferred`` or $EDGECAM_RUNTIME forces
-    one; otherwise the first of ai_edge_litert, tflite_runtime, tensorflow that imports."""
+    one; otherwise the first of ai_edge_litert, tflite_runtime that imports. TensorFlow is used only when
+    forced by name: a device that quietly loaded it would need ten times the memory the README promises."""
     forced = preferred or os.environ.get(RUNTIME_ENV) or None
     if forced is not None and forced not in RUNTIMES:
         raise ModelError(f"{RUNTIME_ENV}={forced!r} is not one of {', '.join(RUNTIMES)}.")
     errors = []
-    for name in ([forced] if forced else RUNTIMES):
+    for name in ([forced] if forced else DEVICE_RUNTIMES):
         try:
             if name == "tensorflow":
                 module = importlib.import_module("tensorflow")
@@ -161,7 +163,8 @@ def import_runtime(preferred: str | None = None):
                          f"Install it (pip install {forced.replace('_', '-')}) or unset {RUNTIME_ENV}.")
     raise ModelError(
         "No TFLite interpreter is installed (" + "; ".join(errors) + "). Install one: "
-        "pip install ai-edge-litert (or tflite-runtime with 'numpy<2' on Raspberry Pi OS)."
+        "pip install ai-edge-litert (or tflite-runtime with 'numpy<2' on Raspberry Pi OS). TensorFlow's "
+        f"interpreter is used only when named: {RUNTIME_ENV}=tensorflow (a host-only fallback)."
     )
 
 

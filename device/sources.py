@@ -5,7 +5,9 @@ RGB uint8 HxWx3 array, or raises :class:`SourceError` (a failure worth retrying:
 error) or :class:`EndOfStream` (a finite source has no more frames). A missing library or a malformed
 spec raises :class:`SourceConfigError`, which no retry can fix.
 
-- ``images:DIR``: replays an image folder (recursively, sorted), looping or once; Pillow decodes.
+- ``images:DIR``: replays an image folder (recursively, sorted), looping or once; Pillow decodes. An image
+  larger than ``max_pixels`` (read from its header, before anything is decoded), a decompression bomb or
+  any file that fails is skipped and counted by reason (``skipped``); a reopen resumes after the last file.
 - ``opencv:INDEX|PATH|URL``: USB webcams (V4L2), video files, RTSP/HTTP streams (opencv optional).
 - ``picamera2[:N]``: the Raspberry Pi camera; a low-resolution stream sized to the model input, so the
   camera's ISP resizes for free. picamera2's "RGB888" is BGR in memory: the frames are swapped to RGB.
@@ -16,8 +18,10 @@ drops the rest. Replays (folders, video files) are not live: the pipeline takes 
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +30,10 @@ from device.layout import IMAGE_SUFFIXES
 
 log = logging.getLogger("edgecam.sources")
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mjpg", ".mjpeg", ".h264", ".m4v")
+# 16 MP: a Pi camera's full frame (12 MP) fits, and the worst decode (an RGBA/palette original plus its RGB
+# copy, 7 bytes a pixel: 112 MB) still fits beside the daemon's ~80 MB in the unit's MemoryMax=256M.
+MAX_IMAGE_PIXELS = 16_000_000
+SKIP_REASONS = ("too_large", "decompression_bomb", "unreadable", "vanished", "error")
 
 
 class SourceError(RuntimeError):
@@ -69,16 +77,20 @@ def ensure_rgb(image: np.ndarray) -> np.ndarray:
 
 # ---- images:DIR ---------------------------------------------------------------------------
 class ImagesSource(Source):
-    """Replays image files in sorted order. Corrupt files are skipped with one warning each."""
+    """Replays image files in sorted order. A file that cannot be used is skipped (one warning per file) and
+    counted in ``skipped`` by reason; the position survives close()/open(), so a retry resumes the replay."""
 
     live = False
 
-    def __init__(self, folder: str = "", loop: bool = True, paths: list | None = None):
+    def __init__(self, folder: str = "", loop: bool = True, paths: list | None = None,
+                 max_pixels: int = MAX_IMAGE_PIXELS):
         self.folder = folder
         self.loop = loop
         self.paths = list(paths) if paths is not None else None
         self.spec = f"images:{folder}"
         self.position = 0
+        self.max_pixels = int(max_pixels)
+        self.skipped: Counter = Counter()  # reason -> files skipped (each time one is met)
         self.bad: set = set()
         self.current: Path | None = None  # the file the last frame came from
 
@@ -86,13 +98,21 @@ class ImagesSource(Source):
         if self.paths is None or self.folder:
             root = Path(self.folder)
             if not root.is_dir():
-                raise SourceError(f"images:{self.folder}: no such folder")
+                self.missing(f"images:{self.folder}: no such folder")
             self.paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if self.current is not None:  # resume after the last file replayed, even if the folder changed
+                self.position = bisect.bisect_right(self.paths, self.current)
         if not self.paths:
-            raise SourceError(f"images:{self.folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in it")
+            self.missing(f"images:{self.folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in it")
         from PIL import Image  # lazy: only this source needs Pillow
 
         self.image_module = Image
+
+    def missing(self, message: str) -> None:
+        """A looping daemon waits for the folder (it may be mounted later); a --once replay cannot."""
+        if self.loop:
+            raise SourceError(message)
+        raise SourceConfigError(f"{message}: check the path given to --source images:DIR")
 
     def read(self) -> np.ndarray:
         for _ in range(len(self.paths) + 1):
@@ -106,17 +126,34 @@ class ImagesSource(Source):
             if frame is not None:
                 self.current = path
                 return frame
-        raise SourceError(f"{self.spec}: none of the {len(self.paths)} files could be decoded")
+        raise SourceError(f"{self.spec}: none of the {len(self.paths)} files could be decoded "
+                          f"(skipped: {dict(self.skipped)})")
 
     def decode(self, path: Path) -> np.ndarray | None:
+        """The RGB pixels of ``path``, or None (counted in ``skipped``) when it cannot or must not be decoded."""
+        Image = self.image_module
         try:
-            with self.image_module.open(path) as image:
+            with Image.open(path) as image:  # reads the header only
+                width, height = image.size
+                if width * height > self.max_pixels:
+                    return self.skip(path, "too_large", f"{width}x{height} is over --max-image-pixels "
+                                                        f"{self.max_pixels}; resize it or raise the limit")
                 return np.asarray(image.convert("RGB"))
+        except Image.DecompressionBombError as error:
+            return self.skip(path, "decompression_bomb", str(error))
+        except FileNotFoundError:
+            return self.skip(path, "vanished", "deleted since the folder was listed")
         except (OSError, ValueError, SyntaxError) as error:  # Pillow's errors for truncated/corrupt files
-            if path not in self.bad:
-                self.bad.add(path)
-                log.warning("skipping %s: not a readable image (%s)", path, error)
-            return None
+            return self.skip(path, "unreadable", f"not a readable image ({error})")
+        except Exception as error:  # noqa: BLE001 - no file in a folder may stop the replay
+            return self.skip(path, "error", f"{type(error).__name__}: {error}")
+
+    def skip(self, path: Path, reason: str, why: str) -> None:
+        self.skipped[reason] += 1
+        if path not in self.bad:
+            self.bad.add(path)
+            log.warning("skipping %s: %s", path, why)
+        return None
 
 
 # ---- opencv:INDEX|PATH|URL ----------------------------------------------------------------
@@ -259,12 +296,16 @@ SOURCES = {
 }
 
 
-def open_source(spec: str, size: tuple = (224, 224), loop: bool = True) -> Source:
-    """Build (not yet open) the source named by ``KIND[:ARGUMENT]``; ``size`` is the model's (width, height)."""
+def open_source(spec: str, size: tuple = (224, 224), loop: bool = True, max_pixels: int | None = None) -> Source:
+    """Build (not yet open) the source named by ``KIND[:ARGUMENT]``; ``size`` is the model's (width, height);
+    ``max_pixels`` caps decoded files for the sources that decode files (``images:``)."""
     kind, _, argument = str(spec).partition(":")
     factory = SOURCES.get(kind)
     if factory is None:
         raise SourceConfigError(
             f"--source {spec}: unknown kind {kind!r}; use one of: images:DIR, opencv:INDEX|PATH|URL, picamera2"
         )
-    return factory(argument, size, loop)
+    source = factory(argument, size, loop)
+    if max_pixels is not None and hasattr(source, "max_pixels"):
+        source.max_pixels = int(max_pixels)
+    return source

@@ -127,12 +127,12 @@ def test_unknown_path_is_404_json_and_goes_to_web_handle_first(running, monkeypa
 
 
 def test_token_required_when_set(bundle):
-    runner = Running(bundle, token="s3cret")
+    runner = Running(bundle, token="s3cret-server-token-0123")
     try:
         assert runner.get("/status")[0] == 401
         assert runner.get("/status", {"Authorization": "Bearer wrong"})[0] == 401
-        assert runner.get("/status", {"Authorization": "Bearer s3cret"})[0] == 200
-        assert runner.get("/metrics?token=s3cret")[0] == 200
+        assert runner.get("/status", {"Authorization": "Bearer s3cret-server-token-0123"})[0] == 200
+        assert runner.get("/metrics?token=s3cret-server-token-0123")[0] == 200
         assert runner.get("/healthz")[0] in (200, 503)  # open to monitors
     finally:
         runner.stop()
@@ -141,7 +141,7 @@ def test_token_required_when_set(bundle):
 def test_refuses_non_loopback_without_token():
     with pytest.raises(server_module.ConfigError, match="pass --token"):
         server_module.Server(("0.0.0.0", 0), object(), token=None)
-    bound = server_module.Server(("0.0.0.0", 0), type("D", (), {"hub": server_module.EventHub()})(), "t")
+    bound = server_module.Server(("0.0.0.0", 0), type("D", (), {"hub": server_module.EventHub()})(), "t" * 16)
     bound.server_close()
 
 

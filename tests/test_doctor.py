@@ -41,9 +41,10 @@ def stand_in(folder: Path, name: str, source: str) -> Path:
     return folder
 
 
-def run_doctor(*arguments, pythonpath=None, cwd=REPO, timeout=180) -> subprocess.CompletedProcess:
+def run_doctor(*arguments, pythonpath=None, cwd=REPO, timeout=180, env=None) -> subprocess.CompletedProcess:
     environment = {key: value for key, value in os.environ.items()
                    if not key.startswith(("EDGECAM_", "NOTIFY_", "WATCHDOG_"))}
+    environment.update(env or {})
     environment["PYTHONPATH"] = os.pathsep.join(str(p) for p in [*(pythonpath or []), REPO])
     return subprocess.run([sys.executable, "-m", "device", "doctor", *map(str, arguments)], cwd=cwd,
                           env=environment, check=False, capture_output=True, text=True, timeout=timeout)
@@ -73,7 +74,8 @@ def test_the_daemon_runs_on_the_runtime_the_doctor_chose(bundle, tmp_path):
     daemon started with EDGECAM_RUNTIME set from its verdict (as install.sh does) runs, where it crashed before."""
     fakes = stand_in(tmp_path / "fakes", "ai_edge_litert", CRASHING_RUNTIME)
     result = run_doctor("--bundle", bundle, "--state-dir", tmp_path / "state", "--log-dir", tmp_path,
-                        "--runtimes", "ai_edge_litert,tensorflow", pythonpath=[fakes])
+                        "--runtimes", "ai_edge_litert,tensorflow", pythonpath=[fakes],
+                        env={"EDGECAM_RUNTIME": "tensorflow"})  # TensorFlow only when named (issue 13 #10)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[WARN] runtime:ai_edge_litert" in result.stdout and "crashed the process with SIGSEGV" in result.stdout
     chosen = json.loads((tmp_path / "state/runtime.json").read_text())["runtime"]

@@ -288,14 +288,14 @@ def test_the_page_reconnects_after_the_daemon_restarts(kiosk, daemon):
 
 def test_a_daemon_that_requires_a_token(browser, images, tmp_path_factory):
     bundle = device_bundle.shared_bundle(tmp_path_factory)
-    secured = DaemonProcess(bundle, images, images.parent / "daemon-token.log", "--token", "s3cret").start()
+    secured = DaemonProcess(bundle, images, images.parent / "daemon-token.log", "--token", "s3cret-kiosk-token-0123").start()
     tab = Kiosk(browser, secured)
     try:
-        tab.open("?token=s3cret")
+        tab.open("?token=s3cret-kiosk-token-0123")
         tab.wait_for(lambda: tab.testid("label").get_attribute("data-label") in GESTURES, 3,
                      "no label through a token-protected daemon")
         assert tab.testid("banner").is_hidden()
-        assert all("token=s3cret" in url for url in tab.requests), tab.requests
+        assert all("token=s3cret-kiosk-token-0123" in url for url in tab.requests), tab.requests
         assert tab.blocked == [] and tab.errors == []
     finally:
         tab.close()
