@@ -10,7 +10,8 @@ import logging
 import os
 import sys
 
-from device.sinks import EMIT_MODES
+from device.outputs import EMIT_MODES
+from device.outputs import settings as output_settings
 
 SUBCOMMANDS = {"doctor": "device.doctor"}
 
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--log-backups", type=positive_int, default=3, help="rotated log files kept")
     add("--log-emit", choices=EMIT_MODES, default="change",
         help="results in the log file: every frame, label changes (spares a Pi's SD card), or off")
+    output_settings.add_arguments(parser, positive_int, non_negative_float)
     add("--log-level", choices=("debug", "info", "warning", "error"), default="info", help="stderr verbosity")
     return parser
 
@@ -104,7 +106,9 @@ def main(argv: list | None = None) -> int:
             return 2
         return importlib.import_module(module).main(argv[1:])
     args = build_parser().parse_args(argv)
-    skip_tls_support()
+    outputs = output_settings.from_arguments(args)
+    if not output_settings.needs_tls(outputs):
+        skip_tls_support()
     from device.daemon import Options, serve  # after skip_tls_support: it imports http.server
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="edgecam %(levelname)s %(name)s: %(message)s")
@@ -114,6 +118,24 @@ def main(argv: list | None = None) -> int:
         top_k=args.top_k, emit=args.emit, http=args.http,
         token=getattr(args, "token", None) or os.environ.get("EDGECAM_TOKEN") or None,
         log_file=getattr(args, "log_file", None), log_max_bytes=args.log_max_bytes,
-        log_backups=args.log_backups, log_emit=args.log_emit,
+        log_backups=args.log_backups, log_emit=args.log_emit, outputs=outputs,
     )
+    if outputs.ha_remove:
+        return remove_home_assistant(options)
     return serve(options)
+
+
+def remove_home_assistant(options) -> int:
+    """--ha-remove: take this camera's entities out of Home Assistant, then exit (no inference)."""
+    from device.manifest import ManifestError, load_manifest
+
+    if not options.outputs.mqtt:
+        print("edgecam: --ha-remove needs --mqtt URL (the broker Home Assistant uses).", file=sys.stderr)
+        return 2
+    try:
+        manifest = load_manifest(options.bundle)
+        from device.outputs.mqtt import remove_home_assistant as remove
+        return remove(options.outputs, manifest.name, list(manifest.labels))
+    except (ManifestError, ValueError) as error:
+        print(f"edgecam: {error}", file=sys.stderr)
+        return 2

@@ -16,14 +16,15 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from device.manifest import ManifestError, load_manifest
 from device.notify import Notifier
 from device.pipeline import Capture, Classifier, FrameSlot, Stats
 from device.runtime import ModelError, load_model, parse_model_spec
 from device.server import EventHub, Server, parse_address
-from device.sinks import LogFileSink, StdoutSink
+from device.outputs import Outputs, OutputContext, configure, open_outputs
+from device.outputs.settings import OutputSettings
 from device.sources import open_source
 
 log = logging.getLogger("edgecam.daemon")
@@ -49,6 +50,7 @@ class Options:
     log_max_bytes: int = 10_000_000
     log_backups: int = 3
     log_emit: str = "change"
+    outputs: OutputSettings = field(default_factory=OutputSettings)  # MQTT, webhook (device/outputs/)
 
 
 class Daemon:
@@ -72,8 +74,8 @@ class Daemon:
         self.classifier: Classifier | None = None
         self.capture: Capture | None = None
         self.server: Server | None = None
-        self.sinks = [StdoutSink(options.emit, stdout)]
-        self.log_sink: LogFileSink | None = None
+        self.stdout = stdout
+        self.outputs: Outputs | None = None  # device/outputs/: stdout, log file, SSE, MQTT, webhook
         self.log_handler: logging.Handler | None = None
 
     # ---- building ------------------------------------------------------------------------
@@ -88,17 +90,15 @@ class Daemon:
         """Everything that can fail for a configuration reason fails here, before READY=1."""
         options = self.options
         parse_model_spec(options.model)
-        if options.log_file:
-            try:
-                self.log_sink = LogFileSink(options.log_file, options.log_max_bytes, options.log_backups,
-                                            options.log_emit)
-            except OSError as error:
-                raise ValueError(f"--log-file {options.log_file} cannot be opened ({error.strerror}): "
-                                 "create its folder or make it writable for this user.") from None
-            self.sinks.append(self.log_sink)
-            self.log_handler = EventLogHandler(self.log_sink)
-            logging.getLogger("edgecam").addHandler(self.log_handler)
+        chosen = configure(options)  # flag problems (a bad --mqtt URL) fail before the model loads
         self.classifier = self.load()
+        manifest, model = self.classifier.manifest, self.classifier.model
+        self.outputs = open_outputs(chosen, OutputContext(
+            name=manifest.name, labels=self.classifier.labels, model=f"{model.format} on {model.runtime}",
+            status=self.status, hub=self.hub, stdout=self.stdout))
+        if options.log_file:
+            self.log_handler = EventLogHandler(self.outputs)
+            logging.getLogger("edgecam").addHandler(self.log_handler)
         size = (self.classifier.model.width, self.classifier.model.height)
         open_source(options.source, size, options.loop)  # a malformed spec fails now, not in the thread
         if options.http != "off":
@@ -155,6 +155,7 @@ class Daemon:
             "errors": self.errors,
             "reload_errors": self.reload_errors,
             "frame_errors": self.frame_errors,
+            "outputs": self.outputs.describe() if self.outputs is not None else {},
             "pid": os.getpid(),
         }
 
@@ -165,12 +166,13 @@ class Daemon:
             if state == self.published_state:
                 return
             self.published_state = state
-        self.hub.publish("status", self.status())
+        if self.outputs is not None:
+            self.outputs.status(self.status())
         self.event("state", state=state, source_error=self.capture.error if self.capture else None)
 
     def event(self, kind: str, **details) -> None:
-        if self.log_sink is not None:
-            self.log_sink.event(kind, time=round(time.time(), 3), **details)
+        if self.outputs is not None:
+            self.outputs.event(kind, {"time": round(time.time(), 3), **details})
 
     # ---- running -------------------------------------------------------------------------
     def install_signals(self) -> None:
@@ -222,9 +224,7 @@ class Daemon:
             result["item"] = item  # the replayed file a frame came from (image folders)
         self.stats.record(result["latency_ms"], time.monotonic())
         self.last_result = result
-        for sink in self.sinks:
-            sink.write(result)
-        self.hub.publish("result", result)
+        self.outputs.result(result)  # queued per output: never blocks inference
         if self.frame_number == 1 or self.published_state != "running":
             self.check_state()
 
@@ -261,21 +261,22 @@ class Daemon:
         self.event("stop", frames=self.frame_number)
         if self.log_handler is not None:
             logging.getLogger("edgecam").removeHandler(self.log_handler)
-        for sink in self.sinks:
-            sink.close()
+        if self.outputs is not None:
+            self.outputs.close()  # drains what is queued, bounded in time
         self.notifier.close()
 
 
 class EventLogHandler(logging.Handler):
     """Daemon warnings and errors into the rotating log file, as JSON event lines."""
 
-    def __init__(self, sink: LogFileSink):
+    def __init__(self, outputs: Outputs):
         super().__init__(logging.INFO)
-        self.sink = sink
+        self.outputs = outputs
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.sink.event("log", level=record.levelname.lower(), message=record.getMessage())
+            self.outputs.event("log", {"time": round(time.time(), 3), "level": record.levelname.lower(),
+                                       "message": record.getMessage()})
         except Exception:  # noqa: BLE001 - logging must never take the daemon down
             self.handleError(record)
 

@@ -1,0 +1,161 @@
+"""device/outputs/: the registry, JSON lines on stdout (every frame or label changes), the rotating log
+file, and the isolation every output gets (bounded queue, own thread, drop oldest, off once on failure)."""
+
+import io
+import json
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from device.outputs import OUTPUTS, Emitter, Output, OutputContext, Outputs, configure, open_outputs
+from device.outputs.logfile import LogFileOutput
+from device.outputs.settings import OutputSettings
+from device.outputs.stdout import StdoutOutput
+
+
+def results(*labels):
+    return [{"frame": index, "label": label, "confidence": 0.9} for index, label in enumerate(labels, 1)]
+
+
+def context(**extra):
+    return OutputContext(name="tiny", labels=["paper", "rock"], **extra)
+
+
+def options(**overrides):
+    values = dict(emit="every", http="off", log_file=None, log_max_bytes=10_000, log_backups=1,
+                  log_emit="change", outputs=OutputSettings())
+    values.update(overrides)
+    return SimpleNamespace(**values)
+
+
+def test_every_and_change_modes():
+    every, change = io.StringIO(), io.StringIO()
+    outputs = open_outputs([StdoutOutput("every", every), StdoutOutput("change", change)], context())
+    for result in results("rock", "rock", "unknown", "unknown", "rock", "paper"):
+        outputs.result(result)
+    outputs.close()
+    assert len(every.getvalue().splitlines()) == 6
+    assert [json.loads(line)["frame"] for line in change.getvalue().splitlines()] == [1, 3, 5, 6]
+
+
+def test_off_mode_and_bad_mode():
+    assert not Emitter("off").wants(results("rock")[0])
+    with pytest.raises(ValueError, match="--emit must be one of"):
+        Emitter("sometimes")
+
+
+def test_a_closed_stdout_stops_emitting_instead_of_crashing():
+    class Gone(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError
+
+    sink = StdoutOutput("every", Gone())
+    sink.write_result(results("rock")[0])
+    sink.write_result(results("paper")[0])
+    assert sink.emitter.mode == "off"
+    sink.close()
+
+
+def test_log_file_has_results_and_events_as_json_lines(tmp_path):
+    path = tmp_path / "edgecam.log"
+    outputs = open_outputs([LogFileOutput(str(path), max_bytes=10_000, backups=1, mode="change")], context())
+    outputs.event("start", {"pid": 1})
+    for result in results("rock", "rock", "paper"):
+        outputs.result(result)
+    outputs.close()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines[0] == {"event": "start", "pid": 1}
+    assert [line["frame"] for line in lines[1:]] == [1, 3]
+
+
+def test_log_file_rotates_and_keeps_backups(tmp_path):
+    path = tmp_path / "edgecam.log"
+    sink = LogFileOutput(str(path), max_bytes=200, backups=2, mode="every")
+    sink.open()
+    for result in results(*["rock"] * 30):
+        sink.write_result(result)
+    sink.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edgecam.log", "edgecam.log.1", "edgecam.log.2"]
+    assert all(p.stat().st_size <= 200 for p in tmp_path.iterdir())
+    assert json.loads(path.read_text().splitlines()[-1])["frame"] == 30
+
+
+def test_registry_picks_outputs_from_the_flags(tmp_path):
+    assert OUTPUTS == ("stdout", "logfile", "sse", "mqtt", "webhook")
+    assert [o.name for o in configure(options())] == ["stdout"]
+    chosen = configure(options(http="127.0.0.1:0", log_file=str(tmp_path / "x.log"),
+                               outputs=OutputSettings(webhook="http://127.0.0.1:9/hook", mqtt="mqtt://127.0.0.1:9")))
+    assert [o.name for o in chosen] == ["stdout", "logfile", "sse", "mqtt", "webhook"]
+
+
+class Slow(Output):
+    """An output that blocks until released: stands in for a stuck network peer."""
+    name = "slow"
+    queue_size = 5
+
+    def __init__(self):
+        super().__init__("every")
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.seen = []
+
+    def write_result(self, result):
+        self.entered.set()
+        self.release.wait(10)
+        self.seen.append(result["frame"])
+
+
+def test_a_blocked_output_drops_its_oldest_and_delays_nobody():
+    stream = io.StringIO()
+    slow = Slow()
+    outputs = open_outputs([slow, StdoutOutput("every", stream)], context())
+    started = time.monotonic()
+    first, *rest = results(*["rock"] * 50)
+    outputs.result(first)
+    assert slow.entered.wait(5)
+    for result in rest:
+        outputs.result(result)
+    offered = time.monotonic() - started
+    deadline = time.monotonic() + 5
+    while len(stream.getvalue().splitlines()) < 50 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert offered < 0.5  # 50 results offered while one output was stuck
+    assert len(stream.getvalue().splitlines()) == 50  # the other output got every one
+    status = outputs.describe()["slow"]
+    assert status["dropped"] == 50 - 1 - 5 and status["queued"] == 5  # one in the stuck write, 5 waiting
+    slow.release.set()
+    outputs.close()
+    assert slow.seen == [1, 46, 47, 48, 49, 50]  # the newest were kept
+
+
+def test_a_full_disk_turns_the_log_file_off_once(tmp_path, caplog):
+    """/dev/full: every write fails with ENOSPC, as a full SD card does."""
+    stream = io.StringIO()
+    log_file = LogFileOutput("/dev/full", max_bytes=10_000, backups=1, mode="every")
+    outputs = open_outputs([StdoutOutput("every", stream), log_file], context())
+    with caplog.at_level("ERROR", logger="edgecam.outputs"):
+        for result in results(*["rock", "paper"] * 20):
+            outputs.result(result)
+        time.sleep(0.3)
+    outputs.close()
+    status = outputs.describe()["logfile"]
+    assert status["state"] == "failed" and status["errors"] == 1
+    assert "No space left on device" in status["last_error"]
+    assert len(stream.getvalue().splitlines()) == 40  # stdout went on
+    errors = [record for record in caplog.records if record.levelname == "ERROR"]
+    assert len(errors) == 1 and "output logfile failed and is now off" in errors[0].getMessage()
+    assert errors[0].exc_info is None
+
+
+def test_a_log_file_that_cannot_be_opened_says_what_to_do(tmp_path):
+    with pytest.raises(ValueError, match="create its folder or make it writable"):
+        open_outputs([LogFileOutput(str(tmp_path / "no" / "such" / "x.log"), 1000)], context())
+
+
+def test_outputs_without_channels_is_harmless():
+    outputs = Outputs([])
+    outputs.result(results("rock")[0])
+    outputs.close()
+    assert outputs.describe() == {}
