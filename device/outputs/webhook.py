@@ -6,8 +6,6 @@ in the bounded queue (the oldest dropped, counted)."""
 from __future__ import annotations
 
 import threading
-import urllib.error
-import urllib.request
 from urllib.parse import urlsplit
 
 from device.outputs.base import Output, to_json
@@ -47,6 +45,9 @@ class WebhookOutput(Output):
         return cls(settings.webhook, settings.webhook_emit, settings.webhook_timeout, settings.webhook_retries)
 
     def write_result(self, result: dict) -> None:
+        import urllib.error  # here, not at the top: urllib.request imports ssl (5 MB), only for webhooks
+        import urllib.request
+
         body = (to_json(result) + "\n").encode("utf-8")
         for attempt in range(self.retries + 1):
             if self.stopping.is_set():
@@ -74,6 +75,8 @@ class WebhookOutput(Output):
 
 
 def describe(error) -> str:
+    import urllib.error
+
     if isinstance(error, urllib.error.HTTPError):
         return f"HTTP {error.code} {error.reason}"
     if isinstance(error, urllib.error.URLError):
