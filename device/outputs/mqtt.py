@@ -35,6 +35,7 @@ from device.outputs.base import Output, to_json
 log = logging.getLogger("edgecam.outputs.mqtt")
 CONNECT_WAIT_S = 3.0    # at start, how long to wait for the broker's answer before going on without it
 IN_FLIGHT = 64          # messages handed to paho but not yet on the wire; beyond it, results wait in the queue
+SEND_BUFFER = 32 * 1024 # kernel send buffer: a broker that stops reading holds at most this much (not ~4 MB)
 REFUSED = {4: "bad user name or password", 5: "not authorised", 134: "bad user name or password",
            135: "not authorised"}
 CREDENTIALS_HELP = ("put USERNAME:PASSWORD in a file (chmod 600) and pass --mqtt-credentials FILE, or set "
@@ -123,6 +124,13 @@ def discovery(prefix: str, topic: str, name: str, labels: list, model: str = "",
     return configs
 
 
+def limit_send_buffer(client, userdata, sock) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+    except (OSError, AttributeError):
+        pass
+
+
 def default_topic(name: str) -> str:
     return f"edgecam/{slug(name)}"
 
@@ -174,6 +182,7 @@ class MqttOutput(Output):
         if self.tls:
             client.tls_set(ca_certs=self.settings.mqtt_ca)
         client.connect_timeout = CONNECT_WAIT_S
+        client.on_socket_open = limit_send_buffer
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         return client
 

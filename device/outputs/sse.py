@@ -10,6 +10,7 @@ from device.outputs.base import Output
 class SseOutput(Output):
     name = "sse"
     queue_size = 64
+    takes_events = True  # only output_failed is passed on (the kiosk shows it)
 
     def __init__(self):
         super().__init__("every")
@@ -24,6 +25,10 @@ class SseOutput(Output):
 
     def write_result(self, result: dict) -> None:
         self.hub.publish("result", result)
+
+    def write_event(self, kind: str, details: dict) -> None:
+        if kind == "output_failed":
+            self.hub.publish(kind, details)
 
     def write_status(self, status: dict) -> None:
         self.hub.publish("status", status)
