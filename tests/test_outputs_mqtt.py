@@ -9,6 +9,7 @@ import json
 import socket
 import threading
 import time
+import urllib.request
 
 import device_bundle
 import pytest
@@ -110,6 +111,10 @@ def test_reconnects_after_a_broker_restart_and_the_offline_queue_drops_oldest(bu
         assert subscriber.wait(f"{TOPIC}/result", timeout=10)
         assert subscriber.wait(f"{TOPIC}/availability", lambda p: p == "online", 5)
         assert back["frames"] > during["frames"] and back["outputs"]["mqtt"]["state"] == "ok"
+        with urllib.request.urlopen(f"http://127.0.0.1:{daemon.port}/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        dropped = next(line for line in metrics.splitlines() if line.startswith('edgecam_output_dropped_total{output="mqtt"}'))
+        assert int(dropped.split()[-1]) >= 10
         subscriber.close()
         assert daemon.terminate() == 0
         assert "Traceback" not in "".join(daemon.stderr)
