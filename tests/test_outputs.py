@@ -159,3 +159,50 @@ def test_outputs_without_channels_is_harmless():
     outputs.result(results("rock")[0])
     outputs.close()
     assert outputs.describe() == {}
+
+
+# ---- settings: flags, environment, credentials --------------------------------------------------
+def test_output_flags_default_from_the_environment_file_variables(monkeypatch):
+    from device.cli import build_parser
+    from device.outputs.settings import from_arguments
+
+    monkeypatch.setenv("EDGECAM_MQTT", "mqtt://broker.local")
+    monkeypatch.setenv("EDGECAM_WEBHOOK", "http://127.0.0.1:1880/edgecam")
+    settings = from_arguments(build_parser().parse_args(["--bundle", "b"]))
+    assert settings.mqtt == "mqtt://broker.local" and settings.webhook == "http://127.0.0.1:1880/edgecam"
+    assert settings.ha_discovery is True and settings.mqtt_emit == "change" and settings.mqtt_qos == 0
+    settings = from_arguments(build_parser().parse_args(["--bundle", "b", "--mqtt", "mqtts://other:8883",
+                                                         "--no-ha-discovery", "--mqtt-qos", "1"]))
+    assert settings.mqtt == "mqtts://other:8883" and settings.ha_discovery is False and settings.mqtt_qos == 1
+
+
+def test_install_writes_a_commented_output_template():
+    from pathlib import Path
+
+    script = (Path(__file__).resolve().parent.parent / "deploy/install.sh").read_text()
+    template = script.split("cat >\"$tmp\" <<'EOF'", 1)[1].split("\nEOF\n", 1)[0]
+    for variable in ("EDGECAM_MQTT=", "EDGECAM_MQTT_USERNAME=", "EDGECAM_MQTT_PASSWORD=", "EDGECAM_WEBHOOK="):
+        assert f"# {variable}" in template, variable  # commented out: nothing changes until the user says so
+    assert 'if [ -f "$ENV_FILE" ]; then' in script  # an existing file is kept (its lines copied over)
+
+
+def test_mqtt_urls_and_credentials(tmp_path):
+    from device.outputs.mqtt import load_credentials, parse_url
+
+    assert parse_url("mqtt://broker") == ("broker", 1883, False)
+    assert parse_url("mqtts://broker:8884") == ("broker", 8884, True)
+    with pytest.raises(ValueError, match="do not put credentials in the URL.*--mqtt-credentials FILE.*"
+                                         "EDGECAM_MQTT_USERNAME"):
+        parse_url("mqtt://user:secret@broker")
+    with pytest.raises(ValueError, match="expected mqtt://HOST"):
+        parse_url("http://broker")
+    path = tmp_path / "credentials"
+    path.write_text("\ncamera:pa:ss word\n")
+    assert load_credentials(str(path), {}) == ("camera", "pa:ss word")
+    assert load_credentials(None, {"EDGECAM_MQTT_USERNAME": "u", "EDGECAM_MQTT_PASSWORD": "p"}) == ("u", "p")
+    assert load_credentials(None, {}) is None
+    path.write_text("just-a-password\n")
+    with pytest.raises(ValueError, match="USERNAME:PASSWORD"):
+        load_credentials(str(path), {})
+    with pytest.raises(ValueError, match="cannot be read"):
+        load_credentials(str(tmp_path / "missing"), {})

@@ -4,6 +4,7 @@ and the argparse flags that fill it (device/cli.py calls ``add_arguments``)."""
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 
 
@@ -26,16 +27,24 @@ class OutputSettings:
     webhook_retries: int = 3
 
 
-def add_arguments(parser: argparse.ArgumentParser, positive_int, non_negative_float) -> None:
+ENVIRONMENT = {"mqtt": "EDGECAM_MQTT", "mqtt_topic": "EDGECAM_MQTT_TOPIC", "webhook": "EDGECAM_WEBHOOK"}
+
+
+def add_arguments(parser: argparse.ArgumentParser, positive_int, non_negative_float, environ=None) -> None:
+    """The output flags. --mqtt, --mqtt-topic and --webhook default to $EDGECAM_MQTT, $EDGECAM_MQTT_TOPIC and
+    $EDGECAM_WEBHOOK, so /etc/default/edgecam can wire a Pi to a broker without editing the unit."""
+    environ = os.environ if environ is None else environ
+    default = {name: environ.get(variable) or None for name, variable in ENVIRONMENT.items()}
     group = parser.add_argument_group(
         "outputs: MQTT / Home Assistant and webhook",
         "MQTT credentials come from --mqtt-credentials FILE or $EDGECAM_MQTT_USERNAME and "
         "$EDGECAM_MQTT_PASSWORD, never from the command line.")
     add = group.add_argument
-    add("--mqtt", default=None, metavar="URL",
+    add("--mqtt", default=default["mqtt"], metavar="URL",
         help="publish results to this MQTT broker: mqtt://HOST[:1883] or mqtts://HOST[:8883] (needs paho-mqtt: "
-             "pip install 'edgecam[mqtt]')")
-    add("--mqtt-topic", default=None, help="topic prefix (None: edgecam/<bundle name>)")
+             "pip install 'edgecam[mqtt]'); default: $EDGECAM_MQTT")
+    add("--mqtt-topic", default=default["mqtt_topic"],
+        help="topic prefix (default: $EDGECAM_MQTT_TOPIC, else edgecam/<bundle name>)")
     add("--mqtt-emit", choices=("change", "every"), default="change",
         help="<topic>/result on label changes only, or every frame")
     add("--mqtt-qos", type=int, choices=(0, 1, 2), default=0, help="QoS of results and state")
@@ -52,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser, positive_int, non_negative_fl
     add("--ha-discovery-prefix", default="homeassistant", help="Home Assistant's discovery prefix")
     add("--ha-remove", action="store_true", default=False,
         help="remove this camera's entities from Home Assistant (and its retained topics), then exit")
-    add("--webhook", default=None, metavar="URL", help="POST each result line to this URL (Node-RED, n8n, ...)")
+    add("--webhook", default=default["webhook"], metavar="URL",
+        help="POST result lines to this URL (Node-RED, n8n, ...; default: $EDGECAM_WEBHOOK)")
     add("--webhook-emit", choices=("change", "every"), default="change", help="POST on label changes or every frame")
     add("--webhook-timeout", type=non_negative_float, default=5.0, help="seconds before a POST is given up")
     add("--webhook-retries", type=int, default=3, help="retries of a failed POST, with back-off (0.5, 1, 2 s ...)")
