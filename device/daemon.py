@@ -92,10 +92,7 @@ class Daemon:
         parse_model_spec(options.model)
         chosen = configure(options)  # flag problems (a bad --mqtt URL) fail before the model loads
         self.classifier = self.load()
-        manifest, model = self.classifier.manifest, self.classifier.model
-        self.outputs = open_outputs(chosen, OutputContext(
-            name=manifest.name, labels=self.classifier.labels, model=f"{model.format} on {model.runtime}",
-            status=self.status, hub=self.hub, stdout=self.stdout))
+        self.open_outputs(chosen)
         if options.log_file:
             self.log_handler = EventLogHandler(self.outputs)
             logging.getLogger("edgecam").addHandler(self.log_handler)
@@ -116,6 +113,13 @@ class Daemon:
         log.info("serving %s (%s, %s) from %s%s", model.path, model.format, model.runtime, options.source, where)
         self.event("start", model=model.describe(), source=options.source, http=options.http, pid=os.getpid())
         self.notifier.ready(f"serving {model.format} on {model.runtime}")
+
+    def open_outputs(self, chosen: list | None = None) -> None:
+        """Open the outputs (device/outputs/) for the loaded bundle; a ValueError means a bad setting."""
+        manifest, model = self.classifier.manifest, self.classifier.model
+        self.outputs = open_outputs(configure(self.options) if chosen is None else chosen, OutputContext(
+            name=manifest.name, labels=self.classifier.labels, model=f"{model.format} on {model.runtime}",
+            status=self.status, hub=self.hub, stdout=self.stdout))
 
     # ---- state ---------------------------------------------------------------------------
     def state(self) -> str:
