@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 
 from device.manifest import ManifestError, load_manifest
 from device.notify import Notifier
+from device.outputs import OutputContext, Outputs, configure, open_outputs
+from device.outputs.settings import OutputSettings
 from device.pipeline import Capture, Classifier, FrameSlot, Stats
 from device.runtime import ModelError, load_model, parse_model_spec
 from device.server import EventHub, Server, parse_address
-from device.outputs import Outputs, OutputContext, configure, open_outputs
-from device.outputs.settings import OutputSettings
 from device.sources import open_source
 
 log = logging.getLogger("edgecam.daemon")

@@ -66,7 +66,8 @@ class Outputs:
 
     def status(self, status: dict) -> None:
         for channel in self.channels:
-            channel.offer("status", status)
+            if channel.output.takes_status:
+                channel.offer("status", status)
 
     def describe(self) -> dict:
         return {channel.name: channel.describe() for channel in self.channels}

@@ -65,6 +65,7 @@ class Output:
     name = "output"
     queue_size = 256      # items waiting for the worker before the oldest are dropped
     takes_events = False  # daemon events (start, reload, failures): only outputs that store a log want them
+    takes_status = False  # the daemon's status on each state change (the SSE stream wants it)
 
     def __init__(self, emit: str = "every", flag: str = "--emit"):
         self.emitter = Emitter(emit, flag)

@@ -26,7 +26,6 @@ import os
 import re
 import socket
 import threading
-import time
 from urllib.parse import urlsplit
 
 from device import __version__
@@ -193,11 +192,13 @@ class MqttOutput(Output):
         client.will_set(f"{self.topic}/availability", "offline", qos=1, retain=True)
         client.on_connect = self.on_connect
         client.on_disconnect = self.on_disconnect
+        reached = True
         try:
             client.connect(self.host, self.port, keepalive=30)
         except ValueError:
             raise
         except OSError as error:
+            reached = False
             if type(error).__module__ == "ssl" or "CERTIFICATE" in str(error).upper():
                 raise ValueError(f"--mqtt {self.settings.mqtt}: TLS failed ({error}); pass --mqtt-ca with the "
                                  "CA that signed the broker's certificate.") from None
@@ -205,7 +206,8 @@ class MqttOutput(Output):
                         self.host, self.port, error.strerror or error)
             self.count_error(f"cannot reach {self.host}:{self.port} ({error.strerror or error})")
         client.loop_start()
-        self.answered.wait(CONNECT_WAIT_S)
+        if reached:  # wait for the broker's answer: refused credentials are an error now, not later
+            self.answered.wait(CONNECT_WAIT_S)
         if self.refused:
             client.loop_stop()
             raise ValueError(f"--mqtt {self.settings.mqtt}: the broker refused the connection "

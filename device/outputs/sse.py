@@ -11,6 +11,7 @@ class SseOutput(Output):
     name = "sse"
     queue_size = 64
     takes_events = True  # only output_failed is passed on (the kiosk shows it)
+    takes_status = True
 
     def __init__(self):
         super().__init__("every")

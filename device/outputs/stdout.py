@@ -29,11 +29,10 @@ class StdoutOutput(Output):
         except (BrokenPipeError, ValueError):  # the reader went away; keep running for HTTP clients
             self.emitter.mode = "off"
 
+    # no close(): every line is flushed as it is written, and a flush here could hang on a reader that
+    # stopped reading (the worker thread, a daemon thread, is left behind instead)
     def close(self) -> None:
-        try:
-            self.stream.flush()
-        except (BrokenPipeError, ValueError, AttributeError):
-            pass
+        pass
 
 
 OUTPUT = StdoutOutput
