@@ -1,4 +1,4 @@
-"""The daemon: wires the bundle, the source, the pipeline, the sinks, the HTTP API and systemd together.
+"""The daemon: wires the bundle, the source, the pipeline, the outputs (device/outputs/), the HTTP API and systemd together.
 
 - Startup: a bad bundle, manifest or model raises (ManifestError/ModelError); the CLI exits 2 with the
   message, which names the file and the fix.
@@ -255,7 +255,7 @@ class Daemon:
             self.check_state()
 
     def shutdown(self) -> None:
-        """Stop the capture thread and the server, flush the sinks; bounded to well under 2 seconds."""
+        """Stop the capture thread and the server, drain the outputs; bounded to well under 2 seconds."""
         self.notifier.stopping()
         if self.capture is not None:
             self.capture.stop()

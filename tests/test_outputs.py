@@ -206,3 +206,16 @@ def test_mqtt_urls_and_credentials(tmp_path):
         load_credentials(str(path), {})
     with pytest.raises(ValueError, match="cannot be read"):
         load_credentials(str(tmp_path / "missing"), {})
+
+
+def test_mqtt_without_paho_says_how_to_install_it(monkeypatch):
+    import sys
+
+    from device.outputs.mqtt import MqttOutput
+
+    monkeypatch.setitem(sys.modules, "paho.mqtt.client", None)  # as on a Pi without the extra
+    output = MqttOutput(OutputSettings(mqtt="mqtt://127.0.0.1:1"))
+    with pytest.raises(ValueError, match=r"--mqtt needs paho-mqtt: pip install 'edgecam\[mqtt\]'"):
+        output.open(context())
+    with pytest.raises(ValueError, match="--mqtt-ca is for mqtts://"):
+        MqttOutput(OutputSettings(mqtt="mqtt://127.0.0.1:1", mqtt_ca="/etc/hostname"))
