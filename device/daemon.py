@@ -1,4 +1,4 @@
-"""The daemon: wires the bundle, the source, the pipeline, the outputs (device/outputs/), the HTTP API and systemd together.
+"""The daemon: wires the bundle, source, pipeline, outputs (device/outputs/), HTTP API and systemd together.
 
 - Startup: a bad bundle, manifest or model raises (ManifestError/ModelError); the CLI exits 2 with the
   message, which names the file and the fix.
