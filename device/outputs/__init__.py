@@ -24,7 +24,7 @@ __all__ = ["EMIT_MODES", "OUTPUTS", "Channel", "Emitter", "Output", "OutputConte
            "to_json"]
 log = logging.getLogger("edgecam.outputs")
 OUTPUTS = ("stdout", "logfile", "sse", "mqtt", "webhook")  # module names under device/outputs/, in write order
-CLOSE_S = 1.5  # shutdown waits at most this long for all outputs to drain (SIGTERM must finish within 2 s)
+CLOSE_S = 1.0  # shutdown waits at most this long for all outputs to drain (SIGTERM must finish within 2 s)
 
 
 def backend(name: str):

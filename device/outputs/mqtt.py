@@ -293,7 +293,7 @@ class MqttOutput(Output):
         if self.connected.is_set():
             info = self.client.publish(f"{self.topic}/availability", "offline", qos=1, retain=True)
             try:
-                info.wait_for_publish(timeout=0.5)
+                info.wait_for_publish(timeout=0.3)
             except (RuntimeError, ValueError):
                 pass
         self.client.disconnect()
