@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from bench import measure
+from bench import outputs as output_bench
 
 LIMITS = {"model_size": 1.10, "640x480": 1.5, "peak_rss_mb": 80.0, "cold_start_s": 1.5, "rss_growth_mb": 5.0}
 
@@ -49,6 +50,8 @@ def run(args) -> tuple:
     print(f"bench: {bundle} ({manifest.name}, {size[0]}x{size[1]}), {args.threads} threads", file=sys.stderr)
     int8 = measure.latency(bundle, "int8", args.threads, args.frames)
     float32 = measure.latency(bundle, "float32", args.threads, args.frames)
+    print("bench: MQTT output on vs off (a local Mosquitto)...", file=sys.stderr)
+    mqtt = output_bench.mqtt_cost(bundle, "int8", args.threads, args.frames)
     model_folder = measure.frame_folder(bundle, size)
     vga_folder = measure.frame_folder(bundle, (640, 480))
     try:
@@ -87,7 +90,21 @@ def run(args) -> tuple:
         row(f"RSS growth over {args.rss_frames:,} frames (image source)", f"{growth:+.2f} MB (from {base:.1f} MB)",
             f"<= {LIMITS['rss_growth_mb']:.0f} MB", growth <= LIMITS["rss_growth_mb"]),
     ]
+    rows += mqtt_rows(mqtt)
     return rows, manifest
+
+
+def mqtt_rows(mqtt: dict | None) -> list:
+    name = "int8 per-frame step, MQTT off / on (every result published, qos 0)"
+    if mqtt is None:
+        return [row(name, "not measured: needs mosquitto (scripts/system-deps.sh) and paho-mqtt")]
+    off, on = mqtt["off"], mqtt["on"]
+    return [
+        row(f"{name}: inference thread", f"{off['step_ms']:.3f} ms / {on['step_ms']:.3f} ms "
+            f"({on['step_ms'] / off['step_ms']:.2f}x)"),
+        row(f"{name}: CPU incl. output threads", f"{off['cpu_ms']:.3f} ms / {on['cpu_ms']:.3f} ms "
+            f"({on['cpu_ms'] / off['cpu_ms']:.2f}x)"),
+    ]
 
 
 def markdown(rows, header: str) -> str:

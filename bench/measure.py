@@ -73,6 +73,7 @@ def latency(bundle: Path, model: str, threads: int, frames: int = 1000, rounds: 
     daemon = Daemon(Options(bundle=str(bundle), model=model, source="images:unused", threads=threads,
                             smoothing=5, threshold=0.5, emit="every", http="off"), stdout=NullStream())
     daemon.classifier = daemon.load()
+    daemon.open_outputs()
     loaded = daemon.classifier.model
     rng = np.random.default_rng(0)
     small = rng.integers(0, 256, size=(loaded.height, loaded.width, 3), dtype=np.uint8)
@@ -100,6 +101,7 @@ def latency(bundle: Path, model: str, threads: int, frames: int = 1000, rounds: 
                 start = time.perf_counter()
                 case()
                 times[name].append(time.perf_counter() - start)
+    daemon.outputs.close()
     result = {name: statistics.median(values) * 1000 for name, values in times.items()}
     result["size_bytes"] = loaded.path.stat().st_size
     result["runtime"] = loaded.runtime

@@ -108,6 +108,14 @@ write_env_file() {  # keep the user's lines (EDGECAM_ARGS, EDGECAM_TOKEN, ...); 
 # Extra daemon flags, e.g.: EDGECAM_ARGS="--source picamera2 --model edgetpu@usb:0 --http 0.0.0.0:8080"
 # EDGECAM_TOKEN=... is required when --http listens beyond 127.0.0.1.
 EDGECAM_ARGS=""
+# Results to an MQTT broker with Home Assistant discovery (needs paho-mqtt in the venv; README "Outputs"):
+# EDGECAM_MQTT=mqtt://homeassistant.local:1883
+# EDGECAM_MQTT_USERNAME=edgecam
+# EDGECAM_MQTT_PASSWORD=...
+# EDGECAM_MQTT_TOPIC=edgecam/kitchen
+# More MQTT flags go in EDGECAM_ARGS, e.g. "--mqtt-emit every --mqtt-ca /etc/edgecam/ca.crt --no-ha-discovery".
+# POST each label change to a webhook (Node-RED, n8n, ...):
+# EDGECAM_WEBHOOK=http://192.168.1.10:1880/edgecam
 EOF
   fi
   if [ -n "$runtime" ]; then

@@ -10,7 +10,8 @@ import logging
 import os
 import sys
 
-from device.sinks import EMIT_MODES
+from device.outputs import EMIT_MODES
+from device.outputs import settings as output_settings
 
 SUBCOMMANDS = {"doctor": "device.doctor"}
 
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--log-backups", type=positive_int, default=3, help="rotated log files kept")
     add("--log-emit", choices=EMIT_MODES, default="change",
         help="results in the log file: every frame, label changes (spares a Pi's SD card), or off")
+    output_settings.add_arguments(parser, positive_int, non_negative_float)
     add("--log-level", choices=("debug", "info", "warning", "error"), default="info", help="stderr verbosity")
     add_limits(parser)
     return parser
@@ -120,6 +122,18 @@ def skip_tls_support() -> None:
         del sys.modules["ssl"]
 
 
+def webhook_wants_tls(argv: list) -> bool:
+    """An https:// webhook (flag or $EDGECAM_WEBHOOK) needs http.client with TLS; read before parsing, because
+    building the parser imports http.server (the limits' defaults)."""
+    values = [os.environ.get("EDGECAM_WEBHOOK", "")]
+    for index, argument in enumerate(argv):
+        if argument == "--webhook" and index + 1 < len(argv):
+            values.append(argv[index + 1])
+        elif argument.startswith("--webhook="):
+            values.append(argument.split("=", 1)[1])
+    return any(value.lower().startswith("https:") for value in values)
+
+
 def main(argv: list | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
@@ -132,8 +146,10 @@ def main(argv: list | None = None) -> int:
                   file=sys.stderr)
             return 2
         return importlib.import_module(module).main(argv[1:])
-    skip_tls_support()  # before build_parser: its limits' defaults come from device.server (http.server)
+    if not webhook_wants_tls(argv):  # before build_parser: its limits' defaults import http.server
+        skip_tls_support()
     args = build_parser().parse_args(argv)
+    outputs = output_settings.from_arguments(args)
     from device.daemon import Options, serve  # after skip_tls_support: it imports http.server
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="edgecam %(levelname)s %(name)s: %(message)s")
@@ -143,9 +159,27 @@ def main(argv: list | None = None) -> int:
         top_k=args.top_k, emit=args.emit, http=args.http,
         token=getattr(args, "token", None) or os.environ.get("EDGECAM_TOKEN") or None,
         log_file=getattr(args, "log_file", None), log_max_bytes=args.log_max_bytes,
-        log_backups=args.log_backups, log_emit=args.log_emit,
+        log_backups=args.log_backups, log_emit=args.log_emit, outputs=outputs,
         max_image_pixels=args.max_image_pixels, max_connections=args.max_connections,
         max_sse_clients=args.max_sse_clients, request_timeout=args.request_timeout,
         allow_hosts=tuple(args.allow_host),
     )
+    if outputs.ha_remove:
+        return remove_home_assistant(options)
     return serve(options)
+
+
+def remove_home_assistant(options) -> int:
+    """--ha-remove: take this camera's entities out of Home Assistant, then exit (no inference)."""
+    from device.manifest import ManifestError, load_manifest
+
+    if not options.outputs.mqtt:
+        print("edgecam: --ha-remove needs --mqtt URL (the broker Home Assistant uses).", file=sys.stderr)
+        return 2
+    try:
+        manifest = load_manifest(options.bundle)
+        from device.outputs.mqtt import remove_home_assistant as remove
+        return remove(options.outputs, manifest.name, list(manifest.labels))
+    except (ManifestError, ValueError) as error:
+        print(f"edgecam: {error}", file=sys.stderr)
+        return 2

@@ -1,4 +1,4 @@
-"""The daemon: wires the bundle, the source, the pipeline, the sinks, the HTTP API and systemd together.
+"""The daemon: wires the bundle, source, pipeline, outputs (device/outputs/), HTTP API and systemd together.
 
 - Startup: a bad bundle, manifest or model raises (ManifestError/ModelError; any other exception while
   loading becomes a ManifestError too); the CLI exits 2 with the message, which names the file and the fix.
@@ -17,14 +17,15 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from device.manifest import ManifestError, load_manifest
 from device.notify import Notifier
+from device.outputs import OutputContext, Outputs, configure, open_outputs
+from device.outputs.settings import OutputSettings
 from device.pipeline import Capture, Classifier, FrameSlot, Stats
 from device.runtime import ModelError, load_model, parse_model_spec
 from device.server import AddressInUse, EventHub, Limits, Server, parse_address
-from device.sinks import LogFileSink, StdoutSink
 from device.sources import MAX_IMAGE_PIXELS, open_source
 
 log = logging.getLogger("edgecam.daemon")
@@ -56,6 +57,7 @@ class Options:
     max_sse_clients: int = 8
     request_timeout: float = 10.0
     allow_hosts: tuple = ()
+    outputs: OutputSettings = field(default_factory=OutputSettings)  # MQTT, webhook (device/outputs/)
 
 
 class Daemon:
@@ -79,8 +81,8 @@ class Daemon:
         self.classifier: Classifier | None = None
         self.capture: Capture | None = None
         self.server: Server | None = None
-        self.sinks = [StdoutSink(options.emit, stdout)]
-        self.log_sink: LogFileSink | None = None
+        self.stdout = stdout
+        self.outputs: Outputs | None = None  # device/outputs/: stdout, log file, SSE, MQTT, webhook
         self.log_handler: logging.Handler | None = None
 
     # ---- building ------------------------------------------------------------------------
@@ -104,17 +106,12 @@ class Daemon:
         """Everything that can fail for a configuration reason fails here, before READY=1."""
         options = self.options
         parse_model_spec(options.model)
-        if options.log_file:
-            try:
-                self.log_sink = LogFileSink(options.log_file, options.log_max_bytes, options.log_backups,
-                                            options.log_emit)
-            except OSError as error:
-                raise ValueError(f"--log-file {options.log_file} cannot be opened ({error.strerror}): "
-                                 "create its folder or make it writable for this user.") from None
-            self.sinks.append(self.log_sink)
-            self.log_handler = EventLogHandler(self.log_sink)
-            logging.getLogger("edgecam").addHandler(self.log_handler)
+        chosen = configure(options)  # flag problems (a bad --mqtt URL) fail before the model loads
         self.classifier = self.load()
+        self.open_outputs(chosen)
+        if options.log_file:
+            self.log_handler = EventLogHandler(self.outputs)
+            logging.getLogger("edgecam").addHandler(self.log_handler)
         size = (self.classifier.model.width, self.classifier.model.height)
         open_source(options.source, size, options.loop)  # a malformed spec fails now, not in the thread
         if options.http != "off":
@@ -135,6 +132,13 @@ class Daemon:
         log.info("serving %s (%s, %s) from %s%s", model.path, model.format, model.runtime, options.source, where)
         self.event("start", model=model.describe(), source=options.source, http=options.http, pid=os.getpid())
         self.notifier.ready(f"serving {model.format} on {model.runtime}")
+
+    def open_outputs(self, chosen: list | None = None) -> None:
+        """Open the outputs (device/outputs/) for the loaded bundle; a ValueError means a bad setting."""
+        manifest, model = self.classifier.manifest, self.classifier.model
+        self.outputs = open_outputs(configure(self.options) if chosen is None else chosen, OutputContext(
+            name=manifest.name, labels=self.classifier.labels, model=f"{model.format} on {model.runtime}",
+            status=self.status, hub=self.hub, stdout=self.stdout))
 
     # ---- state ---------------------------------------------------------------------------
     def state(self) -> str:
@@ -175,6 +179,7 @@ class Daemon:
             "reload_errors": self.reload_errors,
             "frame_errors": self.frame_errors,
             "skipped_frames": self.capture.skipped() if self.capture is not None else {},
+            "outputs": self.outputs.describe() if self.outputs is not None else {},
             "pid": os.getpid(),
         }
 
@@ -185,12 +190,13 @@ class Daemon:
             if state == self.published_state:
                 return
             self.published_state = state
-        self.hub.publish("status", self.status())
+        if self.outputs is not None:
+            self.outputs.status(self.status())
         self.event("state", state=state, source_error=self.capture.error if self.capture else None)
 
     def event(self, kind: str, **details) -> None:
-        if self.log_sink is not None:
-            self.log_sink.event(kind, time=round(time.time(), 3), **details)
+        if self.outputs is not None:
+            self.outputs.event(kind, {"time": round(time.time(), 3), **details})
 
     # ---- running -------------------------------------------------------------------------
     def install_signals(self) -> None:
@@ -242,9 +248,7 @@ class Daemon:
             result["item"] = item  # the replayed file a frame came from (image folders)
         self.stats.record(result["latency_ms"], time.monotonic())
         self.last_result = result
-        for sink in self.sinks:
-            sink.write(result)
-        self.hub.publish("result", result)
+        self.outputs.result(result)  # queued per output: never blocks inference
         if self.frame_number == 1 or self.published_state != "running":
             self.check_state()
 
@@ -271,7 +275,7 @@ class Daemon:
             self.check_state()
 
     def shutdown(self) -> None:
-        """Stop the capture thread and the server, flush the sinks; bounded to well under 2 seconds."""
+        """Stop the capture thread and the server, drain the outputs; bounded to well under 2 seconds."""
         self.notifier.stopping()
         if self.capture is not None:
             self.capture.stop()
@@ -281,21 +285,22 @@ class Daemon:
         self.event("stop", frames=self.frame_number)
         if self.log_handler is not None:
             logging.getLogger("edgecam").removeHandler(self.log_handler)
-        for sink in self.sinks:
-            sink.close()
+        if self.outputs is not None:
+            self.outputs.close()  # drains what is queued, bounded in time
         self.notifier.close()
 
 
 class EventLogHandler(logging.Handler):
     """Daemon warnings and errors into the rotating log file, as JSON event lines."""
 
-    def __init__(self, sink: LogFileSink):
+    def __init__(self, outputs: Outputs):
         super().__init__(logging.INFO)
-        self.sink = sink
+        self.outputs = outputs
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.sink.event("log", level=record.levelname.lower(), message=record.getMessage())
+            self.outputs.event("log", {"time": round(time.time(), 3), "level": record.levelname.lower(),
+                                       "message": record.getMessage()})
         except Exception:  # noqa: BLE001 - logging must never take the daemon down
             self.handleError(record)
 

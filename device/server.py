@@ -253,6 +253,16 @@ def prometheus(status: dict, hub_dropped: int = 0) -> str:
            {f'reason="{_escape(reason)}"': count for reason, count in sorted((http.get("refused") or {}).items())}
            or 0)
     metric("events_dropped_total", "counter", "Server-sent events dropped for lagging clients.", hub_dropped)
+    outputs = status.get("outputs") or {}
+    if outputs:  # device/outputs/: one labelled series per output
+        for name, kind, text, key in (
+                ("output_written_total", "counter", "Results an output delivered.", "written"),
+                ("output_dropped_total", "counter", "Results an output dropped (its queue was full).", "dropped"),
+                ("output_errors_total", "counter", "Errors an output met (retried, or it turned off).", "errors")):
+            metric(name, kind, text, {f'output="{_escape(o)}"': item.get(key, 0) for o, item in outputs.items()})
+        metric("output_up", "gauge", "1 when the output is on and (for network outputs) connected.",
+               {f'output="{_escape(o)}"': int(item.get("state") == "ok" and item.get("connected") is not False)
+                for o, item in outputs.items()})
     metric("uptime_seconds", "gauge", "Seconds since the daemon started.", status.get("uptime_s", 0.0))
     metric("confidence", "gauge", "Confidence of the last result.", last.get("confidence"))
     info = ",".join(f'{key}="{_escape(model.get(key, ""))}"' for key in ("format", "runtime", "sha256"))

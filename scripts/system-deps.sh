@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Debian packages the test suite drives for real: Chromium (kiosk page tests), OpenSSH (deploy tests),
-# qemu-user-static and debootstrap (make pi-sim and its test).
+# qemu-user-static and debootstrap (make pi-sim and its test), Mosquitto (the MQTT output's tests).
 # Installs only what is missing; skips quietly when it cannot (not root, no apt): those tests then skip
 # with a message naming this script.
 set -uo pipefail
@@ -10,6 +10,8 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
 command -v qemu-aarch64-static >/dev/null 2>&1 || need+=(qemu-user-static)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+{ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; } || need+=(mosquitto)
+command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 [ ${#need[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "system-deps: no apt-get here; install ${need[*]} yourself to run the browser and ssh tests." >&2

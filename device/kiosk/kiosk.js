@@ -18,7 +18,7 @@
   const el = {};
   ["banner", "live", "view-empty", "label", "label-icon", "confidence", "bars", "countdown", "game", "play",
    "result", "result-title", "result-detail", "reveal", "you-icon", "you-choice", "computer-icon", "computer-choice",
-   "score-you", "score-computer", "score-draws"].forEach((id) => { el[id] = document.getElementById(id); });
+   "score-you", "score-computer", "score-draws", "outputs"].forEach((id) => { el[id] = document.getElementById(id); });
   ["banner-text", "banner-detail", "model", "fps", "state", "state-text"].forEach((id) => {
     el[id] = document.querySelector('[data-testid="' + id + '"]');
   });
@@ -61,6 +61,7 @@
     });
     events.addEventListener("status", (event) => applyStatus(JSON.parse(event.data)));
     events.addEventListener("result", (event) => applyResult(JSON.parse(event.data), Date.now()));
+    events.addEventListener("output_failed", refreshStatus);
     events.addEventListener("error", dropped);
   }
 
@@ -233,6 +234,34 @@
     el.model.textContent = (result && result.model) || (status && status.model && status.model.format) || "–";
     el.fps.textContent = fps(now).toFixed(1);
     drawReading(result, stale);
+    drawOutputs(status && status.outputs);
+  }
+
+  // One small line with the health of the outputs that leave this machine (MQTT, webhook) and of any
+  // output that turned itself off (a full disk): /status "outputs". Nothing shows when there are none.
+  function describeOutputs(outputs) {
+    const parts = [];
+    let health = "ok";
+    Object.keys(outputs || {}).forEach((name) => {
+      const output = outputs[name];
+      if (output.state === "failed") {
+        health = "warn";
+        parts.push(name + " off: " + (output.last_error || "failed"));
+      } else if (output.connected === true) {
+        parts.push(name + " connected");
+      } else if (output.connected === false) {
+        health = "warn";
+        parts.push(name + " not connected" + (output.last_error ? " (" + output.last_error + ")" : ""));
+      }
+    });
+    return [parts.join(" · "), health];
+  }
+
+  function drawOutputs(outputs) {
+    const [text, health] = describeOutputs(outputs);
+    el.outputs.hidden = !text;
+    el.outputs.textContent = text;
+    el.outputs.dataset.health = health;
   }
 
   function drawReading(result, stale) {
