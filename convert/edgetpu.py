@@ -18,6 +18,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from device.manifest import atomic_write_text
+
 COMPILER = "edgetpu_compiler"
 MAPPED = "Mapped to Edge TPU"
 INSTALL_HINT = (
@@ -100,7 +102,7 @@ def compile_for_edgetpu(model: Path, tflite_dir: Path, log_dir: Path, compiler: 
             output, returncode = run.stdout + run.stderr, run.returncode
         except subprocess.TimeoutExpired as error:
             output, returncode = f"{error.stdout or ''}{error.stderr or ''}\n(timed out after {timeout_s} s)", -1
-        log.write_text(f"$ {' '.join(command)}\n{output}", encoding="utf-8")
+        atomic_write_text(log, f"$ {' '.join(command)}\n{output}")  # replace, never modify: see device/layout.py
         version = next(iter(re.findall(r"Edge TPU Compiler version (\S+)", output)), "")
         result = CompileResult(available=True, command=command, returncode=returncode, version=version,
                                log=str(log))
