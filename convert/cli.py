@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--calibration", type=Path, default=None,
                         help="folder of representative images for int8 calibration (searched recursively); "
                              "default: calibration_data/ when it holds images, else a sample of the bundle's "
-                             "own training images (the manifest's dataset.root, held-out images excluded)")
+                             "own training images (the manifest's dataset.root, held-out images excluded)"
+                             "%(default).0s")  # .0s: the default is described, not printed as 'None'
     parser.add_argument("--calibration-samples", type=positive_int, default=DEFAULT_SAMPLES,
                         help=f"calibration images to use, spread evenly over the folder (at least {MIN_SAMPLES})")
     parser.add_argument("--io-type", choices=IO_TYPES, default="int8",
