@@ -47,8 +47,8 @@ data: setup ## Generate the built-in rock-paper-scissors images (seeded) and cal
 train: setup ## Train the reference CNN on DATA and export the bundle to BUNDLE
 	$(PY) -m train --data $(DATA) --out $(BUNDLE) --epochs $(EPOCHS) --overwrite
 
-convert: setup ## Convert BUNDLE to TFLite (float32/float16/dynamic/int8) and check accuracy parity (exit 1 if broken)
-	$(PY) -m convert $(BUNDLE) --calibration $(CALIBRATION) $(CONVERT_FLAGS)
+convert: setup ## Convert BUNDLE to TFLite (float32/float16/dynamic/int8) and check accuracy parity (exit 1 if broken; BUNDLE unchanged then)
+	$(PY) -m convert $(BUNDLE) $(if $(wildcard $(CALIBRATION)),--calibration $(CALIBRATION)) $(CONVERT_FLAGS)
 
 edgetpu-check: setup ## Offline Edge TPU readiness of BUNDLE's int8 model (no compiler needed)
 	$(PY) -m convert.readiness $(BUNDLE)/tflite/model_int8.tflite

@@ -18,6 +18,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from device.layout import EDGETPU_FORMAT, model_filename
 from device.manifest import atomic_write_text
 
 COMPILER = "edgetpu_compiler"
@@ -113,7 +114,7 @@ def compile_for_edgetpu(model: Path, tflite_dir: Path, log_dir: Path, compiler: 
             result.message = (f"edgetpu_compiler failed (exit {returncode}): {last}. Full output: {log}. "
                               "edgetpu/readiness.md lists the ops and tensors the Edge TPU cannot run.")
             return result
-        target = Path(tflite_dir) / f"{model.stem}_edgetpu.tflite"
+        target = Path(tflite_dir) / model_filename(EDGETPU_FORMAT)
         shutil.move(str(compiled), target)
         result.model = str(target)
         table_source = output

@@ -28,7 +28,7 @@ import tarfile
 from pathlib import Path
 
 import device
-from device.layout import MANIFEST, TFLITE_DIR
+from device.layout import EDGETPU_FORMAT, MANIFEST, TFLITE_DIR
 from device.manifest import (
     LABELS_FILENAME,
     MODEL_FORMATS,
@@ -42,7 +42,7 @@ from device.manifest import (
 DEPLOY_DIR = Path(__file__).resolve().parent
 DEVICE_DIR = Path(device.__file__).resolve().parent
 DEFAULT_REQUIREMENTS = DEPLOY_DIR / "requirements-pi.txt"
-DEFAULT_MODELS = ("int8", "int8_edgetpu")  # those of these the bundle has
+DEFAULT_MODELS = ("int8", EDGETPU_FORMAT)  # those of these the bundle has
 SKIPPED_NAMES = {"__pycache__", ".pytest_cache", ".DS_Store"}
 SKIPPED_SUFFIXES = (".pyc", ".pyo", ".swp", "~")
 FIXED_MTIME = 1_700_000_000  # 2023-11-14: reproducible archives
