@@ -14,7 +14,9 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import subprocess
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -152,11 +154,22 @@ def test_read_only_bundle_folder_exits_2_and_changes_nothing(converted, capsys):
     assert tree_digest(converted) == before
 
 
-def test_undecodable_held_out_image_exits_2_not_1(tiny_bundle, tmp_path, capsys):
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims WIDTH x HEIGHT pixels (signature, IHDR, IEND): Pillow refuses 20000x20000 as a
+    decompression bomb when it opens it, with an exception that is not an OSError."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("content", [b"not a png", png_header_only(20000, 20000)], ids=["garbage", "bomb"])
+def test_undecodable_held_out_image_exits_2_not_1(tiny_bundle, tmp_path, capsys, content):
     test_data = tmp_path / "test"
     for label in ("paper", "rock", "scissors"):
         (test_data / label).mkdir(parents=True)
-        (test_data / label / "broken.png").write_bytes(b"not a png")
+        (test_data / label / "broken.png").write_bytes(content)
     code = convert_cli.main([str(tiny_bundle), "--formats", "float32", "--test-data", str(test_data), "--quiet"])
     assert code == 2 and "cannot be decoded" in capsys.readouterr().err
 
