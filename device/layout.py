@@ -124,6 +124,8 @@ def parse_heldout_line(line: str) -> Optional[tuple]:
 
 
 # ---- staged writes ------------------------------------------------------------------------------
+STAGING = "staging"          # .NAME.staging: convert/ (and any other writer)
+TRAINING_RUN = "training"    # .NAME.training: a training run in progress, which --resume continues
 class StageError(RuntimeError):
     """The bundle is being written by another command, or the staging folder cannot be made."""
 
@@ -138,12 +140,15 @@ class Stage:
 
     ``start_empty=True`` starts from an empty folder instead of a copy (a fresh training run).
     ``keep_staging=True`` continues in a staging folder an earlier command left (``python -m train --resume``:
-    the interrupted run lives there) instead of clearing it.
+    the interrupted run lives there) instead of clearing it. ``purpose`` names the staging folder
+    (``.NAME.PURPOSE``): training uses its own (TRAINING_RUN), so a conversion never clears a run that
+    ``--resume`` could continue.
     """
 
-    def __init__(self, bundle: os.PathLike, start_empty: bool = False, keep_staging: bool = False):
+    def __init__(self, bundle: os.PathLike, start_empty: bool = False, keep_staging: bool = False,
+                 purpose: str = STAGING):
         self.bundle = Path(bundle)
-        self.path = staging_path(self.bundle)
+        self.path = staging_path(self.bundle, purpose)
         self.start_empty = start_empty
         self.keep_staging = keep_staging
         self.failed: Optional[Path] = None
@@ -201,9 +206,9 @@ class Stage:
             self._lock = None
 
 
-def staging_path(bundle: os.PathLike) -> Path:
+def staging_path(bundle: os.PathLike, purpose: str = STAGING) -> Path:
     bundle = Path(bundle)
-    return bundle.with_name(f".{bundle.name}.staging")
+    return bundle.with_name(f".{bundle.name}.{purpose}")
 
 
 def failed_path(bundle: os.PathLike, now: Optional[float] = None) -> Path:

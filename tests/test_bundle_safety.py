@@ -91,7 +91,8 @@ def test_symlinked_train_folder_trains_and_a_failed_export_keeps_the_old_bundle_
     monkeypatch.setattr(train_api, "export_bundle", full_disk)
     code = train_cli.main(["--data", str(data), "--out", str(out), "--overwrite", *SMALL_RUN])
     error = capsys.readouterr().err
-    staging = layout.staging_path(out)
+    staging = train_api.run_state(out).parent.parent  # artifacts/.rps.training
+    assert staging == layout.staging_path(out, layout.TRAINING_RUN)
     assert code == 2 and "No space left on device" in error and str(staging) in error and "--resume" in error
     assert tree_digest(out) == before  # the old bundle, byte for byte
     assert json.loads((staging / "checkpoints" / "state.json").read_text())["epochs_done"] == 1
@@ -293,3 +294,14 @@ class read_only:
         else:
             self.folder.chmod(0o755)
         return False
+
+
+def test_a_conversion_never_clears_an_interrupted_training_run(tmp_path):
+    bundle = tmp_path / "rps"
+    bundle.mkdir()
+    run = layout.staging_path(bundle, layout.TRAINING_RUN) / "checkpoints"
+    run.mkdir(parents=True)
+    (run / "state.json").write_text('{"epochs_done": 2}')
+    with layout.Stage(bundle) as staging:  # what convert does
+        (staging / layout.PARITY_MD).write_text("new")
+    assert (run / "state.json").read_text() == '{"epochs_done": 2}'

@@ -195,7 +195,7 @@ def test_resume_after_kill_loses_no_finished_epoch(tiny_data_dir, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "EDGECAM_TEST_EPOCH_DELAY": "3"}
     process = subprocess.Popen([PYTHON, "-m", "train", *map(str, args)], cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    state = out.with_name(".run.staging") / "checkpoints" / "state.json"  # the run in progress, beside --out
+    state = out.with_name(".run.training") / "checkpoints" / "state.json"  # the run in progress, beside --out
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if state.is_file() and json.loads(state.read_text()).get("epochs_done", 0) >= 2:

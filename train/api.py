@@ -68,9 +68,9 @@ class BundleExistsError(ValueError):
 
 
 def run_state(out: Path) -> Path:
-    """Where an in-progress run keeps its progress: the staging folder beside the bundle (see device/layout.py),
+    """Where an in-progress run keeps its progress: its staging folder beside the bundle (see device/layout.py),
     so the bundle in OUT stays as it was until the new one is exported, and --resume finds the run there."""
-    return layout.staging_path(out) / layout.CHECKPOINTS / "state.json"
+    return layout.staging_path(out, layout.TRAINING_RUN) / layout.CHECKPOINTS / "state.json"
 
 
 def check_inputs(data_dir, out: Path, options: TrainOptions) -> ImageFolder:
@@ -130,6 +130,11 @@ def check_output(out: Path, options: TrainOptions) -> None:
         raise BundleExistsError(
             f"An interrupted training run for --out {out} is in {state.parent.parent}: continue it with --resume, "
             "or pass --overwrite to start over."
+        )
+    elif (out / layout.CHECKPOINTS).is_dir() and not has_bundle and not options.overwrite:
+        raise BundleExistsError(
+            f"--out {out} holds an interrupted run of an older edgecam (it kept runs in --out itself), which "
+            "this version cannot resume. Pass --overwrite to start over, or choose another --out."
         )
     elif has_bundle and not options.overwrite:
         raise BundleExistsError(
@@ -245,7 +250,7 @@ def train_bundle(data_dir, out_dir, **overrides) -> Path:
     folder = check_inputs(data_dir, out, options)
     started = time.monotonic()
     chief = _is_chief()
-    stage = layout.Stage(out, keep_staging=options.resume) if chief else None
+    stage = layout.Stage(out, keep_staging=options.resume, purpose=layout.TRAINING_RUN) if chief else None
     work = stage.open() if stage else Path(tempfile.mkdtemp(prefix=f".{out.name}.worker-", dir=out.parent))
     try:
         if not options.resume:

@@ -8,7 +8,7 @@ import os
 import sys
 
 from device.cli import positive_int
-from device.layout import StageError, staging_path
+from device.layout import TRAINING_RUN, StageError, staging_path
 from train.api import STRATEGIES, BundleExistsError, TrainOptions
 from train.dataset import DataError
 from train.model import MODELS
@@ -47,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="turn off flip/rotation/zoom augmentation (applied in tf.data, training only; "
                              "on unless this flag is given)%(default).0s")  # .0s: no '(default: True)'
     parser.add_argument("--resume", action="store_true",
-                        help="continue the interrupted run for --out (kept in the hidden .NAME.staging folder "
+                        help="continue the interrupted run for --out (kept in the hidden .NAME.training folder "
                              "beside it)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the bundle already in --out (only once the new one is exported; a failed "
@@ -72,11 +72,11 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # a full disk, a folder made read-only meanwhile ...
-        print(f"error: {error}. {args.out} is unchanged; the run is kept in {staging_path(args.out)}: free "
+        print(f"error: {error}. {args.out} is unchanged; the run is kept in {staging_path(args.out, TRAINING_RUN)}: free "
               f"space or fix permissions, then continue with --resume.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted: {args.out} is unchanged; finished epochs are saved in {staging_path(args.out)}; "
+        print(f"\ninterrupted: {args.out} is unchanged; finished epochs are saved in {staging_path(args.out, TRAINING_RUN)}; "
               f"continue with: python -m train --data {args.data} --out {args.out} --resume", file=sys.stderr)
         return 130
     return 0
