@@ -185,7 +185,7 @@ def _build(cls, data: Any, source: str, where: str):
     if not isinstance(data, dict):
         what = f"field '{where}'" if where else "the manifest"
         raise ManifestError(f"{source}: {what} must be a JSON object, got {_kind(data)} {_short(data)}. {_FIX}")
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     values = {}
     for spec in dataclasses.fields(cls):
         name = f"{where}.{spec.name}" if where else spec.name
@@ -197,11 +197,21 @@ def _build(cls, data: Any, source: str, where: str):
     return cls(**values)
 
 
+_UNION_TYPES = (typing.Union, getattr(types, "UnionType", typing.Union))  # X | Y is Python 3.10+
+
+
+def _type_hints(cls) -> dict:
+    try:
+        return typing.get_type_hints(cls)
+    except TypeError:  # an 'X | None' annotation on Python 3.9 (Pi OS bullseye): structure checks only
+        return {spec.name: Any for spec in dataclasses.fields(cls)}
+
+
 def _check(value: Any, hint: Any, source: str, name: str) -> Any:
     origin, arguments = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any:
         return value
-    if origin in (typing.Union, types.UnionType):
+    if origin in _UNION_TYPES:
         if value is None and type(None) in arguments:
             return None
         problems = []

@@ -188,6 +188,21 @@ def test_without_a_calibration_folder_int8_calibrates_on_the_training_images(tin
     assert load_manifest(bundle).models["int8"].input_dtype == "int8"
 
 
+
+def test_a_bundle_another_command_is_writing_exits_3_worth_a_retry(tiny_bundle, tiny_data_dir, tmp_path, capsys):
+    bundle = copy_bundle(tiny_bundle, tmp_path / "rps")
+    before = tree_digest(bundle)
+    holder = layout.Stage(bundle)
+    holder.open()  # as a running convert would
+    try:
+        assert convert_cli.main([str(bundle), "--formats", "float32", "--quiet"]) == 3
+        assert "being written by another edgecam command" in capsys.readouterr().err
+        assert train_cli.main(["--data", str(tiny_data_dir), "--out", str(bundle), "--overwrite", *SMALL_RUN]) == 3
+        assert "being written by another edgecam command" in capsys.readouterr().err
+    finally:
+        holder.fail()
+    assert tree_digest(bundle) == before
+
 # ---- the strict manifest (unit level) --------------------------------------------------------------
 def _manifest_data() -> dict:
     return Manifest(name="rps", labels=["paper", "rock"], input=layout_input(), models={}).to_dict()
