@@ -13,11 +13,15 @@ EPOCHS ?= 15
 CALIBRATION ?= calibration_data/rps
 PORT ?= 8080
 SOURCE ?= images:$(DATA)/test
+FORCE ?= 0
 CONVERT_FLAGS ?=
 STAMP := $(VENV)/.edgecam-installed
 
 ifeq ($(strip $(NAME)),)
 $(error NAME must not be empty: make demo NAME=rps)
+endif
+ifeq ($(filter 0 1,$(FORCE)),)
+$(error FORCE must be 0 or 1 (FORCE=1 ships a bundle whose parity failed or was skipped), got '$(FORCE)')
 endif
 
 .PHONY: help setup system-deps data train convert edgetpu-check run demo kiosk test test-fast bench compat bundle deploy pi-sim lint clean
@@ -43,8 +47,8 @@ data: setup ## Generate the built-in rock-paper-scissors images (seeded) and cal
 train: setup ## Train the reference CNN on DATA and export the bundle to BUNDLE
 	$(PY) -m train --data $(DATA) --out $(BUNDLE) --epochs $(EPOCHS) --overwrite
 
-convert: setup ## Convert BUNDLE to TFLite (float32/float16/dynamic/int8) and check accuracy parity (exit 1 if broken)
-	$(PY) -m convert $(BUNDLE) --calibration $(CALIBRATION) $(CONVERT_FLAGS)
+convert: setup ## Convert BUNDLE to TFLite (float32/float16/dynamic/int8) and check accuracy parity (exit 1 if broken; BUNDLE unchanged then)
+	$(PY) -m convert $(BUNDLE) $(if $(wildcard $(CALIBRATION)),--calibration $(CALIBRATION)) $(CONVERT_FLAGS)
 
 edgetpu-check: setup ## Offline Edge TPU readiness of BUNDLE's int8 model (no compiler needed)
 	$(PY) -m convert.readiness $(BUNDLE)/tflite/model_int8.tflite
@@ -68,8 +72,8 @@ bench: setup ## Measure daemon vs raw interpreter latency, RSS, cold start on BU
 compat: setup ## Run the daemon under tflite-runtime 2.14 + numpy<2 (as on Raspberry Pi OS) in .venv-tflite
 	bash scripts/tflite_runtime_compat.sh $(BUNDLE) $(DATA)/test
 
-bundle: setup ## Write dist/edgecam-device-NAME.tar.gz (device package + models + installer)
-	$(PY) -m deploy.bundle --bundle $(BUNDLE) --out dist/edgecam-device-$(NAME).tar.gz
+bundle: setup ## Write dist/edgecam-device-NAME.tar.gz (device package + models + installer); refuses failed/skipped parity unless FORCE=1
+	$(PY) -m deploy.bundle --bundle $(BUNDLE) --out dist/edgecam-device-$(NAME).tar.gz $(if $(filter 1,$(FORCE)),--force)
 
 deploy: bundle ## Copy the device bundle to HOST=user@host over ssh and run its installer (EDGECAM_SSH_OPTS="-p PORT -i KEY")
 	@test -n "$(HOST)" || { echo "make deploy needs HOST=user@host (the Pi), e.g. make deploy HOST=pi@raspberrypi.local"; exit 2; }

@@ -39,12 +39,16 @@ def row(name, value, limit=None, ok=None) -> tuple:
 
 def run(args) -> tuple:
     bundle = Path(args.bundle)
-    from device.manifest import load_manifest
+    from device.layout import MANIFEST
+    from device.manifest import ManifestError, load_manifest
 
-    manifest = load_manifest(bundle)
+    try:
+        manifest = load_manifest(bundle)
+    except ManifestError as error:
+        raise SystemExit(f"bench: {error}") from None
     missing = [f for f in ("int8", "float32") if f not in manifest.models]
     if missing:
-        raise SystemExit(f"bench: {bundle}/manifest.json has no {' or '.join(missing)} model: "
+        raise SystemExit(f"bench: {bundle / MANIFEST} has no {' or '.join(missing)} model: "
                          f"run python -m convert {bundle} first.")
     size = (manifest.input.width, manifest.input.height)
     print(f"bench: {bundle} ({manifest.name}, {size[0]}x{size[1]}), {args.threads} threads", file=sys.stderr)

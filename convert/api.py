@@ -2,6 +2,11 @@
 
     report = convert_bundle("artifacts/rps", calibration_dir="calibration_data/rps")
     report.passed        # False when a parity threshold is broken (the CLI exits 1)
+    report.failed_try    # then: where the failed output was kept (artifacts/rps.failed-...)
+
+Every input is checked before the slow part. The new files are written into a staging copy of the bundle
+(device/layout.py's Stage) and swapped in only when parity holds (or was skipped, which the manifest and
+parity.md then say): a failed try leaves the bundle exactly as it was and is kept beside it.
 
 Raises ConvertError (the CLI exits 2) for bad input, with the path and the fix in the message.
 """
@@ -21,10 +26,10 @@ from convert import calibration, device_side, tflite
 from convert.errors import ConvertError
 from convert.heldout import load_heldout
 from convert.parity import ModelParity, ParityReport, Thresholds, compare, environment, write_report
+from device import layout
+from device.layout import EDGETPU_DIR, EDGETPU_FORMAT, TFLITE_DIR
 
-DEFAULT_CALIBRATION = Path("calibration_data")
-TFLITE_DIR = "tflite"
-EDGETPU_DIR = "edgetpu"
+DEFAULT_CALIBRATION = calibration.DEFAULT_FOLDER
 SAVED_MODEL_BATCH = 64
 
 
@@ -40,11 +45,13 @@ def parse_formats(formats) -> list:
 
 
 def convert_bundle(bundle_dir, formats: Iterable[str] | str = tflite.FORMATS,
-                   calibration_dir=DEFAULT_CALIBRATION, calibration_samples: int = calibration.DEFAULT_SAMPLES,
+                   calibration_dir=None, calibration_samples: int = calibration.DEFAULT_SAMPLES,
                    io_type: str = "int8", test_data=None, edgetpu: bool = False,
                    thresholds: Thresholds | None = None, skip_parity: bool = False,
                    debug_quantization: bool = False, threads: int | None = None, progress: bool = True,
                    log: Callable[[str], None] = print) -> ParityReport:
+    """CALIBRATION_DIR None: calibration_data/ when it holds images, else a sample of the bundle's training
+    images (the manifest's dataset.root). Raises ConvertError for bad input before anything is written."""
     from device.manifest import ManifestError, load_manifest
 
     bundle = Path(bundle_dir)
@@ -57,16 +64,77 @@ def convert_bundle(bundle_dir, formats: Iterable[str] | str = tflite.FORMATS,
         raise ConvertError(str(error)) from None
     spec = manifest.input
     started = time.monotonic()
-    # Check every input before the slow part: held-out list, calibration images, then the SavedModel.
+    # Check every input before the slow part: where we write, the held-out images (decoded), the calibration
+    # images, then the SavedModel.
+    _check_writable(bundle)
     heldout = None if skip_parity else load_heldout(bundle, manifest, Path(test_data) if test_data else None)
-    calibration_images = None
+    frames = None if skip_parity else _decode(heldout.paths, progress)
+    calibration_images, calibration_source = None, ""
     if "int8" in formats:
-        calibration_images = calibration.load_calibration_images(
-            calibration_dir, spec, calibration_samples, progress=progress)
-        log(f"calibration: {len(calibration_images)} images from {calibration_dir}")
+        calibration_images, calibration_source = _calibration_images(
+            bundle, manifest, calibration_dir, calibration_samples, progress, log)
+        manifest.calibration = calibration_source
     serving = tflite.ServingFunction(bundle / manifest.saved_model, spec.height, spec.width, spec.channels)
 
-    out_dir = bundle / TFLITE_DIR
+    stage = layout.Stage(bundle)
+    staging = stage.open()
+    try:
+        files, edgetpu_info = _convert_models(staging, manifest, serving, formats, calibration_images, io_type,
+                                              edgetpu, progress, log)
+        report = ParityReport(bundle=manifest.name, heldout_source="", images=0, saved_model_accuracy=None,
+                              saved_model_latency_ms=None, thresholds=thresholds,
+                              conversion_seconds=round(time.monotonic() - started, 2), edgetpu=edgetpu_info,
+                              environment=environment(threads))
+        if calibration_source.startswith(calibration.TRAINING_IMAGES_NOTE):
+            report.notes.append(f"int8 calibration: {calibration_source}.")
+        _parity(report, staging, manifest, serving, files, heldout, frames, calibration_images, skip_parity,
+                debug_quantization, threads, progress, log)
+    except BaseException:
+        stage.fail()
+        raise
+    if report.passed:
+        stage.commit()
+    else:
+        report.failed_try = str(stage.fail())
+    return report
+
+
+def _check_writable(bundle: Path) -> None:
+    """The new version is written beside the bundle and swapped in: both folders must take new files."""
+    for folder in (bundle.parent, bundle):
+        problem = layout.writable_problem(folder)
+        if problem:
+            raise ConvertError(
+                f"Cannot write to {folder} ({problem}): convert writes the new models beside the bundle and swaps "
+                f"them in when parity holds. Make {folder} writable (or copy the bundle to a writable place) and "
+                "run again; nothing was changed."
+            )
+
+
+def _calibration_images(bundle: Path, manifest, calibration_dir, samples: int, progress: bool, log):
+    """-> (float32 images, what they are). --calibration DIR: that folder (an error if it is unusable: a typo
+    must not quietly calibrate on something else); none: calibration_data/ if it holds images, else a sample
+    of the bundle's own training images."""
+    if calibration_dir is None and DEFAULT_CALIBRATION.is_dir() and calibration.find_images(DEFAULT_CALIBRATION):
+        calibration_dir = DEFAULT_CALIBRATION
+    if calibration_dir is not None:
+        images = calibration.load_calibration_images(calibration_dir, manifest.input, samples, progress=progress)
+        source = f"{len(images)} images from {calibration_dir}"
+    else:
+        calibration.check_samples(samples)
+        folder, paths = calibration.training_images(bundle, manifest)
+        images = calibration.prepare_images(paths, manifest.input, samples, str(folder),
+                                            "Pass --calibration DIR with representative images.", progress=progress)
+        source = (f"{calibration.TRAINING_IMAGES_NOTE} ({len(images)} of {len(paths)} in {folder}, held-out "
+                  f"images excluded): no --calibration folder was given and {DEFAULT_CALIBRATION}/ holds no images")
+    log(f"calibration: {source}")
+    return images, source
+
+
+def _convert_models(staging: Path, manifest, serving, formats, calibration_images, io_type, edgetpu, progress,
+                    log) -> tuple:
+    """Write every format into STAGING/tflite, run the Edge TPU steps, record the files in the manifest."""
+    out_dir = staging / TFLITE_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {}
     for fmt in formats:
@@ -77,49 +145,65 @@ def convert_bundle(bundle_dir, formats: Iterable[str] | str = tflite.FORMATS,
         path = out_dir / tflite.model_filename(fmt)
         _atomic_write_bytes(path, content)
         files[fmt] = path
-        log(f"converted {fmt:8s} -> {path} ({len(content) / 1024:.1f} KiB, {time.monotonic() - t0:.1f} s)")
-    conversion_seconds = time.monotonic() - started
-
+        log(f"converted {fmt:8s} -> {layout.model_path(fmt)} ({len(content) / 1024:.1f} KiB, "
+            f"{time.monotonic() - t0:.1f} s)")
     edgetpu_info = {}
     if "int8" in files:
-        edgetpu_info = _edgetpu_steps(bundle, files, compile_model=edgetpu, log=log)
-    if "int8_edgetpu" in edgetpu_info.get("files", {}):
-        files["int8_edgetpu"] = bundle / edgetpu_info["files"]["int8_edgetpu"]
+        edgetpu_info = _edgetpu_steps(staging, files, compile_model=edgetpu, log=log)
+    if EDGETPU_FORMAT in edgetpu_info.get("files", {}):
+        files[EDGETPU_FORMAT] = staging / edgetpu_info["files"][EDGETPU_FORMAT]
     elif "int8" in files:
-        _remove_stale_edgetpu_model(bundle, manifest, log)
+        _remove_stale_edgetpu_model(staging, manifest, log)
     # Record the files first: the device loader finds them through the manifest and checks their sha256.
-    _record_in_manifest(bundle, manifest, files)
+    _record_in_manifest(staging, manifest, files)
+    return files, edgetpu_info
 
-    report = ParityReport(bundle=manifest.name, heldout_source="", images=0, saved_model_accuracy=None,
-                          saved_model_latency_ms=None, thresholds=thresholds,
-                          conversion_seconds=round(conversion_seconds, 2), edgetpu=edgetpu_info,
-                          environment=environment(threads))
-    measurable = {fmt: path for fmt, path in files.items() if fmt != "int8_edgetpu"}
+
+def _parity(report: ParityReport, staging: Path, manifest, serving, files: dict, heldout, frames,
+            calibration_images, skip_parity: bool, debug_quantization: bool, threads, progress, log) -> None:
+    """Measure (or mark as not measured), write the report and the manifest's parity status into STAGING."""
+    from device.manifest import PARITY_FAILED, PARITY_PASSED, PARITY_SKIPPED
+
+    measurable = {fmt: path for fmt, path in files.items() if fmt != EDGETPU_FORMAT}
     if skip_parity:
         report.notes.append("--skip-parity: nothing measured; parity.json/parity.md not written.")
-        report.models = [ModelParity(fmt, _relative(path, bundle), path.stat().st_size, note="not measured")
+        report.models = [ModelParity(fmt, _relative(path, staging), path.stat().st_size, note="not measured")
                          for fmt, path in measurable.items()]
     else:
-        images = _measure(report, heldout, manifest, serving, measurable, bundle, threads, progress, log)
+        images = _measure(report, heldout, frames, manifest, serving, measurable, staging, threads, progress, log)
         int8 = report.row("int8")
         if int8 is not None and (debug_quantization or not int8.passed):
             debug_images = images[:: max(1, len(images) // 64)]  # about 64 held-out images, spread evenly
-            report.quantization_debug = _debug_quantization(bundle, serving, calibration_images, debug_images, log)
-    if "int8_edgetpu" in files:
-        path = files["int8_edgetpu"]
-        report.models.append(ModelParity("int8_edgetpu", _relative(path, bundle), path.stat().st_size,
+            report.quantization_debug = _debug_quantization(staging, serving, calibration_images, debug_images, log)
+    if EDGETPU_FORMAT in files:
+        path = files[EDGETPU_FORMAT]
+        report.models.append(ModelParity(EDGETPU_FORMAT, _relative(path, staging), path.stat().st_size,
                                          note="needs an Edge TPU to measure"))
-    _record_measurements(bundle, manifest, report)
-    if not skip_parity:
+    manifest.parity = PARITY_SKIPPED if skip_parity else PARITY_PASSED if report.passed else PARITY_FAILED
+    _record_measurements(staging, manifest, report)
+    if skip_parity:
+        _mark_parity_not_measured(staging, manifest)
+    else:
         _caveats(report, len(manifest.labels))
-        write_report(report, bundle)
-    return report
+        write_report(report, staging)
 
 
-def _measure(report, heldout, manifest, serving, files, bundle, threads, progress, log) -> np.ndarray:
+def _mark_parity_not_measured(staging: Path, manifest) -> None:
+    """--skip-parity: an earlier report describes models that are gone; replace it by one that says so."""
+    from device.manifest import atomic_write_text
+
+    for name in (layout.PARITY_JSON, layout.QUANT_DEBUG_CSV, layout.QUANT_DEBUG_MD):
+        (staging / name).unlink(missing_ok=True)
+    models = ", ".join(manifest.models) or "none"
+    atomic_write_text(staging / layout.PARITY_MD, (
+        f"# Accuracy parity: {manifest.name}\n\nNOT MEASURED: the models ({models}) were converted with "
+        "--skip-parity, so nothing here vouches for their accuracy. Run python -m convert without --skip-parity "
+        "to measure parity; deploy.bundle refuses this bundle until then unless --force is given.\n"))
+
+
+def _measure(report, heldout, frames, manifest, serving, files, bundle, threads, progress, log) -> np.ndarray:
     """Fill the report's rows; return the held-out images as the SavedModel saw them."""
     t0 = time.monotonic()
-    frames = _decode(heldout.paths, progress)
     images = np.stack([device_side.prepare(frame, manifest.input) for frame in frames])
     labels = np.asarray(heldout.labels)
     reference = np.concatenate([serving(images[i:i + SAVED_MODEL_BATCH])
@@ -209,18 +293,18 @@ def _edgetpu_steps(bundle: Path, files: dict, compile_model: bool, log) -> dict:
         info["compile"] = result.to_dict()
         info["summary"].append(result.summary())
         if result.model is not None:
-            info["files"]["int8_edgetpu"] = result.model
+            info["files"][EDGETPU_FORMAT] = result.model
         log(f"edge tpu compiler: {result.summary()}")
     return info
 
 
 def _remove_stale_edgetpu_model(bundle: Path, manifest, log) -> None:
     """A new int8 model makes an Edge TPU model compiled from the previous one wrong: remove it."""
-    stale = bundle / TFLITE_DIR / f"{Path(tflite.model_filename('int8')).stem}_edgetpu.tflite"
+    stale = bundle / layout.model_path(EDGETPU_FORMAT)
     if stale.is_file():
         stale.unlink()
         log(f"removed {stale}: it was compiled from the previous int8 model (use --edgetpu to compile the new one)")
-    manifest.models.pop("int8_edgetpu", None)
+    manifest.models.pop(EDGETPU_FORMAT, None)
 
 
 def _record_in_manifest(bundle: Path, manifest, files: dict) -> None:

@@ -16,15 +16,13 @@ import numpy as np
 
 from convert import device_side
 from convert.errors import ConvertError
-from device.layout import IMAGE_SUFFIXES
+from device import layout
+from device.layout import IMAGE_SUFFIXES, find_images  # noqa: F401  (find_images re-exported)
 
+DEFAULT_FOLDER = Path("calibration_data")  # used when --calibration is not given and it holds images
 DEFAULT_SAMPLES = 200
+TRAINING_IMAGES_NOTE = "the bundle's training images"  # how reports name the fallback
 MIN_SAMPLES = 20
-
-
-def find_images(folder: Path) -> list[Path]:
-    """Every file with an image suffix under FOLDER (recursively), in a stable (sorted) order."""
-    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def pick_evenly(paths: Sequence[Path], count: int) -> list[Path]:
@@ -41,6 +39,14 @@ def _fix_hint(folder: Path) -> str:
             f"into {folder}, e.g. with 'make data', or point --calibration at another folder.")
 
 
+def check_samples(samples: int, minimum: int = MIN_SAMPLES) -> None:
+    if samples < minimum:
+        raise ConvertError(
+            f"--calibration-samples {samples} is below the minimum of {minimum} images needed to estimate "
+            f"int8 ranges; use --calibration-samples {minimum} or more (default {DEFAULT_SAMPLES})."
+        )
+
+
 def load_calibration_images(folder, spec, samples: int = DEFAULT_SAMPLES, minimum: int = MIN_SAMPLES,
                             progress: bool = True) -> np.ndarray:
     """Read up to SAMPLES images from FOLDER, preprocessed as the device does: float32 [N, H, W, 3] 0..255.
@@ -48,11 +54,7 @@ def load_calibration_images(folder, spec, samples: int = DEFAULT_SAMPLES, minimu
     Raises ConvertError naming the folder and the fix when it is missing, empty, unreadable or too small.
     """
     folder = Path(folder)
-    if samples < minimum:
-        raise ConvertError(
-            f"--calibration-samples {samples} is below the minimum of {minimum} images needed to estimate "
-            f"int8 ranges; use --calibration-samples {minimum} or more (default {DEFAULT_SAMPLES})."
-        )
+    check_samples(samples, minimum)
     if not folder.is_dir():
         raise ConvertError(f"Calibration folder {folder} does not exist. {_fix_hint(folder)}")
     candidates = find_images(folder)
@@ -61,6 +63,13 @@ def load_calibration_images(folder, spec, samples: int = DEFAULT_SAMPLES, minimu
             f"Calibration folder {folder} is empty: no image files ({', '.join(IMAGE_SUFFIXES)}) in it or "
             f"below it. {_fix_hint(folder)}"
         )
+    return prepare_images(candidates, spec, samples, str(folder), _fix_hint(folder), minimum, progress)
+
+
+def prepare_images(candidates: Sequence[Path], spec, samples: int, where: str, fix: str,
+                   minimum: int = MIN_SAMPLES, progress: bool = True) -> np.ndarray:
+    """Decode and preprocess up to SAMPLES of CANDIDATES (spread evenly), as the device does; ConvertError
+    naming WHERE and the FIX when too few of them are readable images."""
     chosen = pick_evenly(candidates, samples)
     images, unreadable = [], []
     meter = Progress("calibration images", len(chosen), enabled=progress)
@@ -73,18 +82,48 @@ def load_calibration_images(folder, spec, samples: int = DEFAULT_SAMPLES, minimu
     meter.done()
     if not images:
         raise ConvertError(
-            f"Calibration folder {folder} holds no readable images ({len(unreadable)} file(s) could not be "
-            f"decoded, e.g. {unreadable[0]}). {_fix_hint(folder)}"
+            f"Calibration folder {where} holds no readable images ({len(unreadable)} file(s) could not be "
+            f"decoded, e.g. {unreadable[0]}). {fix}"
         )
     if len(images) < minimum:
         raise ConvertError(
-            f"Calibration folder {folder} holds only {len(images)} readable image(s); int8 calibration needs "
-            f"at least {minimum}. {_fix_hint(folder)}"
+            f"Calibration folder {where} holds only {len(images)} readable image(s); int8 calibration needs "
+            f"at least {minimum}. {fix}"
         )
     if unreadable:
-        print(f"calibration: skipped {len(unreadable)} unreadable file(s) in {folder}, e.g. {unreadable[0]}",
+        print(f"calibration: skipped {len(unreadable)} unreadable file(s) in {where}, e.g. {unreadable[0]}",
               file=sys.stderr)
     return np.stack(images).astype(np.float32)
+
+
+def training_images(bundle: Path, manifest) -> tuple[Path, list[Path]]:
+    """The bundle's training images (dataset.root and dataset.train_folder in the manifest), without the
+    held-out ones heldout.txt lists: -> (their folder, sorted paths). ConvertError when they are gone."""
+    root = Path(manifest.dataset.root)
+    if manifest.dataset.root and not root.is_absolute():
+        root = Path(bundle) / root
+    folder = root / manifest.dataset.train_folder if manifest.dataset.train_folder else (
+        root / layout.TRAIN_FOLDER if (root / layout.TRAIN_FOLDER).is_dir() else root)
+    fix = ("Pass --calibration DIR with at least 20 representative images (what the camera will see, every "
+           "class), or regenerate the training data where the manifest's dataset.root says.")
+    if not manifest.dataset.root or not folder.is_dir():
+        raise ConvertError(f"No --calibration folder was given, {DEFAULT_FOLDER}/ holds no images, and the "
+                           f"bundle's training images ({folder}) are not there. {fix}")
+    heldout = set()
+    listing = Path(bundle) / (manifest.heldout_file or layout.HELDOUT)
+    if listing.is_file():
+        for line in listing.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = layout.parse_heldout_line(line)
+            except ValueError:
+                continue  # convert/heldout.py reports a malformed list
+            if entry:
+                heldout.add(root / entry[1])
+    paths = [path for path in find_images(folder) if path not in heldout]
+    if not paths:
+        raise ConvertError(f"No --calibration folder was given, {DEFAULT_FOLDER}/ holds no images, and the "
+                           f"bundle's training folder {folder} holds no images either. {fix}")
+    return folder, paths
 
 
 def representative_dataset(images: np.ndarray, progress: bool = True,

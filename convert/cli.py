@@ -1,7 +1,9 @@
 """python -m convert BUNDLE: the command line over convert.api.convert_bundle.
 
-Exit status: 0 all parity thresholds hold; 1 a threshold is broken (the table marks the row; a CI job
-fails); 2 bad input (missing bundle or SavedModel, unusable calibration folder, bad flag value).
+Exit status: 0 all parity thresholds hold (or --skip-parity); 1 a threshold is broken (the table marks the
+row; a CI job fails; the bundle is unchanged and the failed try is kept beside it); 2 bad input (missing bundle
+or SavedModel, unusable calibration folder, undecodable images, a read-only folder, bad flag value); 3 another
+edgecam command is writing the bundle (try again when it is done).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from convert.calibration import DEFAULT_SAMPLES, MIN_SAMPLES
 from convert.parity import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, Thresholds
 from convert.tflite import FORMATS, IO_TYPES
 from device.cli import non_negative_float, positive_int, probability
+from device.layout import PARITY_MD, StageError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,8 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("bundle", type=Path, help="bundle folder written by python -m train (e.g. artifacts/rps)")
     parser.add_argument("--formats", default=",".join(FORMATS),
                         help=f"comma-separated subset of {','.join(FORMATS)}")
-    parser.add_argument("--calibration", type=Path, default=Path("calibration_data"),
-                        help="folder of representative images for int8 calibration (searched recursively)")
+    parser.add_argument("--calibration", type=Path, default=None,
+                        help="folder of representative images for int8 calibration (searched recursively); "
+                             "default: calibration_data/ when it holds images, else a sample of the bundle's "
+                             "own training images (the manifest's dataset.root, held-out images excluded)"
+                             "%(default).0s")  # .0s: the default is described, not printed as 'None'
     parser.add_argument("--calibration-samples", type=positive_int, default=DEFAULT_SAMPLES,
                         help=f"calibration images to use, spread evenly over the folder (at least {MIN_SAMPLES})")
     parser.add_argument("--io-type", choices=IO_TYPES, default="int8",
@@ -76,12 +82,20 @@ def main(argv=None) -> int:
     except ConvertError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except StageError as error:  # another command is writing the bundle: worth a retry
+        print(f"error: {error}", file=sys.stderr)
+        return 3
+    except OSError as error:  # a full disk, a folder made read-only meanwhile: the bundle is unchanged
+        print(f"error: {error}. {args.bundle} is unchanged; fix the cause and run again.", file=sys.stderr)
+        return 2
     print()
     print(report.to_markdown())
     if not report.passed:
         broken = ", ".join(row.format for row in report.models if not row.passed)
-        print(f"PARITY FAILED for {broken}: see {args.bundle / 'parity.md'}"
-              + (f" and {args.bundle / report.quantization_debug}" if report.quantization_debug else ""),
+        kept = Path(report.failed_try) if report.failed_try else args.bundle
+        print(f"PARITY FAILED for {broken}: {args.bundle} is unchanged (its previous models, manifest and parity "
+              f"report stay); the failed try is kept in {kept}: see {kept / PARITY_MD}"
+              + (f" and {kept / report.quantization_debug}" if report.quantization_debug else ""),
               file=sys.stderr)
         return 1
     return 0

@@ -33,7 +33,11 @@ def iter_images(paths) -> Iterator[tuple[Path, np.ndarray | None]]:
     source = ImagesSource(paths=paths, loop=False)
     source.open()
     for path in paths:
-        yield path, source.decode(path)
+        try:
+            frame = source.decode(path)
+        except Exception:  # noqa: BLE001 - e.g. Pillow's DecompressionBombError: unusable, the caller says so
+            frame = None
+        yield path, frame
 
 
 def float_plan(spec) -> preprocess.InputPlan:

@@ -18,6 +18,9 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from device.layout import EDGETPU_FORMAT, model_filename
+from device.manifest import atomic_write_text
+
 COMPILER = "edgetpu_compiler"
 MAPPED = "Mapped to Edge TPU"
 INSTALL_HINT = (
@@ -100,7 +103,7 @@ def compile_for_edgetpu(model: Path, tflite_dir: Path, log_dir: Path, compiler: 
             output, returncode = run.stdout + run.stderr, run.returncode
         except subprocess.TimeoutExpired as error:
             output, returncode = f"{error.stdout or ''}{error.stderr or ''}\n(timed out after {timeout_s} s)", -1
-        log.write_text(f"$ {' '.join(command)}\n{output}", encoding="utf-8")
+        atomic_write_text(log, f"$ {' '.join(command)}\n{output}")  # replace, never modify: see device/layout.py
         version = next(iter(re.findall(r"Edge TPU Compiler version (\S+)", output)), "")
         result = CompileResult(available=True, command=command, returncode=returncode, version=version,
                                log=str(log))
@@ -111,7 +114,7 @@ def compile_for_edgetpu(model: Path, tflite_dir: Path, log_dir: Path, compiler: 
             result.message = (f"edgetpu_compiler failed (exit {returncode}): {last}. Full output: {log}. "
                               "edgetpu/readiness.md lists the ops and tensors the Edge TPU cannot run.")
             return result
-        target = Path(tflite_dir) / f"{model.stem}_edgetpu.tflite"
+        target = Path(tflite_dir) / model_filename(EDGETPU_FORMAT)
         shutil.move(str(compiled), target)
         result.model = str(target)
         table_source = output

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from convert.calibration import find_images
 from convert.errors import ConvertError
+from device.layout import HELDOUT, find_images, parse_heldout_line
 
 
 @dataclass
@@ -23,7 +23,7 @@ def load_heldout(bundle: Path, manifest, test_data: Path | None = None) -> HeldO
 
 
 def _from_heldout_file(bundle: Path, manifest) -> HeldOut:
-    listing = bundle / (manifest.heldout_file or "heldout.txt")
+    listing = bundle / (manifest.heldout_file or HELDOUT)
     fix = "Pass --test-data DIR (one sub-folder per label) or re-export the bundle with python -m train."
     if not listing.is_file():
         raise ConvertError(f"{listing} is missing: no held-out images to measure parity on. {fix}")
@@ -32,9 +32,13 @@ def _from_heldout_file(bundle: Path, manifest) -> HeldOut:
         root = (bundle / root) if (bundle / root).is_dir() else root
     paths, labels = [], []
     for number, line in enumerate(listing.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
+        try:
+            entry = parse_heldout_line(line)
+        except ValueError:
+            entry = ("", "")
+        if entry is None:
             continue
-        label, _, relative = line.partition("\t")
+        label, relative = entry
         if not relative or label not in manifest.labels:
             raise ConvertError(
                 f"{listing}:{number}: expected 'label<TAB>relative/path' with a label from labels.txt "

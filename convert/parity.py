@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from device.layout import PARITY_JSON, PARITY_MD
+
 # float32 must agree exactly; float16 rounds weights only. Dynamic-range quantizes activations to 8 bits
 # on the fly, so like int8 it may flip images whose top two classes are near ties: on the built-in data it
 # flipped 2 of 372 (99.46%) while gaining accuracy. Accuracy may not drop more than a point for either.
@@ -78,6 +80,7 @@ class ParityReport:
     quantization_debug: str | None = None
     notes: list[str] = field(default_factory=list)
     environment: dict = field(default_factory=dict)
+    failed_try: str | None = None  # where a failed conversion was kept (the bundle itself is unchanged)
 
     @property
     def passed(self) -> bool:
@@ -198,5 +201,5 @@ def render_markdown(report: ParityReport) -> str:
 def write_report(report: ParityReport, bundle: Path) -> None:
     from device.manifest import atomic_write_text
 
-    atomic_write_text(Path(bundle) / "parity.json", report.to_json())
-    atomic_write_text(Path(bundle) / "parity.md", report.to_markdown())
+    atomic_write_text(Path(bundle) / PARITY_JSON, report.to_json())
+    atomic_write_text(Path(bundle) / PARITY_MD, report.to_markdown())

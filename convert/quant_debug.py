@@ -22,6 +22,7 @@ import numpy as np
 
 from convert.calibration import representative_dataset
 from convert.tflite import configure
+from device.layout import QUANT_DEBUG_CSV, QUANT_DEBUG_MD
 
 ROUNDING_ONLY = 1 / math.sqrt(12)
 NO_OUTLIER = 1.0  # quantization steps: below this, no layer is badly calibrated
@@ -66,7 +67,7 @@ def write_quantization_debug(serving, calibration_images, debug_images, bundle: 
     writer = csv.DictWriter(text, fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(bundle / "quantization_debug.csv", text.getvalue())
+    atomic_write_text(bundle / QUANT_DEBUG_CSV, text.getvalue())
     lines = [
         "# int8 quantization error per layer (worst first)", "",
         (f"RMSE / scale = error in quantization steps; rounding alone gives ~{ROUNDING_ONLY:.2f}. Layers far above "
@@ -83,8 +84,8 @@ def write_quantization_debug(serving, calibration_images, debug_images, bundle: 
         lines += ["", (f"No layer stands out (worst {rows[0]['rmse_over_scale']:.2f} quantization steps): the int8 "
                   "error is rounding everywhere. If int8 still disagrees with the SavedModel, the float model's "
                   "top classes are near ties on those images (compare mean/max abs Δp in parity.md).")]
-    lines += ["", f"All {len(rows)} layers: quantization_debug.csv."]
-    path = bundle / "quantization_debug.md"
+    lines += ["", f"All {len(rows)} layers: {QUANT_DEBUG_CSV}."]
+    path = bundle / QUANT_DEBUG_MD
     atomic_write_text(path, "\n".join(lines) + "\n")
     if rows:
         worst = rows[0]

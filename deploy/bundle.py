@@ -28,12 +28,21 @@ import tarfile
 from pathlib import Path
 
 import device
-from device.manifest import LABELS_FILENAME, MODEL_FORMATS, ManifestError, load_manifest, sha256_file
+from device.layout import EDGETPU_FORMAT, MANIFEST, TFLITE_DIR
+from device.manifest import (
+    LABELS_FILENAME,
+    MODEL_FORMATS,
+    PARITY_FAILED,
+    PARITY_SKIPPED,
+    ManifestError,
+    load_manifest,
+    sha256_file,
+)
 
 DEPLOY_DIR = Path(__file__).resolve().parent
 DEVICE_DIR = Path(device.__file__).resolve().parent
 DEFAULT_REQUIREMENTS = DEPLOY_DIR / "requirements-pi.txt"
-DEFAULT_MODELS = ("int8", "int8_edgetpu")  # those of these the bundle has
+DEFAULT_MODELS = ("int8", EDGETPU_FORMAT)  # those of these the bundle has
 SKIPPED_NAMES = {"__pycache__", ".pytest_cache", ".DS_Store"}
 SKIPPED_SUFFIXES = (".pyc", ".pyo", ".swp", "~")
 FIXED_MTIME = 1_700_000_000  # 2023-11-14: reproducible archives
@@ -61,27 +70,40 @@ def choose_models(manifest, requested: list | None, bundle: Path) -> list:
         chosen = [fmt for fmt in DEFAULT_MODELS if fmt in manifest.models]
         if not chosen:
             raise BundleError(
-                f"{bundle / 'manifest.json'} lists no int8 model (it has: {', '.join(available) or 'none'}). "
+                f"{bundle / MANIFEST} lists no int8 model (it has: {', '.join(available) or 'none'}). "
                 f"Convert the bundle first (make convert, or python -m convert {bundle}), or pick models "
                 "with --models float32,...")
         return chosen
     if requested == ["all"]:
         if not available:
-            raise BundleError(f"{bundle / 'manifest.json'} lists no models: convert the bundle first.")
+            raise BundleError(f"{bundle / MANIFEST} lists no models: convert the bundle first.")
         return available
     missing = [fmt for fmt in requested if fmt not in manifest.models]
     if missing:
-        raise BundleError(f"{bundle / 'manifest.json'} has no {', '.join(missing)} model "
+        raise BundleError(f"{bundle / MANIFEST} has no {', '.join(missing)} model "
                           f"(it has: {', '.join(available) or 'none'}).")
     return requested
 
 
-def bundle_entries(bundle: Path, models: list | None) -> tuple:
+def check_parity(manifest, bundle: Path, force: bool = False) -> None:
+    """Refuse models whose parity failed or was never measured (--skip-parity), unless FORCE."""
+    if force or manifest.parity not in (PARITY_FAILED, PARITY_SKIPPED):
+        return
+    why = ("failed its accuracy parity check" if manifest.parity == PARITY_FAILED
+           else "was converted with --skip-parity, so its accuracy was never measured")
+    raise BundleError(
+        f"{bundle / MANIFEST}: the bundle {why} (parity: {manifest.parity!r}). Run python -m convert {bundle} "
+        "(make convert) until parity holds, or ship it anyway with --force (make bundle FORCE=1)."
+    )
+
+
+def bundle_entries(bundle: Path, models: list | None, force: bool = False) -> tuple:
     """-> (manifest name, shipped formats, [(archive path, bytes or source path)]) for the bundle/ folder."""
     try:
         manifest = load_manifest(bundle)
     except ManifestError as error:
         raise BundleError(str(error)) from None
+    check_parity(manifest, bundle, force)
     chosen = choose_models(manifest, models, bundle)
     entries = []
     for fmt in chosen:
@@ -95,7 +117,7 @@ def bundle_entries(bundle: Path, models: list | None) -> tuple:
                               f"re-run python -m convert {bundle}.")
         entries.append((f"bundle/{entry.file}", path))
     manifest.models = {fmt: manifest.models[fmt] for fmt in chosen}  # the device sees only what it has
-    entries.append(("bundle/manifest.json", manifest.to_json().encode()))
+    entries.append((f"bundle/{MANIFEST}", manifest.to_json().encode()))
     labels = bundle / LABELS_FILENAME
     entries.append((f"bundle/{LABELS_FILENAME}",
                     labels if labels.is_file() else ("\n".join(manifest.labels) + "\n").encode()))
@@ -120,9 +142,9 @@ def release_id(name: str, entries: list) -> str:
 
 
 def collect(bundle: Path, models: list | None = None, requirements: Path = DEFAULT_REQUIREMENTS,
-            wheelhouse: Path | None = None) -> tuple:
+            wheelhouse: Path | None = None, force: bool = False) -> tuple:
     """-> (top folder name, release info, [(archive path, bytes or path)]) without writing anything."""
-    name, chosen, entries = bundle_entries(bundle, models)
+    name, chosen, entries = bundle_entries(bundle, models, force)
     if not Path(requirements).is_file():
         raise BundleError(f"requirements file {requirements} does not exist.")
     entries += device_files()
@@ -171,12 +193,14 @@ def _info(name: str, kind: bytes, mode: int, size: int) -> tarfile.TarInfo:
 
 
 def build(bundle, out, models: list | None = None, requirements=DEFAULT_REQUIREMENTS,
-          wheelhouse=None) -> dict:
-    """Write the archive; -> release info with ``archive``, ``size_bytes`` and ``model_bytes`` added."""
+          wheelhouse=None, force: bool = False) -> dict:
+    """Write the archive; -> release info with ``archive``, ``size_bytes`` and ``model_bytes`` added.
+    FORCE: ship a bundle whose parity failed or was skipped."""
     bundle, out = Path(bundle), Path(out)
-    top, info, entries = collect(bundle, models, Path(requirements), Path(wheelhouse) if wheelhouse else None)
+    top, info, entries = collect(bundle, models, Path(requirements), Path(wheelhouse) if wheelhouse else None,
+                                 force)
     write_archive(out, top, entries)
-    model_bytes = sum(len(read(source)) for name, source in entries if name.startswith("bundle/tflite/"))
+    model_bytes = sum(len(read(source)) for name, source in entries if name.startswith(f"bundle/{TFLITE_DIR}/"))
     return dict(info, archive=str(out), size_bytes=out.stat().st_size, model_bytes=model_bytes,
                 files=len(entries))
 
@@ -195,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--wheelhouse", default=None,
                         help="folder of .whl files to ship for an offline install (install.sh then uses "
                              "pip --no-index --find-links wheels/; default: none, pip uses the index)")
+    parser.add_argument("--force", action="store_true",
+                        help="ship the bundle even when its parity failed or was skipped (the manifest's parity "
+                             "field); default: refuse")
     return parser
 
 
@@ -202,7 +229,7 @@ def main(argv: list | None = None) -> int:
     args = build_parser().parse_args(argv)
     models = [fmt.strip() for fmt in args.models.split(",") if fmt.strip()] or None
     try:
-        info = build(args.bundle, args.out, models, args.requirements, args.wheelhouse)
+        info = build(args.bundle, args.out, models, args.requirements, args.wheelhouse, force=args.force)
     except BundleError as error:
         print(f"deploy.bundle: {error}", file=sys.stderr)
         return 2

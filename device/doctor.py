@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from device.layout import MANIFEST
 from device.manifest import ManifestError, atomic_write_text, load_manifest
 from device.runtime import DEVICE_RUNTIMES, RUNTIME_ENV, RUNTIMES  # importing it loads no interpreter
 
@@ -248,7 +249,7 @@ def check_model(bundle: Path | None, model: str | None, manifest, manifest_error
     if manifest_error:
         return Check("model", "fail", manifest_error, {"bundle": str(bundle)})
     if model is None:
-        return Check("model", "fail", f"{bundle / 'manifest.json'} lists no models: convert the bundle "
+        return Check("model", "fail", f"{bundle / MANIFEST} lists no models: convert the bundle "
                      "(python -m convert) and build the device archive again", {"bundle": str(bundle)})
     details = {"bundle": str(bundle), "model": model, "labels": len(manifest.labels)}
     if chosen is None:
@@ -370,7 +371,7 @@ def check_notify(environ=None) -> Check:
 def default_bundle() -> Path | None:
     """An installed release has bundle/ beside device/; use it when --bundle is not given."""
     candidate = PACKAGE_PARENT / "bundle"
-    return candidate if (candidate / "manifest.json").is_file() else None
+    return candidate if (candidate / MANIFEST).is_file() else None
 
 
 def default_model(manifest) -> str | None:

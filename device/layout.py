@@ -30,6 +30,7 @@ import errno
 import fcntl
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
@@ -51,6 +52,10 @@ PARITY_MD = "parity.md"
 QUANT_DEBUG_CSV = "quantization_debug.csv"
 QUANT_DEBUG_MD = "quantization_debug.md"
 HEADS_DIR = "heads"
+
+# A data folder: DATA/train/<class>/ (+ DATA/test/<class>/, the held-out set), or DATA/<class>/.
+TRAIN_FOLDER = "train"
+TEST_FOLDER = "test"
 
 # Everything a bundle consists of: the only names a tool may remove or replace in a bundle folder.
 BUNDLE_ENTRIES = (
@@ -119,6 +124,8 @@ def parse_heldout_line(line: str) -> Optional[tuple]:
 
 
 # ---- staged writes ------------------------------------------------------------------------------
+STAGING = "staging"          # .NAME.staging: convert/ (and any other writer)
+TRAINING_RUN = "training"    # .NAME.training: a training run in progress, which --resume continues
 class StageError(RuntimeError):
     """The bundle is being written by another command, or the staging folder cannot be made."""
 
@@ -132,12 +139,18 @@ class Stage:
         # committed here; on an exception the bundle is untouched and artifacts/rps.failed-... holds the try
 
     ``start_empty=True`` starts from an empty folder instead of a copy (a fresh training run).
+    ``keep_staging=True`` continues in a staging folder an earlier command left (``python -m train --resume``:
+    the interrupted run lives there) instead of clearing it. ``purpose`` names the staging folder
+    (``.NAME.PURPOSE``): training uses its own (TRAINING_RUN), so a conversion never clears a run that
+    ``--resume`` could continue.
     """
 
-    def __init__(self, bundle: os.PathLike, start_empty: bool = False):
+    def __init__(self, bundle: os.PathLike, start_empty: bool = False, keep_staging: bool = False,
+                 purpose: str = STAGING):
         self.bundle = Path(bundle)
-        self.path = staging_path(self.bundle)
+        self.path = staging_path(self.bundle, purpose)
         self.start_empty = start_empty
+        self.keep_staging = keep_staging
         self.failed: Optional[Path] = None
         self._lock = None
 
@@ -155,8 +168,10 @@ class Stage:
     def open(self) -> Path:
         self.bundle.parent.mkdir(parents=True, exist_ok=True)
         self._lock = _acquire_lock(self.bundle)
-        if self.path.exists():  # left by a killed command (we hold the lock, so nobody is writing it)
-            shutil.rmtree(self.path)
+        if self.path.exists():
+            if self.keep_staging:
+                return self.path
+            shutil.rmtree(self.path)  # left by a killed command (we hold the lock, so nobody is writing it)
         if self.start_empty or not self.bundle.is_dir():
             self.path.mkdir()
         else:
@@ -180,15 +195,20 @@ class Stage:
         finally:
             self._release()
 
+    def leave(self) -> Path:
+        """Leave the staging folder where it is (an interrupted training run that --resume continues)."""
+        self._release()
+        return self.path
+
     def _release(self) -> None:
         if self._lock is not None:
             self._lock.close()
             self._lock = None
 
 
-def staging_path(bundle: os.PathLike) -> Path:
+def staging_path(bundle: os.PathLike, purpose: str = STAGING) -> Path:
     bundle = Path(bundle)
-    return bundle.with_name(f".{bundle.name}.staging")
+    return bundle.with_name(f".{bundle.name}.{purpose}")
 
 
 def failed_path(bundle: os.PathLike, now: Optional[float] = None) -> Path:
@@ -200,6 +220,29 @@ def failed_path(bundle: os.PathLike, now: Optional[float] = None) -> Path:
         number += 1
         candidate = bundle.with_name(f"{bundle.name}.failed-{stamp}-{number}")
     return candidate
+
+
+def clear_entries(folder: os.PathLike) -> None:
+    """Remove what a bundle consists of (BUNDLE_ENTRIES) from FOLDER; anything else in it stays. In a staging
+    folder this only unlinks the names: the live bundle's hard-linked files are not touched."""
+    for name in BUNDLE_ENTRIES:
+        path = Path(folder) / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+def writable_problem(folder: os.PathLike) -> Optional[str]:
+    """None when files can be created in FOLDER (tried, not guessed from mode bits: root, read-only mounts and
+    immutable folders differ), else what went wrong."""
+    try:
+        descriptor, probe = tempfile.mkstemp(prefix=".edgecam-write-test-", dir=folder)
+    except OSError as error:
+        return error.strerror or type(error).__name__
+    os.close(descriptor)
+    os.unlink(probe)
+    return None
 
 
 def iter_failed(bundle: os.PathLike) -> Iterator[Path]:

@@ -20,18 +20,26 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import tempfile
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from device.layout import HELDOUT, KERAS_MODEL, MODEL_FORMATS, SAVED_MODEL
 from device.layout import LABELS as LABELS_FILENAME
 from device.layout import MANIFEST as MANIFEST_FILENAME
-from device.layout import MODEL_FORMATS
 
 SCHEMA_VERSION = 1
 COLOUR_ORDERS = ("RGB", "BGR")
 RESIZE_METHODS = ("bilinear",)
+# What convert/ found when it last wrote the models: "" (not converted yet), or one of these.
+PARITY_PASSED, PARITY_FAILED, PARITY_SKIPPED = "passed", "failed", "skipped"
+PARITY_STATES = (PARITY_PASSED, PARITY_FAILED, PARITY_SKIPPED)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_FIX = "Re-export the bundle (python -m train ..., then python -m convert ...) or restore manifest.json."
 
 
 class ManifestError(ValueError):
@@ -62,6 +70,9 @@ class DatasetInfo:
     num_test: int = 0
     heldout_source: str = ""  # "test-folder" or "validation-split"
     skipped_files: int = 0
+    # Where the training images are, relative to root ("train" or "."; "" in bundles from before it was
+    # recorded): convert/ calibrates int8 on them when no calibration folder is given.
+    train_folder: str = ""
 
 
 @dataclass
@@ -93,11 +104,13 @@ class Manifest:
     dataset: DatasetInfo = field(default_factory=DatasetInfo)
     training: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
-    models: dict = field(default_factory=dict)  # format -> ModelFile
-    saved_model: str = "saved_model"
-    keras_model: str = "model.keras"
-    heldout_file: str = "heldout.txt"
+    models: dict[str, ModelFile] = field(default_factory=dict)  # format -> ModelFile
+    saved_model: str = SAVED_MODEL
+    keras_model: str = KERAS_MODEL
+    heldout_file: str = HELDOUT
     created_utc: str = ""
+    parity: str = ""  # PARITY_STATES: deploy/bundle.py refuses "failed" and "skipped" without --force
+    calibration: str = ""  # what the int8 model was calibrated on (convert/)
 
     # ---- (de)serialisation -------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -116,24 +129,13 @@ class Manifest:
                 f"{source}: schema_version is {version!r}, this edgecam reads version {SCHEMA_VERSION}. "
                 "Re-export the bundle with the same edgecam version as the device (python -m train ...)."
             )
-        try:
-            input_spec = InputSpec(**_known(InputSpec, _require(data, "input", dict, source)))
-            dataset = DatasetInfo(**_known(DatasetInfo, data.get("dataset") or {}))
-            models = {
-                fmt: ModelFile(**_known(ModelFile, entry))
-                for fmt, entry in (data.get("models") or {}).items()
-            }
-            fields = _known(cls, data)
-            fields.update(input=input_spec, dataset=dataset, models=models)
-            manifest = cls(**fields)
-        except TypeError as error:  # a required field is missing in a nested object
-            raise ManifestError(f"{source}: {error}. Re-export the bundle (python -m train ...).") from None
-        manifest.input.value_range = tuple(manifest.input.value_range)
+        manifest = _build(cls, data, source, "")
         manifest.validate(source)
         return manifest
 
     def validate(self, source: str = "manifest") -> None:
         """Raise ManifestError naming the first field that is wrong and how to fix it."""
+        _build(type(self), self.to_dict(), source, "")  # every field's type, from the annotations
         if not isinstance(self.labels, list) or len(self.labels) < 2:
             raise ManifestError(f"{source}: 'labels' must list at least two class names, got {self.labels!r}.")
         if not all(isinstance(label, str) and label for label in self.labels):
@@ -153,28 +155,114 @@ class Manifest:
             )
         if spec.resize not in RESIZE_METHODS:
             raise ManifestError(f"{source}: input.resize must be one of {RESIZE_METHODS}, got {spec.resize!r}.")
-        if len(spec.value_range) != 2 or not spec.value_range[0] < spec.value_range[1]:
+        if (len(spec.value_range) != 2 or not all(_is_number(v) for v in spec.value_range)
+                or not spec.value_range[0] < spec.value_range[1]):
             raise ManifestError(f"{source}: input.value_range must be [low, high], got {spec.value_range!r}.")
         for fmt, entry in self.models.items():
             if fmt not in MODEL_FORMATS:
                 raise ManifestError(f"{source}: unknown model format {fmt!r}; known: {MODEL_FORMATS}.")
-            if Path(entry.file).is_absolute() or ".." in Path(entry.file).parts:
+            if fmt != entry.format:
+                raise ManifestError(f"{source}: models.{fmt}.format is {entry.format!r}; it must equal its key "
+                                    f"{fmt!r}. {_FIX}")
+            if not entry.file or Path(entry.file).is_absolute() or ".." in Path(entry.file).parts:
                 raise ManifestError(
                     f"{source}: models.{fmt}.file must be a path inside the bundle, got {entry.file!r}."
                 )
+            if not _SHA256.fullmatch(entry.sha256):
+                raise ManifestError(
+                    f"{source}: models.{fmt}.sha256 must be 64 lowercase hex digits (the file's hash), got "
+                    f"{entry.sha256!r}: without it the model file cannot be verified. Re-run python -m convert "
+                    "on the bundle, or copy the bundle again."
+                )
+        if self.parity and self.parity not in PARITY_STATES:
+            raise ManifestError(f"{source}: parity must be one of {PARITY_STATES} (or empty), got {self.parity!r}.")
 
 
-def _known(cls, data: dict) -> dict:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {key: value for key, value in data.items() if key in names}
+# ---- generic type checks, from the dataclass annotations -------------------------------------
+def _build(cls, data: Any, source: str, where: str):
+    """DATA (parsed JSON) -> an instance of dataclass CLS, every field checked against its annotation; unknown
+    keys are ignored (a newer edgecam may add optional fields). ManifestError names the field and the fix."""
+    if not isinstance(data, dict):
+        what = f"field '{where}'" if where else "the manifest"
+        raise ManifestError(f"{source}: {what} must be a JSON object, got {_kind(data)} {_short(data)}. {_FIX}")
+    hints = _type_hints(cls)
+    values = {}
+    for spec in dataclasses.fields(cls):
+        name = f"{where}.{spec.name}" if where else spec.name
+        if spec.name not in data:
+            if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+                raise ManifestError(f"{source}: required field '{name}' is missing. {_FIX}")
+            continue
+        values[spec.name] = _check(data[spec.name], hints[spec.name], source, name)
+    return cls(**values)
 
 
-def _require(data: dict, key: str, kind: type, source: str):
-    if key not in data:
-        raise ManifestError(f"{source}: required field '{key}' is missing. Re-export the bundle (python -m train ...).")
-    if not isinstance(data[key], kind):
-        raise ManifestError(f"{source}: field '{key}' must be a {kind.__name__}, got {type(data[key]).__name__}.")
-    return data[key]
+_UNION_TYPES = (typing.Union, getattr(types, "UnionType", typing.Union))  # X | Y is Python 3.10+
+
+
+def _type_hints(cls) -> dict:
+    try:
+        return typing.get_type_hints(cls)
+    except TypeError:  # an 'X | None' annotation on Python 3.9 (Pi OS bullseye): structure checks only
+        return {spec.name: Any for spec in dataclasses.fields(cls)}
+
+
+def _check(value: Any, hint: Any, source: str, name: str) -> Any:
+    origin, arguments = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in _UNION_TYPES:
+        if value is None and type(None) in arguments:
+            return None
+        problems = []
+        for option in (a for a in arguments if a is not type(None)):
+            try:
+                return _check(value, option, source, name)
+            except ManifestError as error:
+                problems.append(error)
+        raise problems[0]
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, source, name)
+    if hint is float:
+        if _is_number(value):
+            return float(value)
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint in (str, bool):
+        if isinstance(value, hint):
+            return value
+    elif (origin or hint) in (list, tuple):
+        if isinstance(value, (list, tuple)):
+            if origin is list and arguments or origin is tuple and arguments[-1:] == (...,):
+                items = [_check(item, arguments[0], source, f"{name}[{index}]") for index, item in enumerate(value)]
+            else:
+                items = list(value)
+            return tuple(items) if (origin or hint) is tuple else items
+    elif (origin or hint) is dict:
+        if isinstance(value, dict):
+            if len(arguments) != 2:
+                return value
+            return {key: _check(item, arguments[1], source, f"{name}.{key}") for key, item in value.items()}
+    else:
+        return value  # an annotation this checker does not know: accept as is
+    expected = {float: "a number", int: "an integer", str: "a string", bool: "true or false", list: "a list",
+                tuple: "a list", dict: "a JSON object"}[origin or hint]
+    raise ManifestError(f"{source}: field '{name}' must be {expected}, got {_kind(value)} {_short(value)}. {_FIX}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (dict, list, str, int, float, bool, type(None))) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # ---- files ------------------------------------------------------------------------------
@@ -200,7 +288,25 @@ def load_manifest(bundle: os.PathLike) -> Manifest:
         raise ManifestError(
             f"{path} is not valid JSON ({error}). Restore it from your training machine or re-export the bundle."
         ) from None
-    return Manifest.from_dict(data, source=str(path))
+    manifest = Manifest.from_dict(data, source=str(path))
+    check_labels_file(bundle, manifest)
+    return manifest
+
+
+def check_labels_file(bundle: os.PathLike, manifest: Manifest) -> None:
+    """labels.txt, when the bundle has one, must list the manifest's labels in the same order."""
+    path = Path(bundle) / LABELS_FILENAME
+    if not path.is_file():
+        return
+    try:
+        on_disk = read_labels(bundle)
+    except (OSError, UnicodeDecodeError) as error:
+        raise ManifestError(f"{path} cannot be read ({error}). Copy the bundle again.") from None
+    if on_disk != manifest.labels:
+        raise ManifestError(
+            f"{path} lists {on_disk} but {manifest_path(bundle)} lists labels {manifest.labels}: the two files "
+            "come from different exports. Copy the whole bundle again (or re-export it with python -m train)."
+        )
 
 
 def save_manifest(manifest: Manifest, bundle: os.PathLike) -> Path:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from device.layout import MANIFEST
 from device.manifest import MODEL_FORMATS, Manifest, ModelFile, load_manifest
 
 RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")  # every name EDGECAM_RUNTIME accepts
@@ -123,7 +124,7 @@ def resolve_model(spec: ModelSpec, bundle: os.PathLike | None, manifest: Manifes
         if entry is None:
             have = ", ".join(sorted(manifest.models)) or "none"
             raise ModelError(
-                f"{Path(bundle) / 'manifest.json'} lists no {spec.format} model (it has: {have}). "
+                f"{Path(bundle) / MANIFEST} lists no {spec.format} model (it has: {have}). "
                 f"Convert the bundle first: python -m convert {bundle}, or pick one of those with --model."
             )
         return spec.format, (Path(bundle) / entry.file).resolve(), entry
@@ -196,7 +197,7 @@ def read_verified(path: Path, entry: ModelFile | None, bundle) -> tuple:
         return content, digest, False
     if entry.sha256 and entry.sha256 != digest:
         raise ModelError(
-            f"{path} does not match its sha256 in {Path(bundle) / 'manifest.json'} "
+            f"{path} does not match its sha256 in {Path(bundle) / MANIFEST} "
             f"(expected {entry.sha256[:12]}..., got {digest[:12]}...): the copy is corrupt or stale. "
             "Copy the bundle again or re-run python -m convert on it."
         )
@@ -251,12 +252,12 @@ def check_against_manifest(model: LoadedModel, manifest: Manifest, bundle) -> No
     expected = (1, spec.height, spec.width, spec.channels)
     if tuple(int(v) for v in model.input_shape) != expected:
         raise ModelError(
-            f"{model.path} takes input {tuple(model.input_shape)} but {Path(bundle) / 'manifest.json'} says "
+            f"{model.path} takes input {tuple(model.input_shape)} but {Path(bundle) / MANIFEST} says "
             f"{expected}: the model and manifest come from different exports. Re-run python -m convert {bundle}."
         )
     classes = int(model.interpreter.get_output_details()[0]["shape"][-1])
     if classes != len(manifest.labels):
         raise ModelError(
-            f"{model.path} outputs {classes} classes but {Path(bundle) / 'manifest.json'} lists "
+            f"{model.path} outputs {classes} classes but {Path(bundle) / MANIFEST} lists "
             f"{len(manifest.labels)} labels. Re-run python -m convert {bundle}."
         )

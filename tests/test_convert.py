@@ -208,11 +208,16 @@ def test_blank_calibration_breaks_int8_parity_exits_1_and_reports_the_worst_laye
     assert code == 1
     assert "| **int8** |" in captured.out and "**FAIL**" in captured.out
     assert "PARITY FAILED for int8" in captured.err
-    parity = json.loads((bundle / "parity.json").read_text())
+    # The bundle is unchanged; the failed try is kept beside it, named in the message (tests/test_bundle_safety.py).
+    assert not (bundle / "parity.json").exists() and not (bundle / "tflite").exists()
+    failed, = (path for path in tmp_path.iterdir() if path.name.startswith("blank.failed-"))
+    assert str(failed) in captured.err
+    parity = json.loads((failed / "parity.json").read_text())
     assert parity["passed"] is False and parity["models"][0]["failures"]
-    debug = (bundle / "quantization_debug.md").read_text()
+    assert load_manifest(failed).parity == "failed"
+    debug = (failed / "quantization_debug.md").read_text()
     assert "RMSE / scale" in debug and "| 1 | CONV_2D |" in debug  # the first conv sees the unseen range
-    assert (bundle / "quantization_debug.csv").read_text().startswith("op_name,tensor_name,rmse_over_scale")
+    assert (failed / "quantization_debug.csv").read_text().startswith("op_name,tensor_name,rmse_over_scale")
 
 
 def test_uint8_io_and_test_data_override(separable_bundle, separable_data, tmp_path):
@@ -342,7 +347,8 @@ def test_help_shows_every_flag_with_its_default():
     result = run_convert("--help")
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
-    for expected in ("--formats FORMATS", "(default: float32,float16,dynamic,int8)", "(default: calibration_data)",
+    for expected in ("--formats FORMATS", "(default: float32,float16,dynamic,int8)",
+                     "default: calibration_data/ when it holds images, else a sample of the bundle's own training",
                      "--calibration-samples", "(default: 200)", "--io-type {int8,uint8}", "--edgetpu",
                      "--min-agreement-int8 FRACTION", "(default: 0.98)", "--max-accuracy-drop-int8 POINTS",
                      "--max-accuracy-drop-dynamic POINTS",

@@ -73,15 +73,16 @@ def test_mixed_formats_modes_and_sizes_are_read_and_bad_files_skipped_untouched(
     write_image(tmp_path / "test" / "paper" / "t.png", mode="L")
     before = tree_digest(tmp_path)
 
-    folder = scan_image_folder(tmp_path, validation_split=0.0)
+    folder = scan_image_folder(tmp_path, validation_split=0.1)
 
     assert folder.class_names == ["paper", "rock"]
-    assert len(folder.train) == 5 and len(folder.test) == 2
+    assert len(folder.train) + len(folder.validation) == 5 and len(folder.test) == 2
+    assert not set(folder.validation.paths) & set(folder.test.paths)
     assert folder.heldout_source == "test-folder"
     assert sorted(Path(p).name for p, _ in folder.skipped) == ["notes.txt", "truncated.png"]
     assert "truncated.png" in caplog.text and "skipped 2 file(s)" in caplog.text
     assert tree_digest(tmp_path) == before  # nothing the user owns is modified or deleted
-    for path in folder.train.paths:
+    for path in folder.train.paths + folder.validation.paths:
         image = decode_rgb(path)
         assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
 
@@ -194,7 +195,7 @@ def test_resume_after_kill_loses_no_finished_epoch(tiny_data_dir, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "EDGECAM_TEST_EPOCH_DELAY": "3"}
     process = subprocess.Popen([PYTHON, "-m", "train", *map(str, args)], cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    state = out / "checkpoints" / "state.json"
+    state = out.with_name(".run.training") / "checkpoints" / "state.json"  # the run in progress, beside --out
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if state.is_file() and json.loads(state.read_text()).get("epochs_done", 0) >= 2:
@@ -205,7 +206,7 @@ def test_resume_after_kill_loses_no_finished_epoch(tiny_data_dir, tmp_path):
     process.wait()
     done = json.loads(state.read_text())["epochs_done"]
     assert 2 <= done < 4
-    assert not (out / "manifest.json").exists()
+    assert not out.exists()  # nothing half-made where the bundle goes
 
     refused = run_train(*args)
     assert refused.returncode == 2 and "--resume" in refused.stderr

@@ -8,10 +8,12 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 import platform
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -19,18 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from device.layout import BUNDLE_ENTRIES
-from device.manifest import (
-    LABELS_FILENAME,
-    DatasetInfo,
-    InputSpec,
-    Manifest,
-    ManifestError,
-    load_manifest,
-    manifest_path,
-    save_manifest,
-)
-from train.dataset import DataError, make_dataset, scan_image_folder
+from device import layout
+from device.manifest import DatasetInfo, InputSpec, Manifest, ManifestError, load_manifest, manifest_path, save_manifest
+from train.dataset import DataError, ImageFolder, make_dataset, scan_image_folder
 
 log = logging.getLogger("edgecam.train")
 
@@ -74,40 +67,99 @@ class BundleExistsError(ValueError):
     pass
 
 
-def prepare_output(out: Path, options: TrainOptions) -> None:
-    """Refuse to clobber: a different bundle needs --overwrite; an interrupted run needs --resume."""
-    state = out / "checkpoints" / "state.json"
+def run_state(out: Path) -> Path:
+    """Where an in-progress run keeps its progress: its staging folder beside the bundle (see device/layout.py),
+    so the bundle in OUT stays as it was until the new one is exported, and --resume finds the run there."""
+    return layout.staging_path(out, layout.TRAINING_RUN) / layout.CHECKPOINTS / "state.json"
+
+
+def check_inputs(data_dir, out: Path, options: TrainOptions) -> ImageFolder:
+    """Everything that can be checked before training starts, so a typo fails in seconds and loses nothing:
+    the options, the output folder, then every image in the data folder (decoded once)."""
+    check_options(options)
+    check_output(out, options)
+    return scan_image_folder(data_dir, options.validation_split, options.seed)
+
+
+def check_options(options: TrainOptions) -> None:
+    from train.model import MODELS, SMALLEST_IMAGE_SIZE
+
+    if options.strategy not in STRATEGIES:
+        raise ValueError(f"Unknown --strategy {options.strategy!r}; choose one of: {', '.join(STRATEGIES)}.")
+    if options.strategy == "multi-worker" and "TF_CONFIG" not in os.environ:
+        raise ValueError(_TF_CONFIG_HINT)
+    if options.model not in MODELS:
+        raise ValueError(f"Unknown --model {options.model!r}; choose one of: {', '.join(MODELS)}.")
+    for name in ("epochs", "batch_size", "image_size", "patience", "cpu_devices"):
+        value = getattr(options, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive whole number, got {value!r}.")
+    if not (isinstance(options.learning_rate, (int, float)) and math.isfinite(options.learning_rate)
+            and options.learning_rate > 0):
+        raise ValueError(f"--learning-rate must be a positive number, got {options.learning_rate!r} (e.g. 0.001).")
+    smallest = SMALLEST_IMAGE_SIZE.get(options.model, 1)
+    if options.image_size < smallest:
+        raise ValueError(f"--image-size {options.image_size} is too small for the {options.model} model (needs at "
+                         f"least {smallest} pixels a side); use a larger --image-size or --model small.")
+    if not 0.0 <= options.validation_split < 0.9:
+        raise DataError(f"--validation-split must be in [0, 0.9), got {options.validation_split}.")
+
+
+def check_output(out: Path, options: TrainOptions) -> None:
+    """Refuse to clobber and refuse early: a different bundle needs --overwrite, an interrupted run --resume or
+    --overwrite, a folder edgecam did not write is never touched, and the folder beside OUT must be writable
+    (the new bundle is written there first). Nothing is deleted here: the old bundle is replaced only when
+    the new one has been exported (train_bundle)."""
+    state = run_state(out)
+    if out.exists() and not out.is_dir():
+        raise BundleExistsError(f"--out {out} is a file, not a folder. Choose another --out.")
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    has_bundle = manifest_path(out).is_file()
+    if entries and not has_bundle and not (out / layout.CHECKPOINTS).is_dir():
+        raise BundleExistsError(
+            f"--out {out} is not empty and is not an edgecam bundle ({', '.join(entries[:5])}...). "
+            "Choose an empty or new folder for --out; edgecam never deletes files it did not write."
+        )
     if options.resume:
         if not state.is_file():
             raise BundleExistsError(
-                f"--resume: {out} holds no interrupted run ({state} is missing). Start a new run without --resume."
+                f"--resume: there is no interrupted run for {out} ({state} is missing). "
+                "Start a new run without --resume."
             )
-        return
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise BundleExistsError(f"--out {out} is a file, not a folder. Choose another --out.")
-    entries = [p.name for p in out.iterdir()]
-    if not entries:
-        return
-    ours = manifest_path(out).is_file() or state.is_file()
-    if not ours:
+    elif state.is_file() and not options.overwrite:
         raise BundleExistsError(
-            f"--out {out} is not empty and is not an edgecam bundle ({', '.join(sorted(entries)[:5])}...). "
-            "Choose an empty or new folder for --out; edgecam never deletes files it did not write."
+            f"An interrupted training run for --out {out} is in {state.parent.parent}: continue it with --resume, "
+            "or pass --overwrite to start over."
         )
-    if not options.overwrite:
-        what = "a bundle" if manifest_path(out).is_file() else "an interrupted training run"
-        hint = "" if manifest_path(out).is_file() else ", continue it with --resume,"
+    elif (out / layout.CHECKPOINTS).is_dir() and not has_bundle and not options.overwrite:
         raise BundleExistsError(
-            f"--out {out} already holds {what}. Choose another --out{hint} or pass --overwrite to replace it."
+            f"--out {out} holds an interrupted run of an older edgecam (it kept runs in --out itself), which "
+            "this version cannot resume. Pass --overwrite to start over, or choose another --out."
         )
-    for name in BUNDLE_ENTRIES:  # only what a bundle consists of; anything else stays
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    elif has_bundle and not options.overwrite:
+        raise BundleExistsError(
+            f"--out {out} already holds a bundle. Choose another --out or pass --overwrite to replace it "
+            "(it is replaced only once the new bundle is exported)."
+        )
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise BundleExistsError(f"Cannot create {out.parent} for --out {out}: {error.strerror}. "
+                                "Choose another --out.") from None
+    for folder in (out.parent, out) if out.is_dir() else (out.parent,):
+        problem = layout.writable_problem(folder)
+        if problem:
+            raise BundleExistsError(
+                f"Cannot write to {folder} ({problem}): the new bundle is written beside --out {out} and swapped "
+                "in when it is complete. Make the folder writable or choose another --out."
+            )
+
+
+_TF_CONFIG_HINT = (
+    "--strategy multi-worker needs the TF_CONFIG environment variable describing the cluster, e.g. "
+    'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+    '"task": {"type": "worker", "index": 0}}\'. Start the same command on every worker.'
+)
 
 
 def make_strategy(options: TrainOptions):
@@ -130,11 +182,7 @@ def make_strategy(options: TrainOptions):
         return tf.distribute.MirroredStrategy(devices=devices)
     if options.strategy == "multi-worker":
         if "TF_CONFIG" not in os.environ:
-            raise ValueError(
-                "--strategy multi-worker needs the TF_CONFIG environment variable describing the cluster, e.g. "
-                'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-                '"task": {"type": "worker", "index": 0}}\'. Start the same command on every worker.'
-            )
+            raise ValueError(_TF_CONFIG_HINT)
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"Unknown --strategy {options.strategy!r}; choose one of: {', '.join(STRATEGIES)}.")
 
@@ -154,7 +202,7 @@ def _callbacks(out: Path, options: TrainOptions, state: dict):
         so that --resume loses no finished epoch even after a kill -9."""
 
         def on_epoch_end(self, epoch, logs=None):
-            checkpoint = out / "checkpoints"
+            checkpoint = out / layout.CHECKPOINTS
             checkpoint.mkdir(parents=True, exist_ok=True)
             temporary = checkpoint / "last.tmp.keras"
             self.model.save(temporary)
@@ -181,9 +229,9 @@ def _callbacks(out: Path, options: TrainOptions, state: dict):
                 self.best = state.get("best_val_accuracy", self.best)
 
     return [
-        keras.callbacks.CSVLogger(str(out / "history.csv"), append=options.resume),
-        keras.callbacks.TensorBoard(log_dir=str(out / "logs")),
-        keras.callbacks.ModelCheckpoint(str(out / "checkpoints" / "best.keras"), monitor="val_accuracy",
+        keras.callbacks.CSVLogger(str(out / layout.HISTORY), append=options.resume),
+        keras.callbacks.TensorBoard(log_dir=str(out / layout.LOGS)),
+        keras.callbacks.ModelCheckpoint(str(out / layout.CHECKPOINTS / "best.keras"), monitor="val_accuracy",
                                         save_best_only=True, initial_value_threshold=state.get("best_val_accuracy")),
         ResumableEarlyStopping(monitor="val_accuracy", patience=options.patience, restore_best_weights=False),
         EpochState(),
@@ -192,12 +240,40 @@ def _callbacks(out: Path, options: TrainOptions, state: dict):
 
 def train_bundle(data_dir, out_dir, **overrides) -> Path:
     """Train on DATA and export the bundle into OUT; returns OUT. Raises DataError, BundleExistsError,
-    ValueError with messages that say what to do."""
+    ValueError with messages that say what to do, before any training when the inputs are wrong.
+
+    The run is written into the staging folder beside OUT (device/layout.py's Stage) and swapped in only
+    when the export succeeded: until then OUT holds the previous bundle, untouched. An interrupted or failed
+    run stays in the staging folder, where --resume continues it."""
     options = TrainOptions(**overrides)
     out = Path(out_dir)
-    prepare_output(out, options)
+    folder = check_inputs(data_dir, out, options)
     started = time.monotonic()
+    chief = _is_chief()
+    stage = layout.Stage(out, keep_staging=options.resume, purpose=layout.TRAINING_RUN) if chief else None
+    work = stage.open() if stage else Path(tempfile.mkdtemp(prefix=f".{out.name}.worker-", dir=out.parent))
+    try:
+        if not options.resume:
+            layout.clear_entries(work)  # the copy keeps only files that are not part of a bundle
+        model, test_accuracy = _train(folder, work, options)
+        if chief:
+            export_bundle(model, work, folder, options, test_accuracy, time.monotonic() - started, name=out.name)
+    except BaseException:
+        if stage:
+            stage.leave()  # the run stays resumable; OUT is untouched
+        raise
+    finally:
+        if not chief:
+            shutil.rmtree(work, ignore_errors=True)
+    if stage:
+        stage.commit()
+        print(f"held-out accuracy: {test_accuracy:.4f} on {len(folder.test)} images | bundle: {out} "
+              f"| {time.monotonic() - started:.0f} s", flush=True)
+    return out
 
+
+def _train(folder: ImageFolder, work: Path, options: TrainOptions):
+    """Fit (or continue fitting) in WORK; -> (the best epoch's model, its held-out accuracy)."""
     import keras
     import tensorflow as tf
 
@@ -207,7 +283,6 @@ def train_bundle(data_dir, out_dir, **overrides) -> Path:
     keras.utils.set_random_seed(options.seed)
     tf.config.experimental.enable_op_determinism()  # same seed, same data -> same weights (CPU and GPU)
     print(f"strategy: {options.strategy}, {strategy.num_replicas_in_sync} replica(s)", flush=True)
-    folder = scan_image_folder(data_dir, options.validation_split, options.seed)
     size = (options.image_size, options.image_size)
     print(
         f"data: {folder.root} | classes: {', '.join(folder.class_names)} | train {len(folder.train)}, "
@@ -215,21 +290,21 @@ def train_bundle(data_dir, out_dir, **overrides) -> Path:
         + (f" | skipped {len(folder.skipped)} unreadable file(s)" if folder.skipped else ""),
         flush=True,
     )
-    out.mkdir(parents=True, exist_ok=True)
     augmenter = build_augmenter(options.seed) if options.augment else None
     train_ds = make_dataset(folder.train, size, options.batch_size, shuffle=True, seed=options.seed,
                             augment=augmenter)
     val_ds = make_dataset(folder.validation, size, options.batch_size, shuffle=False, seed=options.seed)
 
+    checkpoints = work / layout.CHECKPOINTS
     state: dict = {"options": asdict(options), "data": str(folder.root), "epochs_done": 0}
     initial_epoch = 0
-    last = out / "checkpoints" / "last.keras"
+    last = checkpoints / "last.keras"
     if options.resume:
-        state = json.loads((out / "checkpoints" / "state.json").read_text())
+        state = json.loads((checkpoints / "state.json").read_text())
         initial_epoch = int(state.get("epochs_done", 0)) if last.is_file() else 0
-    else:  # mark the folder as ours at once, so a crash in epoch 1 leaves a run that --resume accepts
-        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (out / "checkpoints" / "state.json").write_text(json.dumps(state, indent=2))
+    else:  # mark the run at once, so a crash in epoch 1 leaves a run that --resume accepts
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        (checkpoints / "state.json").write_text(json.dumps(state, indent=2))
     with strategy.scope():
         if initial_epoch:
             model = keras.models.load_model(last)
@@ -241,44 +316,41 @@ def train_bundle(data_dir, out_dir, **overrides) -> Path:
     verbose = options.verbose if options.verbose >= 0 else (1 if sys.stdout.isatty() else 2)
     if initial_epoch < options.epochs:
         model.fit(train_ds, validation_data=val_ds, epochs=options.epochs, initial_epoch=initial_epoch, shuffle=False,
-                  callbacks=_callbacks(out, options, state), verbose=verbose)
-    if not _is_chief():
-        return out
+                  callbacks=_callbacks(work, options, state), verbose=verbose)
 
     # Export the best epoch (by validation accuracy), not merely the last one.
-    best = out / "checkpoints" / "best.keras"
+    best = checkpoints / "best.keras"
     if best.is_file():
         model = keras.models.load_model(best)
     test_ds = make_dataset(folder.test, size, options.batch_size, shuffle=False, seed=options.seed)
     probabilities = model.predict(test_ds, verbose=0)
     test_accuracy = float(np.mean(np.argmax(probabilities, axis=1) == np.asarray(folder.test.labels)))
-    export_bundle(model, out, folder, options, test_accuracy, time.monotonic() - started)
-    print(f"held-out accuracy: {test_accuracy:.4f} on {len(folder.test)} images | bundle: {out} "
-          f"| {time.monotonic() - started:.0f} s", flush=True)
-    return out
+    return model, test_accuracy
 
 
-def export_bundle(model, out: Path, folder, options: TrainOptions, test_accuracy: float, seconds: float):
+def export_bundle(model, out: Path, folder, options: TrainOptions, test_accuracy: float, seconds: float,
+                  name: str | None = None):
     """SavedModel (serving signature: float32 NHWC RGB 0..255) + model.keras + labels + held-out list +
-    plot + manifest, the manifest last so a bundle with a manifest is always complete."""
+    plot + manifest, the manifest last so a bundle with a manifest is always complete. NAME: the bundle's
+    name (default: OUT's folder name; train_bundle exports into the staging folder and passes it)."""
     import keras
     import tensorflow as tf
 
-    for name in ("saved_model", "model.keras"):
-        path = out / name
+    for entry in (layout.SAVED_MODEL, layout.KERAS_MODEL):
+        path = out / entry
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
-    model.save(out / "model.keras")
-    model.export(str(out / "saved_model"), format="tf_saved_model", verbose=False)
-    (out / LABELS_FILENAME).write_text("".join(f"{name}\n" for name in folder.class_names), encoding="utf-8")
-    lines = [f"{folder.class_names[label]}\t{Path(path).relative_to(folder.root)}\n"
-             for path, label in zip(folder.test.paths, folder.test.labels)]
-    (out / "heldout.txt").write_text("".join(lines), encoding="utf-8")
-    plot_history(out / "history.csv", out / "training.png")
+    model.save(out / layout.KERAS_MODEL)
+    model.export(str(out / layout.SAVED_MODEL), format="tf_saved_model", verbose=False)
+    (out / layout.LABELS).write_text("".join(f"{label}\n" for label in folder.class_names), encoding="utf-8")
+    heldout = [(folder.class_names[label], Path(path).relative_to(folder.root))
+               for path, label in zip(folder.test.paths, folder.test.labels)]
+    (out / layout.HELDOUT).write_text(layout.format_heldout(heldout), encoding="utf-8")
+    plot_history(out / layout.HISTORY, out / layout.TRAINING_PLOT)
     manifest = Manifest(
-        name=out.name,
+        name=name or out.name,
         labels=list(folder.class_names),
         input=InputSpec(height=options.image_size, width=options.image_size),
         test_accuracy=round(test_accuracy, 6),
@@ -286,8 +358,9 @@ def export_bundle(model, out: Path, folder, options: TrainOptions, test_accuracy
             root=str(folder.root), fingerprint=folder.fingerprint(), num_train=len(folder.train),
             num_validation=len(folder.validation), num_test=len(folder.test),
             heldout_source=folder.heldout_source, skipped_files=len(folder.skipped),
+            train_folder=getattr(folder, "train_folder", "."),
         ),
-        training={**asdict(options), "epochs_run": _epochs_in_history(out / "history.csv"),
+        training={**asdict(options), "epochs_run": _epochs_in_history(out / layout.HISTORY),
                   "wall_time_s": round(seconds, 1)},
         versions={"python": platform.python_version(), "tensorflow": tf.__version__,
                   "keras": keras.__version__, "numpy": np.__version__},
@@ -331,4 +404,5 @@ def plot_history(history_csv: Path, out_png: Path) -> None:
     plt.close(figure)
 
 
-__all__ = ["train_bundle", "TrainOptions", "DataError", "BundleExistsError", "ManifestError", "load_manifest"]
+__all__ = ["train_bundle", "check_inputs", "TrainOptions", "DataError", "BundleExistsError", "ManifestError",
+           "load_manifest"]

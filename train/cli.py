@@ -8,6 +8,7 @@ import os
 import sys
 
 from device.cli import positive_int
+from device.layout import TRAINING_RUN, StageError, staging_path
 from train.api import STRATEGIES, BundleExistsError, TrainOptions
 from train.dataset import DataError
 from train.model import MODELS
@@ -45,8 +46,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-augment", dest="augment", action="store_false",
                         help="turn off flip/rotation/zoom augmentation (applied in tf.data, training only; "
                              "on unless this flag is given)%(default).0s")  # .0s: no '(default: True)'
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    parser.add_argument("--overwrite", action="store_true", help="replace the bundle already in --out")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted run for --out (kept in the hidden .NAME.training folder "
+                             "beside it)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the bundle already in --out (only once the new one is exported; a failed "
+                             "run leaves it untouched) or start an interrupted run over")
     return parser.parse_args(argv)
 
 
@@ -60,11 +65,18 @@ def main(argv=None) -> int:
     options = {k: v for k, v in vars(args).items() if k not in ("data", "out")}
     try:
         train_bundle(args.data, args.out, **options)
+    except StageError as error:  # another command is writing the bundle: worth a retry
+        print(f"error: {error}", file=sys.stderr)
+        return 3
     except (DataError, BundleExistsError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a full disk, a folder made read-only meanwhile ...
+        print(f"error: {error}. {args.out} is unchanged; the run is kept in {staging_path(args.out, TRAINING_RUN)}: free "
+              f"space or fix permissions, then continue with --resume.", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted: finished epochs are saved in {args.out}/checkpoints; "
+        print(f"\ninterrupted: {args.out} is unchanged; finished epochs are saved in {staging_path(args.out, TRAINING_RUN)}; "
               f"continue with: python -m train --data {args.data} --out {args.out} --resume", file=sys.stderr)
         return 130
     return 0

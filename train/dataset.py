@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from device.layout import IMAGE_SUFFIXES
+from device.layout import IMAGE_SUFFIXES, TEST_FOLDER, TRAIN_FOLDER
 
 log = logging.getLogger("edgecam.train")
 
@@ -48,6 +49,7 @@ class ImageFolder:
     test: Split
     heldout_source: str  # "test-folder" or "validation-split"
     skipped: list  # (path, reason)
+    train_folder: str = "."  # where the training images are, relative to root ("train" or ".")
 
     def fingerprint(self) -> str:
         """sha256 over every used file's relative path, class and content: changes when the data does."""
@@ -75,12 +77,21 @@ def _class_folders(folder: Path) -> list:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def _files_under(folder: Path) -> list:
+    """Every file under FOLDER, following symlinked folders, hidden files and folders skipped; the paths stay
+    under FOLDER as spelled (symlinks are not resolved, so they stay relative to the data root)."""
+    found = []
+    for directory, subdirectories, files in os.walk(folder, followlinks=True):
+        subdirectories[:] = sorted(name for name in subdirectories if not name.startswith("."))
+        found.extend(Path(directory) / name for name in files if not name.startswith("."))
+    return sorted(found)
+
+
 def _scan_classes(folder: Path, class_names: list, skipped: list) -> Split:
     split = Split()
     for index, name in enumerate(class_names):
         class_dir = folder / name
-        files = sorted(p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith(".")) \
-            if class_dir.is_dir() else []
+        files = _files_under(class_dir) if class_dir.is_dir() else []
         kept = 0
         for path in files:
             if path.suffix.lower() not in IMAGE_SUFFIXES:
@@ -90,7 +101,7 @@ def _scan_classes(folder: Path, class_names: list, skipped: list) -> Split:
             if reason:
                 skipped.append((path, reason))
                 continue
-            split.paths.append(str(path.resolve()))
+            split.paths.append(str(path))
             split.labels.append(index)
             kept += 1
         if kept == 0:
@@ -103,7 +114,7 @@ def _scan_classes(folder: Path, class_names: list, skipped: list) -> Split:
 
 def scan_image_folder(root, validation_split: float = 0.1, seed: int = 0) -> ImageFolder:
     """Find classes and images, validate every file, and split train/validation (stratified, seeded)."""
-    root = Path(root)
+    root = Path(os.path.abspath(root))  # absolute, symlinks kept: every path stays relative to the root
     if not root.is_dir():
         raise DataError(
             f"Data folder {root} does not exist. Generate the built-in set with 'make data', "
@@ -111,8 +122,8 @@ def scan_image_folder(root, validation_split: float = 0.1, seed: int = 0) -> Ima
         )
     if not 0.0 <= validation_split < 0.9:
         raise DataError(f"--validation-split must be in [0, 0.9), got {validation_split}.")
-    train_dir = root / "train" if (root / "train").is_dir() else root
-    test_dir = root / "test" if (root / "train").is_dir() and (root / "test").is_dir() else None
+    train_dir = root / TRAIN_FOLDER if (root / TRAIN_FOLDER).is_dir() else root
+    test_dir = root / TEST_FOLDER if (root / TRAIN_FOLDER).is_dir() and (root / TEST_FOLDER).is_dir() else None
     class_names = [p.name for p in _class_folders(train_dir)]
     if len(class_names) < 2:
         raise DataError(
@@ -162,9 +173,15 @@ def scan_image_folder(root, validation_split: float = 0.1, seed: int = 0) -> Ima
         heldout = "validation-split"
     else:
         heldout = "test-folder"
-        if not validation:
-            validation = test
-    return ImageFolder(root.resolve(), class_names, train, validation, test, heldout, skipped)
+        if not validation:  # validating on test/ would choose the checkpoint on the held-out images
+            raise DataError(
+                f"--validation-split is {validation_split} and {root} has a test/ folder: there would be no "
+                "validation images, and validating on the test/ images would pick the checkpoint on the very "
+                "images the held-out accuracy is reported on. Use --validation-split 0.1 (the default) so "
+                "validation is cut from train/, or add more images per class."
+            )
+    return ImageFolder(root, class_names, train, validation, test, heldout, skipped,
+                       train_folder=os.path.relpath(train_dir, root))
 
 
 def decode_rgb(path) -> np.ndarray:

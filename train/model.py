@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 MODELS = ("reference", "small")
+# Smallest --image-size each model takes: the reference model's four (3x3 valid conv + 2x2 pool) blocks need 46
+# pixels a side, the small model's two need 10. train.api checks it before training starts.
+SMALLEST_IMAGE_SIZE = {"reference": 46, "small": 10}
 
 
 def build_model(name: str, image_size: tuple, num_classes: int, dropout: float = 0.5):
@@ -13,15 +16,14 @@ def build_model(name: str, image_size: tuple, num_classes: int, dropout: float =
 
     height, width = image_size
     if name == "reference":
-        smallest = 46  # four (3x3 valid conv + 2x2 pool) blocks need at least this many pixels
         filters = (64, 64, 128, 128)
         dense = 512
     elif name == "small":
-        smallest = 10
         filters = (8, 16)
         dense = 32
     else:
         raise ValueError(f"Unknown --model {name!r}; choose one of: {', '.join(MODELS)}.")
+    smallest = SMALLEST_IMAGE_SIZE[name]
     if min(height, width) < smallest:
         raise ValueError(
             f"--image-size {height}x{width} is too small for the {name} model (needs at least {smallest} "
