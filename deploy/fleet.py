@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 PLAYBOOK = Path(__file__).resolve().parent / "ansible" / "rollout.yml"
+MARKER = "EDGECAM-FLEET "
 RESULTS = {"updated": "updated", "rolled_back": "rolled back", "failed": "failed", "not_reached": "not reached",
            "unreachable": "unreachable"}
 
@@ -58,9 +59,9 @@ def find_ansible(name: str) -> str:
     return found
 
 
-def inventory_hosts(inventory: str) -> list:
-    """Every host name of the inventory, in its order (ansible-inventory --list)."""
-    result = subprocess.run([find_ansible("ansible-inventory"), "-i", inventory, "--list"], check=False,
+def inventory_hosts(inventory: str, limit: list) -> list:
+    """Every host name of the inventory (within --limit), in its order (ansible-inventory --list)."""
+    result = subprocess.run([find_ansible("ansible-inventory"), "-i", inventory, "--list", *limit], check=False,
                             capture_output=True, text=True)
     if result.returncode != 0:
         raise FleetError(f"ansible-inventory cannot read {inventory}: {result.stderr.strip()[-400:]}")
@@ -77,22 +78,40 @@ def inventory_hosts(inventory: str) -> list:
 
     walk("all")
     if not hosts:
-        raise FleetError(f"{inventory} lists no hosts: one per line, e.g. pi-1 ansible_host=192.168.1.21 ansible_user=pi")
+        raise FleetError(f"{inventory} lists no hosts{' matching --limit' if limit else ''}: one per line, "
+                         "e.g. pi-1 ansible_host=192.168.1.21 ansible_user=pi")
     return hosts
 
 
-def read_json(path: Path) -> dict | None:
+def parse_record(line: str) -> dict | None:
+    """The playbook's ``"msg": "EDGECAM-FLEET {json}"`` debug lines (default callback, JSON results) -> dict."""
+    text = line.strip()
+    if not text.startswith(f'"msg": "{MARKER}'):
+        return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return json.loads(json.loads(text[len('"msg": '):].rstrip(","))[len(MARKER):])
+    except ValueError:
         return None
 
 
-def host_rows(hosts: list, report_dir: Path) -> list:
-    """One dict per host: result, release, model, sha256, note."""
+def run_playbook(command: list, environment: dict) -> tuple:
+    """Run ansible-playbook, its output passed through; -> (exit code, {(phase, host): record})."""
+    records = {}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=environment, bufsize=1) as process:
+        for line in process.stdout:
+            sys.stdout.write(line)
+            record = parse_record(line)
+            if record:
+                records[record["phase"], record["host"]] = record
+    sys.stdout.flush()
+    return process.returncode, records
+
+
+def host_rows(hosts: list, records: dict) -> list:
+    """One dict per host: result, release, model, sha256, runtime, note."""
     rows = []
     for host in hosts:
-        before, after = read_json(report_dir / "before" / f"{host}.json"), read_json(report_dir / "after" / f"{host}.json")
+        before, after = records.get(("before", host)), records.get(("after", host))
         if after:
             result, state = after["result"], after.get("state") or {}
             if result == "updated":
@@ -104,7 +123,7 @@ def host_rows(hosts: list, report_dir: Path) -> list:
                 note += f"; {state.get('reason')}" if state.get("reason") and result == "rolled_back" else ""
                 note += f"; rollback failed: {after['rollback_error']}" if after.get("rollback_error") else ""
         elif before:
-            result, state, note = "not_reached", before, "the rollout stopped before this host's batch"
+            result, state, note = "not_reached", before.get("state") or {}, "the rollout stopped before this host's batch"
         else:
             result, state, note = "unreachable", {}, "no ssh connection (see ansible's output); run again later"
         model = state.get("model") or {}
@@ -140,30 +159,29 @@ def exit_code(rows: list, playbook_code: int) -> int:
 
 
 def rollout(inventory: str, archive: Path, serial: str, max_fail_percentage: int, report_dir: Path,
-            extra_args: list = ()) -> tuple:
+            limit: str = "", extra_args: list = ()) -> tuple:
     """Run the playbook; -> (exit code, report rows, release id)."""
     if not Path(inventory).exists():
         raise FleetError(f"inventory {inventory} does not exist: write one (README, section Fleets).")
     facts = archive_facts(archive)
-    hosts = inventory_hosts(inventory)
-    for phase in ("before", "after"):
-        shutil.rmtree(report_dir / phase, ignore_errors=True)
-        (report_dir / phase).mkdir(parents=True)
+    limit_args = ["--limit", limit] if limit else []
+    hosts = inventory_hosts(inventory, limit_args)
     variables = {"edgecam_archive": str(archive.resolve()), "edgecam_top": facts["top"],
-                 "edgecam_release": facts["release"], "edgecam_report_dir": str(report_dir.resolve()),
-                 "edgecam_serial": serial, "edgecam_max_fail_percentage": max_fail_percentage}
+                 "edgecam_release": facts["release"], "edgecam_serial": serial,
+                 "edgecam_max_fail_percentage": max_fail_percentage}
     with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="edgecam-fleet-", delete=False) as handle:
         json.dump(variables, handle)
-    environment = dict(os.environ)
+    environment = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="default", ANSIBLE_CALLBACK_RESULT_FORMAT="json")
     environment.setdefault("ANSIBLE_PIPELINING", "True")  # one ssh round trip per task
     environment.setdefault("ANSIBLE_RETRY_FILES_ENABLED", "False")
     try:
         command = [find_ansible("ansible-playbook"), "-i", inventory, str(PLAYBOOK), "-e", f"@{handle.name}",
-                   *extra_args]
-        code = subprocess.run(command, check=False, env=environment).returncode
+                   *limit_args, *extra_args]
+        code, records = run_playbook(command, environment)
     finally:
         os.unlink(handle.name)
-    rows = host_rows(hosts, report_dir)
+    rows = host_rows(hosts, records)
+    report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "report.json").write_text(json.dumps({"release": facts["release"], "hosts": rows}, indent=2) + "\n")
     return exit_code(rows, code), rows, facts["release"]
 
@@ -190,9 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--serial", type=batch_size, default="1", help="hosts per batch: a number or a percentage")
     parser.add_argument("--max-fail-percentage", type=percentage, default=0,
                         help="failed hosts per batch (in %%) tolerated before the rollout stops")
-    parser.add_argument("--report-dir", default="dist/fleet-report",
-                        help="where the per-host records and report.json go")
-    parser.add_argument("ansible_args", nargs="*", help="more ansible-playbook arguments, after -- (e.g. -- --limit pi-1)")
+    parser.add_argument("--report-dir", default="dist/fleet-report", help="where report.json goes")
+    parser.add_argument("--limit", default="", help="only these hosts: an Ansible pattern (pi-1,pi-2 or kiosks); default: all")
+    parser.add_argument("ansible_args", nargs="*", help="more ansible-playbook arguments, after -- (e.g. -- -vv)")
     return parser
 
 
@@ -200,7 +218,7 @@ def main(argv: list | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code, rows, release = rollout(args.inventory, Path(args.archive), args.serial, args.max_fail_percentage,
-                                      Path(args.report_dir), args.ansible_args)
+                                      Path(args.report_dir), args.limit, args.ansible_args)
     except FleetError as error:
         print(f"edgecam fleet: {error}", file=sys.stderr)
         return 2

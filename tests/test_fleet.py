@@ -7,9 +7,10 @@ nothing, so each host's `edgecam_restart_command` is SERVICE below, a stand-in f
 edgecam`: it stops the host's daemon and starts the rendered unit's ExecStart with the host's
 /etc/default/edgecam, as systemd would.
 
-The story: release A (every model) goes to all three hosts in one batch. pi-2's operator has set
-EDGECAM_ARGS="--model float32". Release B ships int8 only, so on pi-2 its daemon cannot start: the health
-check fails, pi-2 goes back to A, the rollout stops after that batch (serial 2, max fail 0%) and pi-3 keeps A.
+The story: release A (every model) goes to pi-2, whose operator has set EDGECAM_ARGS="--model float32".
+Release B ships int8 only. Rolled out to all three in batches of two (max fail 0%): pi-1 takes B; on pi-2
+B's daemon cannot start, the health check fails and pi-2 goes back to A; the rollout stops after that
+batch, so pi-3 is never touched. (pi-1 and pi-3 start empty only to keep the test short: installs cost.)
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def fleet(tmp_path, bundle):
                   f"ansible_ssh_private_key_file={client_key}",
                   "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'",
                   f"ansible_python_interpreter={sys.executable}", f"edgecam_python={sys.executable}",
-                  "edgecam_become=false", "edgecam_health_timeout=15",
+                  "edgecam_become=false", "edgecam_health_timeout=12",
                   f"edgecam_install_args='--python {sys.executable} --pip-args --no-index'", ""]
         inventory = tmp_path / "hosts.ini"
         inventory.write_text("\n".join(lines))
@@ -123,23 +124,23 @@ def test_rollout_stops_at_a_failed_health_check_and_rolls_that_host_back(fleet, 
     release_b = build_archive(bundle, tmp_path / "b.tar.gz", "--requirements", requirements)["id"]
     started = time.monotonic()
 
-    first = run_fleet(inventory, tmp_path / "a.tar.gz", tmp_path / "report-a", "--serial", "3")
+    # A to pi-2 alone (the others start empty: fewer installs, a faster test).
+    first = run_fleet(inventory, tmp_path / "a.tar.gz", tmp_path / "report-a", "--limit", "pi-2")
     first_seconds = time.monotonic() - started
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
-    assert {row["result"] for row in report_rows(tmp_path / "report-a").values()} == {"updated"}
+    assert report_rows(tmp_path / "report-a")["pi-2"]["result"] == "updated"
     assert running_model(hosts["pi-2"][1])["format"] == "float32"
-    assert running_model(hosts["pi-1"][1])["format"] == "int8"
 
     second = run_fleet(inventory, tmp_path / "b.tar.gz", tmp_path / "report-b", "--serial", "2",
                        "--max-fail-percentage", "0")
     elapsed = time.monotonic() - started
     assert second.returncode == 1, second.stdout[-4000:] + second.stderr[-2000:]
     # The first batch (pi-1, pi-2): pi-1 carries B; pi-2 failed its health check and is back on A.
-    assert links(hosts["pi-1"][0]) == {"current": f"releases/{release_b}", "previous": f"releases/{release_a}"}
+    assert links(hosts["pi-1"][0]) == {"current": f"releases/{release_b}", "previous": None}
     assert links(hosts["pi-2"][0]) == {"current": f"releases/{release_a}", "previous": f"releases/{release_b}"}
     # The batch stopped the rollout: pi-3 was never touched.
-    assert links(hosts["pi-3"][0]) == {"current": f"releases/{release_a}", "previous": None}
-    assert not (hosts["pi-3"][0] / "opt/edgecam/releases" / release_b).exists()
+    assert links(hosts["pi-3"][0]) == {"current": None, "previous": None}
+    assert not (hosts["pi-3"][0] / "opt/edgecam/releases").exists()
 
     manifest_a = json.loads((hosts["pi-2"][0] / f"opt/edgecam/releases/{release_a}/bundle/manifest.json").read_text())
     assert running_model(hosts["pi-2"][1])["sha256"] == manifest_a["models"]["float32"]["sha256"]
@@ -151,12 +152,12 @@ def test_rollout_stops_at_a_failed_health_check_and_rolls_that_host_back(fleet, 
     assert (rows["pi-2"]["result"], rows["pi-2"]["release"], rows["pi-2"]["model"]) == ("rolled_back", release_a,
                                                                                         "float32")
     assert "/healthz" in rows["pi-2"]["note"] and f"back on {release_a}" in rows["pi-2"]["note"]
-    assert (rows["pi-3"]["result"], rows["pi-3"]["release"]) == ("not_reached", release_a)
+    assert (rows["pi-3"]["result"], rows["pi-3"]["release"]) == ("not_reached", "-")
     assert rows["pi-2"]["sha256"] == manifest_a["models"]["float32"]["sha256"][:12]
     text = second.stdout
     assert f"edgecam fleet report: release {release_b}" in text
     assert "1 updated, 1 rolled back, 1 not reached" in text
-    print(f"rollout of A to three hosts in one batch: {first_seconds:.0f} s; of B, stopped after its first batch "
+    print(f"rollout of A to one host: {first_seconds:.0f} s; of B to three, stopped after its first batch "
           f"of two: {elapsed - first_seconds:.0f} s")
 
 
