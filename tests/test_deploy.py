@@ -238,7 +238,7 @@ def test_install_is_idempotent_and_rolls_back(bundle, archive, host_requirements
     second_release = build_archive(bundle, second_archive, "--requirements", requirements, "--models", "all",
                                    "--wheelhouse", make_wheelhouse(tmp_path / "wheels"))["id"]
     second = unpack(second_archive, tmp_path / "second")
-    install(second, root, system_site)
+    assert "offline install: 1 wheels in the archive" in install(second, root, system_site).stdout
     assert links(root) == {"current": f"releases/{second_release}", "previous": f"releases/{release}"}
     assert list((root / "opt/edgecam/current/venv/lib").glob("python3*/site-packages/edgecam_offline_probe"))
     assert environment_file(env_file) == {"EDGECAM_ARGS": "--source opencv:0", "EDGECAM_RUNTIME": "ai_edge_litert"}
