@@ -6,9 +6,11 @@ release's model (sha256 via /status) within the health timeout; a host that fail
 previous release, and more failures than --max-fail-percentage in a batch stop the rollout. Then prints
 which host runs which release and model::
 
-    HOST  RESULT       RELEASE          MODEL  SHA256        NOTE
-    pi-1  updated      rps-1a2b3c4d5e6f int8   9f86d081884c  healthy
-    pi-2  rolled back  rps-0a1b2c3d4e5f int8   2c26b46b68ff  /healthz on 127.0.0.1:8080: ... (after 60 s)
+    edgecam fleet report: release rps-858ee1854520
+    HOST  RESULT       RELEASE          MODEL    SHA256        RUNTIME         NOTE
+    pi-1  updated      rps-858ee1854520 int8     e96b1610899d  ai_edge_litert  healthy
+    pi-2  rolled back  rps-c7a9d456023d float32  9a5334487d52  ai_edge_litert  /healthz on 127.0.0.1:8080: ...; back on ...
+    pi-3  not reached  rps-c7a9d456023d int8     ...           ...             the rollout stopped before this host's batch
 
 Exit codes: 0 every host runs the release; 1 a host failed its check (rolled back) or was not reached
 because the rollout stopped; 2 bad input (no archive, no inventory, no ansible-playbook, a playbook
@@ -125,7 +127,7 @@ def host_rows(hosts: list, records: dict) -> list:
         elif before:
             result, state, note = "not_reached", before.get("state") or {}, "the rollout stopped before this host's batch"
         else:
-            result, state, note = "unreachable", {}, "no ssh connection (see ansible's output); run again later"
+            result, state, note = "unreachable", {}, "no record: unreachable, or the probe failed there (see ansible's output); run again later"
         model = state.get("model") or {}
         rows.append({"host": host, "result": result, "release": state.get("release") or "-",
                      "model": model.get("format") or "-", "sha256": (model.get("sha256") or "-")[:12],
