@@ -171,3 +171,24 @@ def test_fleet_errors_name_the_fix(tmp_path):
     result = subprocess.run([sys.executable, "-m", "deploy.fleet", "--inventory", str(inventory), "--archive", "x",
                              "--serial", "0"], cwd=REPO, check=False, capture_output=True, text=True)
     assert result.returncode == 2 and "a number of hosts" in result.stderr
+
+
+def test_an_unreachable_host_is_reported_and_exits_3(tmp_path):
+    """No sshd on the port: the host is reported unreachable, the exit code says "retry later" (3)."""
+    import io
+    import tarfile
+
+    archive = tmp_path / "edgecam-device-tiny.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        data = json.dumps({"id": "tiny-000000000000", "models": ["int8"]}).encode()
+        info = tarfile.TarInfo("edgecam-device-tiny/release.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text(f"pi-gone ansible_host=127.0.0.1 ansible_port={free_port()} ansible_user=pi "
+                         "ansible_ssh_common_args='-o ConnectTimeout=5 -o BatchMode=yes'\n")
+    result = run_fleet(inventory, archive, tmp_path / "report")
+    assert result.returncode == 3, result.stdout[-3000:] + result.stderr[-2000:]
+    row = report_rows(tmp_path / "report")["pi-gone"]
+    assert row["result"] == "unreachable" and "run again later" in row["note"]
+    assert "0 updated" not in result.stdout and "1 unreachable" in result.stdout
