@@ -122,6 +122,7 @@ def host_rows(hosts: list, records: dict) -> list:
                 note = after.get("failure") or "failed"
                 back = state.get("release")
                 note += f"; back on {back}" if result == "rolled_back" and back else ""
+                note += f"; runs {back or 'no release'}" if result == "failed" else ""
                 note += f"; {state.get('reason')}" if state.get("reason") and result == "rolled_back" else ""
                 note += f"; rollback failed: {after['rollback_error']}" if after.get("rollback_error") else ""
         elif before:
