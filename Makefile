@@ -73,7 +73,7 @@ compat: setup ## Run the daemon under tflite-runtime 2.14 + numpy<2 (as on Raspb
 	bash scripts/tflite_runtime_compat.sh $(BUNDLE) $(DATA)/test
 
 bundle: setup ## Write dist/edgecam-device-NAME.tar.gz (device package + models + installer); refuses failed/skipped parity unless FORCE=1
-	$(PY) -m deploy.bundle --bundle $(BUNDLE) --out dist/edgecam-device-$(NAME).tar.gz $(if $(filter 1,$(FORCE)),--force)
+	$(PY) -m deploy.bundle --bundle $(BUNDLE) --out dist/edgecam-device-$(NAME).tar.gz $(if $(filter 1,$(FORCE)),--force) $(BUNDLE_FLAGS)
 
 deploy: bundle ## Copy the device bundle to HOST=user@host over ssh and run its installer (EDGECAM_SSH_OPTS="-p PORT -i KEY")
 	@test -n "$(HOST)" || { echo "make deploy needs HOST=user@host (the Pi), e.g. make deploy HOST=pi@raspberrypi.local"; exit 2; }
@@ -94,3 +94,28 @@ MINUTES ?= 2
 soak: setup ## Soak the daemon MINUTES (default 2) on DATA/test with HTTP clients; RSS, fds, threads, errors before/after
 	$(if $(shell echo '$(MINUTES)' | grep -Ex '[0-9]+([.][0-9]+)?'),,$(error MINUTES must be a number of minutes, e.g. make soak MINUTES=10))
 	$(PY) -m bench.soak --bundle $(BUNDLE) --images $(DATA)/test --minutes $(MINUTES)
+
+# ---- Fleets and offline installs (deploy/ansible/rollout.yml, deploy/fleet.py, deploy/wheelhouse.py) ----
+INVENTORY ?=
+SERIAL ?= 1
+MAX_FAIL ?= 0
+WHEELS ?=
+WHEELHOUSE ?= dist/wheelhouse
+ifneq ($(strip $(WHEELS)),)
+# make bundle|deploy|fleet|pi-sim WHEELS=1: the archive carries the Pi's wheels and installs offline
+bundle: wheelhouse
+BUNDLE_FLAGS += --wheelhouse $(WHEELHOUSE)
+endif
+
+ifneq ($(filter fleet,$(MAKECMDGOALS)),)
+ifeq ($(strip $(INVENTORY)),)
+$(error make fleet needs INVENTORY=hosts.ini, an Ansible inventory of the Pis (README: Fleets))
+endif
+endif
+
+.PHONY: fleet wheelhouse
+fleet: bundle ## Roll the archive out to INVENTORY=hosts.ini with Ansible in batches (SERIAL=1 MAX_FAIL=0 %), roll back failed hosts, print the report
+	$(PY) -m deploy.fleet --inventory $(INVENTORY) --archive dist/edgecam-device-$(NAME).tar.gz --serial $(SERIAL) --max-fail-percentage $(MAX_FAIL)
+
+wheelhouse: setup ## Download the Pi's wheels (aarch64, armv7l where PyPI has them; Python 3.11) to WHEELHOUSE; make bundle WHEELS=1 ships them
+	$(PY) -m deploy.wheelhouse --out $(WHEELHOUSE)

@@ -219,7 +219,10 @@ build_release() {  # build_release ID: copy, venv, pip, doctor; the folder is re
   site=$("$dir/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   echo "$dir" >"$site/edgecam-release.pth"  # `import device` from anywhere, e.g. python -m device doctor
   local pip=("$dir/venv/bin/python" -m pip install --disable-pip-version-check --no-input --quiet)
-  [ -d "$dir/wheels" ] && pip+=(--no-index --find-links "$dir/wheels")
+  if [ -d "$dir/wheels" ]; then  # an offline archive (make bundle WHEELS=1): pip never asks an index
+    pip+=(--no-index --find-links "$dir/wheels")
+    say "offline install: $(find "$dir/wheels" -name '*.whl' | wc -l) wheels in the archive, pip --no-index"
+  fi
   # shellcheck disable=SC2206  # --pip-args is split into words on purpose
   pip+=($PIP_ARGS -r "$dir/requirements.txt")
   say "pip install -r requirements.txt"

@@ -4,7 +4,9 @@
 #   qemu-aarch64-static -cpu cortex-a72 -L ROOT ROOT/usr/bin/python3.11
 # ROOT is Debian bookworm arm64 (what Pi OS bookworm is built on) from `debootstrap --foreign` with apt's
 # python3 3.11, python3-numpy 1.24 and python3-pil 9.4, the .debs unpacked with dpkg -x. The archive's
-# requirements come as aarch64 wheels (pip download --platform), unpacked into a site folder on PYTHONPATH.
+# requirements come as aarch64 wheels (pip download --platform), unpacked into a site folder on PYTHONPATH;
+# an archive with wheels/ (make bundle WHEELS=1) is instead installed from those wheels by the emulated pip
+# into a venv, with the network cut (unshare -n): the offline install, proven.
 # `device doctor` runs emulated and probes every runtime in its own emulated process; the daemon then runs
 # on the runtime it chose with the int8 model, on replayed images.
 #
@@ -78,30 +80,64 @@ VERSIONS=$(env -i "${QEMU[@]}" -c 'import platform, numpy, PIL; print(platform.m
   || die "python3.11 does not run under qemu in $ROOTFS; remove it and retry"
 stage "emulated userland: $VERSIONS"
 
+# ---- offline install (an archive with wheels/: make bundle WHEELS=1) -----------------------------
+# What install.sh does on the Pi, emulated: a venv with --system-site-packages (apt's numpy and Pillow stay),
+# then `pip install --no-index --find-links wheels/ -r requirements.txt`, run by the emulated aarch64
+# Python itself (so its own wheel tags choose) inside `unshare -n`: a network namespace with no interface
+# but a downed loopback, so nothing can be fetched. pip is this host's pip package (pure Python), put on
+# PYTHONPATH for that one command: Debian's python3 has no pip and no ensurepip.
+offline_install() {
+  local venv=$RUN/venv pip_dir=$RUN/pip-only host_pip network
+  host_pip=$("$PY" -c 'import os, pip; print(os.path.dirname(pip.__file__))')
+  mkdir -p "$pip_dir" && ln -sfn "$host_pip" "$pip_dir/pip"
+  command -v unshare >/dev/null || die "unshare (util-linux) is needed to cut the network for the offline install"
+  stage "offline install: $(ls "$RELEASE/wheels"/*.whl | wc -l) wheels from the archive, emulated pip, network cut (unshare -n)"
+  env -i "${QEMU[@]}" -m venv --without-pip --system-site-packages "$venv"
+  network=$(unshare -n "$PY" -c 'import socket
+try:
+    socket.create_connection(("pypi.org", 443), timeout=5); print("reachable")
+except OSError as error:
+    print(f"cut ({error})")') || die "unshare -n failed: the offline install needs root or user namespaces"
+  [ "${network%% *}" = cut ] || die "the network is still reachable inside unshare -n"
+  unshare -n env -i PATH="$PATH" HOME="$RUN" LANG=C.UTF-8 PYTHONPATH="$pip_dir" PYTHONDONTWRITEBYTECODE=1 \
+    "${QEMU[@]:0:${#QEMU[@]}-1}" "$venv/bin/python" -m pip install --disable-pip-version-check --no-input \
+    --no-index --find-links "$RELEASE/wheels" -r "$RELEASE/requirements.txt" >"$RUN/offline-pip.log" 2>&1 \
+    || { tail -20 "$RUN/offline-pip.log" >&2; die "the offline pip install failed (log: $RUN/offline-pip.log)"; }
+  say "$(grep '^Successfully installed' "$RUN/offline-pip.log" || echo 'nothing to install')"
+  printf '%s\n' "$network" >"$RUN/offline-network.txt"
+  QEMU=("${QEMU[@]:0:${#QEMU[@]}-1}" "$venv/bin/python")  # from now on the venv's Python
+  ARM_PYTHONPATH=$RELEASE  # the venv finds its own packages
+}
+
 # ---- the archive and its aarch64 wheels (cached per requirements) ------------------------------
 RUN=${EDGECAM_PI_SIM_RUN:-$CACHE/run}
 rm -rf "$RUN" && mkdir -p "$RUN" && RUN=$(cd "$RUN" && pwd)
 tar -xzf "$ARCHIVE" -C "$RUN"
 RELEASE=$RUN/$(tar -tzf "$ARCHIVE" | awk -F/ 'NR == 1 {print $1}')
-REQUIREMENTS_HASH=$(sha256sum "$RELEASE/requirements.txt" | cut -c1-12)
-SITE=$CACHE/site-$REQUIREMENTS_HASH
-if [ ! -f "$SITE/.complete" ]; then
-  stage "pip download aarch64 wheels for requirements.txt"
-  rm -rf "$SITE" "$CACHE/wheels-$REQUIREMENTS_HASH"
-  "$PY" -m pip download --quiet --disable-pip-version-check "${PLATFORMS[@]}" -r "$RELEASE/requirements.txt" \
-    -d "$CACHE/wheels-$REQUIREMENTS_HASH" >"$CACHE/pip.log" 2>&1 \
-    || { tail -20 "$CACHE/pip.log" >&2; die "pip download failed (log: $CACHE/pip.log)"; }
-  # apt provides numpy and Pillow on Pi OS (--system-site-packages): install every other wheel.
-  wheels=()
-  for wheel in "$CACHE/wheels-$REQUIREMENTS_HASH"/*.whl; do
-    case "$(basename "$wheel")" in numpy-*|pillow-*) ;; *) wheels+=("$wheel") ;; esac
-  done
-  "$PY" -m pip install --quiet --disable-pip-version-check --no-deps --no-index --target "$SITE" \
-    "${PLATFORMS[@]}" "${wheels[@]}"
-  touch "$SITE/.complete"
+if [ -d "$RELEASE/wheels" ]; then
+  flock -u 8
+  offline_install  # the archive's own wheels, installed by the emulated pip with the network cut
+else
+  REQUIREMENTS_HASH=$(sha256sum "$RELEASE/requirements.txt" | cut -c1-12)
+  SITE=$CACHE/site-$REQUIREMENTS_HASH
+  if [ ! -f "$SITE/.complete" ]; then
+    stage "pip download aarch64 wheels for requirements.txt"
+    rm -rf "$SITE" "$CACHE/wheels-$REQUIREMENTS_HASH"
+    "$PY" -m pip download --quiet --disable-pip-version-check "${PLATFORMS[@]}" -r "$RELEASE/requirements.txt" \
+      -d "$CACHE/wheels-$REQUIREMENTS_HASH" >"$CACHE/pip.log" 2>&1 \
+      || { tail -20 "$CACHE/pip.log" >&2; die "pip download failed (log: $CACHE/pip.log)"; }
+    # apt provides numpy and Pillow on Pi OS (--system-site-packages): install every other wheel.
+    wheels=()
+    for wheel in "$CACHE/wheels-$REQUIREMENTS_HASH"/*.whl; do
+      case "$(basename "$wheel")" in numpy-*|pillow-*) ;; *) wheels+=("$wheel") ;; esac
+    done
+    "$PY" -m pip install --quiet --disable-pip-version-check --no-deps --no-index --target "$SITE" \
+      "${PLATFORMS[@]}" "${wheels[@]}"
+    touch "$SITE/.complete"
+  fi
+  flock -u 8
+  stage "aarch64 site: $(cd "$CACHE/wheels-$REQUIREMENTS_HASH" && ls ./*.whl | sed 's#^\./##; s/-cp.*//; s/-py.*//' | tr '\n' ' ')"
 fi
-flock -u 8
-stage "aarch64 site: $(cd "$CACHE/wheels-$REQUIREMENTS_HASH" && ls ./*.whl | sed 's#^\./##; s/-cp.*//; s/-py.*//' | tr '\n' ' ')"
 
 # ---- images ------------------------------------------------------------------------------------
 "$PY" - "$RELEASE" "$RUN/images" "$COUNT" "$IMAGES" <<'EOF' || die "no images to replay: pass --images DIR"
@@ -144,7 +180,8 @@ stage "x86 run ($X86_RUNTIME)"
   || { cat "$RUN/x86.log" >&2; die "the x86 run failed"; }
 
 # ---- arm64: doctor, then the daemon on the runtime it chose --------------------------------------------
-ARM_ENV=(env -i PATH="$PATH" HOME="$RUN" LANG=C.UTF-8 PYTHONPATH="$RELEASE:$SITE" PYTHONDONTWRITEBYTECODE=1)
+ARM_ENV=(env -i PATH="$PATH" HOME="$RUN" LANG=C.UTF-8 PYTHONPATH="${ARM_PYTHONPATH:-$RELEASE:$SITE}"
+         PYTHONDONTWRITEBYTECODE=1)
 stage "arm64 device doctor (emulated; each runtime probed in its own emulated process)"
 set +e
 (cd "$RELEASE" && "${ARM_ENV[@]}" EDGECAM_PROBE_PYTHON="${QEMU[*]}" "${QEMU[@]}" -m device doctor \
@@ -184,13 +221,22 @@ summary = {
     "labels_x86": [r["label"] for r in x86], "labels_arm64": [r["label"] for r in arm],
     "raw_labels_x86": [r["raw_label"] for r in x86], "raw_labels_arm64": [r["raw_label"] for r in arm],
     "arm64_latency_ms_median": sorted(r["latency_ms"] for r in arm)[len(arm) // 2] if arm else None,
+    "offline_install": None,
 }
+if (run / "offline-network.txt").is_file():  # an archive with wheels/: installed with the network cut
+    pip_log = (run / "offline-pip.log").read_text().splitlines()
+    installed = [line for line in pip_log if line.startswith("Successfully installed")]
+    summary["offline_install"] = {"network": (run / "offline-network.txt").read_text().strip(),
+                                  "installed": installed[0].split()[2:] if installed else []}
 (run / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
 print(f"pi-sim: runtimes under arm64 emulation: {summary['arm64_runtimes']}")
 same = sum(a["label"] == b["label"] and a["raw_label"] == b["raw_label"] for a, b in zip(x86, arm))
 print(f"pi-sim: {'PASS' if equal else 'FAIL'}: {same}/{len(x86)} labels (and raw labels) equal, x86 vs arm64 "
       f"{runtime}; max probability difference {diff}; arm64 daemon {arm_seconds} s for {len(arm)} frames "
       f"({summary['arm64_latency_ms_median']:.0f} ms median per frame emulated); {total} s in all")
+if summary["offline_install"]:
+    print(f"pi-sim: offline install from the archive's wheels, network {summary['offline_install']['network']}: "
+          f"{' '.join(summary['offline_install']['installed']) or 'nothing needed'}")
 print(f"pi-sim: labels {summary['labels_arm64']}; details: {run / 'result.json'}")
 sys.exit(0 if equal else 1)
 EOF

@@ -9,25 +9,21 @@ satisfied and never downloads (it runs with --no-index to make sure).
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tarfile
-import time
 from importlib import metadata
 from pathlib import Path
 
 import device_bundle
 import pytest
+from loopback_sshd import LoopbackSshd, keygen, require_openssh
 
 REPO = Path(__file__).resolve().parent.parent
-SSHD = Path("/usr/sbin/sshd")
 HOST_SIDE = ("train/", "convert/", "bench/", "tests/", "deploy/", "saved_model/", "model.keras", "checkpoints/",
              "heldout.txt", "history.csv", "logs/", "data/", "pyproject.toml", "Makefile")
 
@@ -242,7 +238,7 @@ def test_install_is_idempotent_and_rolls_back(bundle, archive, host_requirements
     second_release = build_archive(bundle, second_archive, "--requirements", requirements, "--models", "all",
                                    "--wheelhouse", make_wheelhouse(tmp_path / "wheels"))["id"]
     second = unpack(second_archive, tmp_path / "second")
-    install(second, root, system_site)
+    assert "offline install: 1 wheels in the archive" in install(second, root, system_site).stdout
     assert links(root) == {"current": f"releases/{second_release}", "previous": f"releases/{release}"}
     assert list((root / "opt/edgecam/current/venv/lib").glob("python3*/site-packages/edgecam_offline_probe"))
     assert environment_file(env_file) == {"EDGECAM_ARGS": "--source opencv:0", "EDGECAM_RUNTIME": "ai_edge_litert"}
@@ -301,46 +297,15 @@ def test_the_installed_service_command_runs_the_bundle(installed, bundle, system
 
 
 # ---- make deploy over a real ssh server --------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def ssh_server(tmp_path, system_site):
-    """sshd on a loopback port as the current user, with a generated host key and client key. Its SetEnv
-    gives sessions the stand-in system site-packages, as the Pi's system Python has numpy."""
-    if not SSHD.exists() or shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
-        pytest.skip("OpenSSH server/client not installed: run `make system-deps` (scripts/system-deps.sh)")
-    keys = tmp_path / "ssh"
-    keys.mkdir()
-    for name in ("host_key", "client_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / name)], check=True)
-    (keys / "authorized_keys").write_text((keys / "client_key.pub").read_text())
-    if os.geteuid() == 0:
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation folder
-    port = free_port()
-    config = keys / "sshd_config"
-    config.write_text("\n".join([
-        "ListenAddress 127.0.0.1", f"Port {port}", f"HostKey {keys / 'host_key'}", f"PidFile {keys / 'sshd.pid'}",
-        f"AuthorizedKeysFile {keys / 'authorized_keys'}", "StrictModes no", "UsePAM no",
-        "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
-        "PermitRootLogin prohibit-password", f"SetEnv PYTHONPATH={system_site}", ""]))
-    server = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(config)], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
-    options = (f"-p {port} -i {keys / 'client_key'} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
-               "-o BatchMode=yes -o LogLevel=ERROR -o ConnectTimeout=10")
-    host = f"{getpass.getuser()}@127.0.0.1"
-    deadline = time.monotonic() + 15
-    while subprocess.run(["ssh", *shlex.split(options), host, "true"], check=False, capture_output=True).returncode != 0:
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            pytest.fail(f"sshd did not start: {server.stdout.read()}")
-        time.sleep(0.2)
-    yield host, options
-    server.send_signal(signal.SIGTERM)
-    server.wait(timeout=10)
+    """sshd on a loopback port as the current user (tests/loopback_sshd.py). Its SetEnv gives sessions the
+    stand-in system site-packages, as the Pi's system Python has numpy."""
+    require_openssh()
+    (tmp_path / "ssh").mkdir()
+    client_key = keygen(tmp_path / "ssh" / "client_key")
+    with LoopbackSshd(tmp_path / "ssh" / "server", client_key, {"PYTHONPATH": system_site}) as server:
+        yield server.host, server.options
 
 
 def test_make_deploy_over_ssh_installs_and_reinstalls(ssh_server, archive, tmp_path):

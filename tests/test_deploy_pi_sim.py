@@ -1,9 +1,10 @@
-"""`make pi-sim`: the device archive in an emulated arm64 Debian bookworm userland (Python 3.11, apt's NumPy
-1.24 and Pillow 9.4, the Pi requirements as aarch64 wheels) gives the same labels as on x86.
+"""`make pi-sim WHEELS=1`: the device archive with its wheelhouse (deploy/wheelhouse.py) installs in an emulated
+arm64 Debian bookworm userland (Python 3.11, apt's NumPy 1.24 and Pillow 9.4) from its own wheels with the
+network cut, and gives the same labels as on x86. `make wheelhouse` reports which armv7l wheels PyPI lacks.
 
 Needs qemu-user-static and debootstrap (scripts/system-deps.sh installs them) and reaches Debian's mirror and
-PyPI the first time; the userland and wheels are cached in .pi-sim/ (about 40 s the first time, 15 s after).
-EDGECAM_PI_SIM=0 skips it.
+PyPI (pip download of the aarch64 wheels; the userland is cached in .pi-sim/). About 40 s the first time,
+then about 30 s of it the emulated pip. EDGECAM_PI_SIM=0 skips them.
 """
 
 from __future__ import annotations
@@ -21,16 +22,29 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.slow
-def test_pi_sim_labels_equal_the_x86_labels(bundle, tmp_path):
+def skip_without_pi_sim() -> None:
     if os.environ.get("EDGECAM_PI_SIM") == "0":
         pytest.skip("EDGECAM_PI_SIM=0")
-    missing = [tool for tool in ("qemu-aarch64-static", "debootstrap") if shutil.which(tool) is None]
+    missing = [tool for tool in ("qemu-aarch64-static", "debootstrap", "unshare") if shutil.which(tool) is None]
     if missing:
         pytest.skip(f"{', '.join(missing)} not installed: run `make system-deps` (apt: qemu-user-static debootstrap)")
+
+
+def wheelhouse(out: Path, *options) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "deploy.wheelhouse", "--out", str(out), *options], cwd=REPO,
+                            check=False, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.mark.slow
+def test_pi_sim_installs_offline_and_its_labels_equal_the_x86_labels(bundle, tmp_path):
+    skip_without_pi_sim()
+    wheels = tmp_path / "wheelhouse"
+    wheelhouse(wheels, "--platforms", "aarch64")
     archive = tmp_path / "edgecam-device-tiny.tar.gz"
-    subprocess.run([sys.executable, "-m", "deploy.bundle", "--bundle", str(bundle), "--out", str(archive)],
-                   cwd=REPO, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "deploy.bundle", "--bundle", str(bundle), "--out", str(archive),
+                    "--wheelhouse", str(wheels)], cwd=REPO, check=True, capture_output=True)
     images = device_bundle.heldout(bundle)[0][1].parent.parent
     environment = dict(os.environ, PY=sys.executable, EDGECAM_PI_SIM_RUN=str(tmp_path / "run"))
     result = subprocess.run(["bash", str(REPO / "deploy/pi_sim.sh"), str(archive), "--images", str(images),
@@ -44,3 +58,23 @@ def test_pi_sim_labels_equal_the_x86_labels(bundle, tmp_path):
     assert summary["arm64_runtimes"][summary["arm64_runtime"]] == "ok"
     assert summary["arm64_userland"].startswith("aarch64 Python 3.11") and "NumPy 1.24" in summary["arm64_userland"]
     assert "All required checks passed." in result.stdout
+    # Installed from the archive's wheels by the emulated pip, in a network namespace with no network;
+    # apt's numpy and Pillow satisfied their requirements, so pip installed only the interpreters.
+    offline = summary["offline_install"]
+    assert offline["network"].startswith("cut"), offline
+    installed = {name.rsplit("-", 1)[0] for name in offline["installed"]}
+    assert {"tflite-runtime", "ai-edge-litert"} <= installed and not {"numpy", "pillow"} & installed, installed
+
+
+@pytest.mark.slow
+def test_wheelhouse_reports_the_armv7l_wheels_pypi_lacks(tmp_path):
+    skip_without_pi_sim()  # it reaches PyPI, as the emulated install's wheelhouse does
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("numpy>=1.24,<2\ntflite-runtime==2.14.0\nai-edge-litert==2.3.0\n")
+    result = wheelhouse(tmp_path / "wheels", "--requirements", str(requirements), "--platforms", "armv7l")
+    report = json.loads((tmp_path / "wheels/wheelhouse.json").read_text())["platforms"]["armv7l"]
+    assert report == {"complete": [], "without_dependencies": ["tflite-runtime==2.14.0"],
+                      "missing": ["numpy>=1.24,<2", "ai-edge-litert==2.3.0"]}
+    assert "no armv7l wheel on PyPI: numpy>=1.24,<2, ai-edge-litert==2.3.0" in result.stdout
+    assert [path.name for path in (tmp_path / "wheels").glob("*.whl")] == \
+        ["tflite_runtime-2.14.0-cp311-cp311-manylinux_2_34_armv7l.whl"]

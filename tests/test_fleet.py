@@ -1,0 +1,194 @@
+"""`make fleet`: deploy/ansible/rollout.yml (through python -m deploy.fleet) against three real OpenSSH servers
+on loopback ports, each host with its own staging root (install.sh --root) and its own daemon port.
+
+Real: ansible-playbook, ssh, install.sh (venv, pip --no-index, device doctor), the daemon and its HTTP API,
+the probe. Faked, because it cannot exist here: systemd. With --root, install.sh writes the unit but starts
+nothing, so each host's `edgecam_restart_command` is SERVICE below, a stand-in for `systemctl restart
+edgecam`: it stops the host's daemon and starts the rendered unit's ExecStart with the host's
+/etc/default/edgecam, as systemd would.
+
+The story: release A (every model) goes to pi-2, whose operator has set EDGECAM_ARGS="--model float32".
+Release B ships int8 only. Rolled out to all three in batches of two (max fail 0%): pi-1 takes B; on pi-2
+B's daemon cannot start, the health check fails and pi-2 goes back to A; the rollout stops after that
+batch, so pi-3 is never touched. (pi-1 and pi-3 start empty only to keep the test short: installs cost.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import device_bundle
+import pytest
+from loopback_sshd import LoopbackSshd, free_port, keygen, require_openssh
+from test_deploy import build_archive, links, stand_in_system_site  # noqa: F401 (the deploy tests' helpers)
+
+REPO = Path(__file__).resolve().parent.parent
+HOSTS = ("pi-1", "pi-2", "pi-3")
+SERVICE = r"""#!/usr/bin/env bash
+# Stand-in for `systemctl restart edgecam` (no systemd here): ROOT's daemon, from its rendered unit.
+set -euo pipefail
+root=$1
+pidfile=$root/edgecam.pid
+if [ -f "$pidfile" ]; then
+  pid=$(cat "$pidfile")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+fi
+command=$(sed -n '/^ExecStart=/,/[^\\]$/p' "$root/etc/systemd/system/edgecam.service" | sed 's/^ExecStart=//; s/\\$//' | tr '\n' ' ')
+set -a; . "$root/etc/default/edgecam"; set +a
+eval "set -- $command"
+cd "$root/opt/edgecam/current"
+setsid "$@" </dev/null >>"$root/daemon.log" 2>&1 &
+echo $! >"$pidfile"
+"""
+
+
+@pytest.fixture
+def fleet(tmp_path, bundle):
+    """Three loopback sshd hosts -> (inventory path, {host: (root, daemon port)}); their daemons are stopped after."""
+    require_openssh()
+    system_site = stand_in_system_site(tmp_path / "system-site" / "site-packages")
+    client_key = keygen(tmp_path / "client_key")
+    (tmp_path / "service.sh").write_text(SERVICE)
+    images = device_bundle.heldout(bundle)[0][1].parent.parent
+    hosts, lines = {}, ["[kiosks]"]
+    servers = [LoopbackSshd(tmp_path / name / "sshd", client_key, {"PYTHONPATH": system_site}) for name in HOSTS]
+    try:
+        for name, server in zip(HOSTS, servers):
+            server.__enter__()
+            root, port = tmp_path / name / "root", free_port()
+            hosts[name] = (root, port)
+            (root / "etc/default").mkdir(parents=True)
+            model = " --model float32" if name == "pi-2" else ""
+            (root / "etc/default/edgecam").write_text(
+                f'EDGECAM_ARGS="--source images:{images} --http 127.0.0.1:{port} --max-fps 2 --threads 1 '
+                f'--emit off{model}"\n')
+            lines.append(f"{name} ansible_port={server.port} edgecam_root={root} edgecam_http=127.0.0.1:{port} "
+                         f"edgecam_restart_command='bash {tmp_path / 'service.sh'} {root}'")
+        lines += ["", "[kiosks:vars]", "ansible_host=127.0.0.1", f"ansible_user={servers[0].host.split('@')[0]}",
+                  f"ansible_ssh_private_key_file={client_key}",
+                  "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'",
+                  f"ansible_python_interpreter={sys.executable}", f"edgecam_python={sys.executable}",
+                  "edgecam_become=false", "edgecam_health_timeout=12",
+                  f"edgecam_install_args='--python {sys.executable} --pip-args --no-index'", ""]
+        inventory = tmp_path / "hosts.ini"
+        inventory.write_text("\n".join(lines))
+        yield inventory, hosts
+    finally:
+        for root, _ in hosts.values():
+            if (root / "edgecam.pid").is_file():
+                try:
+                    os.kill(int((root / "edgecam.pid").read_text()), signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for server in servers:
+            if server.process is not None:
+                server.__exit__(None, None, None)
+
+
+def run_fleet(inventory: Path, archive: Path, report: Path, *options) -> subprocess.CompletedProcess:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("EDGECAM_", "ANSIBLE_"))}
+    environment.update(ANSIBLE_HOME=str(report.parent / "ansible-home"), ANSIBLE_HOST_KEY_CHECKING="False",
+                       ANSIBLE_LOCAL_TEMP=str(report.parent / "ansible-tmp"), ANSIBLE_NOCOLOR="1")
+    command = [sys.executable, "-m", "deploy.fleet", "--inventory", str(inventory), "--archive", str(archive),
+               "--report-dir", str(report), *map(str, options)]
+    result = subprocess.run(command, cwd=REPO, env=environment, check=False, capture_output=True, text=True,
+                            timeout=400)
+    print(result.stdout[-6000:], result.stderr[-3000:])
+    return result
+
+
+def report_rows(report: Path) -> dict:
+    return {row["host"]: row for row in json.loads((report / "report.json").read_text())["hosts"]}
+
+
+def running_model(port: int) -> dict:
+    from urllib.request import urlopen
+
+    with urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as response:
+        return json.loads(response.read())["model"]
+
+
+@pytest.mark.slow
+def test_rollout_stops_at_a_failed_health_check_and_rolls_that_host_back(fleet, bundle, tmp_path):
+    inventory, hosts = fleet
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("numpy>=1.24\npillow>=9.4\n")  # the stand-in system site has them: no download
+    release_a = build_archive(bundle, tmp_path / "a.tar.gz", "--requirements", requirements, "--models", "all")["id"]
+    release_b = build_archive(bundle, tmp_path / "b.tar.gz", "--requirements", requirements)["id"]
+    started = time.monotonic()
+
+    # A to pi-2 alone (the others start empty: fewer installs, a faster test).
+    first = run_fleet(inventory, tmp_path / "a.tar.gz", tmp_path / "report-a", "--limit", "pi-2")
+    first_seconds = time.monotonic() - started
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    assert report_rows(tmp_path / "report-a")["pi-2"]["result"] == "updated"
+    assert running_model(hosts["pi-2"][1])["format"] == "float32"
+
+    second = run_fleet(inventory, tmp_path / "b.tar.gz", tmp_path / "report-b", "--serial", "2",
+                       "--max-fail-percentage", "0")
+    elapsed = time.monotonic() - started
+    assert second.returncode == 1, second.stdout[-4000:] + second.stderr[-2000:]
+    # The first batch (pi-1, pi-2): pi-1 carries B; pi-2 failed its health check and is back on A.
+    assert links(hosts["pi-1"][0]) == {"current": f"releases/{release_b}", "previous": None}
+    assert links(hosts["pi-2"][0]) == {"current": f"releases/{release_a}", "previous": f"releases/{release_b}"}
+    # The batch stopped the rollout: pi-3 was never touched.
+    assert links(hosts["pi-3"][0]) == {"current": None, "previous": None}
+    assert not (hosts["pi-3"][0] / "opt/edgecam/releases").exists()
+
+    manifest_a = json.loads((hosts["pi-2"][0] / f"opt/edgecam/releases/{release_a}/bundle/manifest.json").read_text())
+    assert running_model(hosts["pi-2"][1])["sha256"] == manifest_a["models"]["float32"]["sha256"]
+    manifest_b = json.loads((hosts["pi-1"][0] / f"opt/edgecam/releases/{release_b}/bundle/manifest.json").read_text())
+    assert running_model(hosts["pi-1"][1])["sha256"] == manifest_b["models"]["int8"]["sha256"]
+
+    rows = report_rows(tmp_path / "report-b")
+    assert (rows["pi-1"]["result"], rows["pi-1"]["release"], rows["pi-1"]["model"]) == ("updated", release_b, "int8")
+    assert (rows["pi-2"]["result"], rows["pi-2"]["release"], rows["pi-2"]["model"]) == ("rolled_back", release_a,
+                                                                                        "float32")
+    assert "/healthz" in rows["pi-2"]["note"] and f"back on {release_a}" in rows["pi-2"]["note"]
+    assert (rows["pi-3"]["result"], rows["pi-3"]["release"]) == ("not_reached", "-")
+    assert rows["pi-2"]["sha256"] == manifest_a["models"]["float32"]["sha256"][:12]
+    text = second.stdout
+    assert f"edgecam fleet report: release {release_b}" in text
+    assert "1 updated, 1 rolled back, 1 not reached" in text
+    print(f"rollout of A to one host: {first_seconds:.0f} s; of B to three, stopped after its first batch "
+          f"of two: {elapsed - first_seconds:.0f} s")
+
+
+def test_fleet_errors_name_the_fix(tmp_path):
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text("pi-1 ansible_host=127.0.0.1\n")
+    result = run_fleet(inventory, tmp_path / "missing.tar.gz", tmp_path / "report")
+    assert result.returncode == 2 and "make bundle" in result.stderr
+    result = run_fleet(tmp_path / "none.ini", tmp_path / "missing.tar.gz", tmp_path / "report")
+    assert result.returncode == 2 and "inventory" in result.stderr and "does not exist" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "deploy.fleet", "--inventory", str(inventory), "--archive", "x",
+                             "--serial", "0"], cwd=REPO, check=False, capture_output=True, text=True)
+    assert result.returncode == 2 and "a number of hosts" in result.stderr
+
+
+def test_an_unreachable_host_is_reported_and_exits_3(tmp_path):
+    """No sshd on the port: the host is reported unreachable, the exit code says "retry later" (3)."""
+    import io
+    import tarfile
+
+    archive = tmp_path / "edgecam-device-tiny.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        data = json.dumps({"id": "tiny-000000000000", "models": ["int8"]}).encode()
+        info = tarfile.TarInfo("edgecam-device-tiny/release.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text(f"pi-gone ansible_host=127.0.0.1 ansible_port={free_port()} ansible_user=pi "
+                         "ansible_ssh_common_args='-o ConnectTimeout=5 -o BatchMode=yes'\n")
+    result = run_fleet(inventory, archive, tmp_path / "report")
+    assert result.returncode == 3, result.stdout[-3000:] + result.stderr[-2000:]
+    row = report_rows(tmp_path / "report")["pi-gone"]
+    assert row["result"] == "unreachable" and "run again later" in row["note"]
+    assert "0 updated" not in result.stdout and "1 unreachable" in result.stdout
