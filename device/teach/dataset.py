@@ -96,6 +96,7 @@ class Dataset:
         self.uncertain_bytes = int(uncertain_bytes)
         self.lock = threading.RLock()
         self.sequence = 0
+        self.frame_bytes = 0  # the last frame's JPEG size: what the next capture will roughly need
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -110,8 +111,9 @@ class Dataset:
         stats = os.statvfs(self.root)
         return stats.f_bavail * stats.f_frsize
 
-    def blocked(self, extra: int = 0) -> str | None:
-        """Why a write of EXTRA bytes must not happen now (None: it may)."""
+    def blocked(self, extra: int | None = None) -> str | None:
+        """Why a write of EXTRA bytes (default: one more frame like the last) must not happen now (None: it may)."""
+        extra = self.frame_bytes if extra is None else extra
         if self.bytes + extra > self.limit_bytes:
             return (f"the data set is full: {self.bytes / 1e6:.1f} MB of its {self.limit_bytes / 1e6:.1f} MB limit. "
                     "Delete frames you do not need, pull it to your computer (make pull) and clear it, "
@@ -161,6 +163,7 @@ class Dataset:
                                "or --label with capture, which creates it).")
         content = encode_jpeg(frame)
         with self.lock:
+            self.frame_bytes = len(content)
             reason = self.blocked(len(content))
             if reason:
                 raise DatasetFull(reason)
