@@ -146,6 +146,13 @@ class Dataset:
                             "latest": [{"file": f"{name}/{path.name}"} for path in files[:LATEST]]})
         return classes
 
+    def require_class(self, label) -> str:
+        check_class_name(label)
+        if not (self.root / label).is_dir():
+            raise DatasetError(f"class {label!r} does not exist in {self.root}: add it first (POST /api/classes "
+                               "or --label with capture, which creates it).")
+        return label
+
     def count(self, label: str) -> int:
         return sum(1 for path in (self.root / label).iterdir() if path.is_file() and is_image_file(path)
                    and not path.name.startswith("."))
@@ -157,10 +164,7 @@ class Dataset:
     def save(self, frame, label: str, source: str = "", model: str = "", reading: dict | None = None) -> tuple:
         """Write FRAME (RGB uint8) into class LABEL -> (relative file, that class's count). Raises DatasetError
         for an unknown class, DatasetFull when recording must stop."""
-        check_class_name(label)
-        if not (self.root / label).is_dir():
-            raise DatasetError(f"class {label!r} does not exist in {self.root}: add it first (POST /api/classes "
-                               "or --label with capture, which creates it).")
+        self.require_class(label)
         content = encode_jpeg(frame)
         with self.lock:
             self.frame_bytes = len(content)

@@ -71,6 +71,7 @@ class TeachService:
     # ---- capture --------------------------------------------------------------------------------
     def capture(self, label: str) -> tuple:
         """Save the newest camera frame into LABEL -> (file, count). Raises RateLimited, DatasetError, DatasetFull."""
+        self.dataset.require_class(label)
         now = time.monotonic()
         fps = self.options.capture_fps
         if fps > 0 and now - self.last_capture < 1.0 / fps * 0.9:
@@ -78,10 +79,11 @@ class TeachService:
         frame = self.daemon.latest_frame()
         if frame is None:
             raise NoFrame("no camera frame yet: wait for the camera to start (see /status source).")
-        self.last_capture = now
         result = self.daemon.last_result or {}
         reading = {key: result.get(key) for key in ("label", "confidence", "raw_label")} if result else None
-        return self.dataset.save(frame, label, self.daemon.options.source, self.model_name(), reading)
+        saved = self.dataset.save(frame, label, self.daemon.options.source, self.model_name(), reading)
+        self.last_capture = now  # only a saved frame counts against the rate
+        return saved
 
     def model_name(self) -> str:
         classifier = self.daemon.classifier
