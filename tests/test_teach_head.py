@@ -112,3 +112,11 @@ def test_a_bundle_converted_before_embeddings_says_to_reconvert(bundle, tmp_path
     assert result.returncode == 2
     assert "re-convert this bundle with this edgecam (python -m convert" in result.stderr
     assert not (bundle / "heads").exists()
+
+
+def test_bench_measures_embedding_speed_and_fit_time(taught, bundle):
+    from bench.teach import measure_teach
+
+    figures = measure_teach(taught, threads=1, frames=30)
+    assert figures["embed_fps"] > 0 and figures["fit_seconds"] > 0 and figures["embedding"] == 8
+    assert measure_teach(bundle, threads=1) == {}  # converted before embeddings: the bench says so
