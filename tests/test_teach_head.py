@@ -120,3 +120,26 @@ def test_bench_measures_embedding_speed_and_fit_time(taught, bundle):
     figures = measure_teach(taught, threads=1, frames=30)
     assert figures["embed_fps"] > 0 and figures["fit_seconds"] > 0 and figures["embedding"] == 8
     assert measure_teach(bundle, threads=1) == {}  # converted before embeddings: the bench says so
+
+
+def test_the_head_is_found_generically_and_models_without_one_convert_without_an_embedding(tmp_path):
+    import keras
+
+    from convert.embedding import find_head
+
+    def save(name, *layers):
+        inputs = keras.Input((8, 8, 3))
+        x = keras.layers.GlobalAveragePooling2D()(inputs)
+        x = keras.layers.Dense(5, activation="relu", name="features")(x)
+        for layer in layers:
+            x = layer(x)
+        path = tmp_path / f"{name}.keras"
+        keras.Model(inputs, x).save(path)
+        return path
+
+    found = find_head(save("softmax", keras.layers.Dense(3, activation="softmax", name="classes")))
+    assert (found.layer, found.size, found.weights.shape, found.bias.shape) == ("classes", 5, (5, 3), (3,))
+    assert [tuple(o.shape) for o in found.model.outputs] == [(None, 3), (None, 5)]
+    split = find_head(save("split", keras.layers.Dense(3, name="logits"), keras.layers.Activation("softmax")))
+    assert split.layer == "logits" and split.size == 5
+    assert find_head(save("sigmoid", keras.layers.Dense(1, activation="sigmoid"))) is None
