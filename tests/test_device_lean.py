@@ -77,6 +77,7 @@ def test_teach_capture_and_evaluate_never_import_the_host_side(tmp_path_factory,
     import shutil
 
     import teach_bundle
+
     from bench.teach import light_copy
 
     bundle = light_copy(teach_bundle.shared_teach_bundle(tmp_path_factory), tmp_path / "bundle")

@@ -3,16 +3,14 @@ weights; a converted bundle gives the embedding and the probabilities from one i
 tflite/head.npz, and that head on the float32 embedding reproduces the model's own probabilities; the fit is
 deterministic, class-balanced and stops early. Real Keras, real converter, real interpreter."""
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import device_bundle
 import numpy as np
 import pytest
-
-import device_bundle
 import teach_bundle
 
 REPO = Path(__file__).resolve().parent.parent

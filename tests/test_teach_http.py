@@ -18,7 +18,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 import teach_bundle
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,12 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import device_bundle
 import numpy as np
 import pytest
+import teach_bundle
 from PIL import Image
 
-import device_bundle
-import teach_bundle
 from device.teach.cli import teach as teach_cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -78,7 +78,7 @@ def test_accept_refuse_force_and_undo(bundle_copy, lessons, tmp_path_factory, tm
 
     assert teach_cli(arguments + ["--undo"]) == 0 and current(bundle_copy) == 1
     assert teach_cli(arguments + ["--undo"]) == 0 and current(bundle_copy) == 0
-    assert "revision 0 (the bundle’s own)" in capsys.readouterr().out
+    assert "revision 0 (the bundle's own)" in capsys.readouterr().out
     assert teach_cli(arguments + ["--undo"]) == 2
     assert "already uses its own head (revision 0): there is nothing to undo" in capsys.readouterr().err
 

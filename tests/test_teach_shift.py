@@ -6,12 +6,11 @@ The tiny RPS bundle of conftest.py is at chance after its 3 epochs, so it cannot
 bundle (tests/device_bundle.py) has a real embedding. `make teach-demo` measures the same on the RPS demo
 bundle with datagen's full camera style (green cloth, dim warm light, blur, noise) for the README."""
 
+import device_bundle
 import numpy as np
 import pytest
-from PIL import Image
-
-import device_bundle
 import teach_bundle
+from PIL import Image
 
 
 def camera_style_images(root, per_class: int, seed: int):

@@ -19,8 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from device.teach import revisions
-from device.teach.dataset import (DEFAULT_LIMIT_BYTES, DEFAULT_MIN_FREE_BYTES, DEFAULT_UNCERTAIN_BYTES, Dataset,
-                                  default_root)
+from device.teach.dataset import (
+    DEFAULT_LIMIT_BYTES,
+    DEFAULT_MIN_FREE_BYTES,
+    DEFAULT_UNCERTAIN_BYTES,
+    Dataset,
+    default_root,
+)
 
 log = logging.getLogger("edgecam.teach")
 TEACH_TIMEOUT_S = 600
@@ -120,8 +125,11 @@ class TeachService:
             raise TeachBusy("teaching is already running: wait for it to finish.")
         try:
             options = self.daemon.options
+            model = options.model.split("@")[0]
+            if "edgetpu" in model:  # the daemon holds the Edge TPU: embed with the same int8 graph on the CPU
+                model = "int8"
             command = [sys.executable, "-m", "device", "teach", "--bundle", str(options.bundle), "--data",
-                       str(self.dataset.root), "--model", options.model.split("@")[0], "--json"]
+                       str(self.dataset.root), "--model", model, "--json"]
             if options.threads:
                 command += ["--threads", str(options.threads)]
             if force:
