@@ -3,6 +3,7 @@ weights; a converted bundle gives the embedding and the probabilities from one i
 tflite/head.npz, and that head on the float32 embedding reproduces the model's own probabilities; the fit is
 deterministic, class-balanced and stops early. Real Keras, real converter, real interpreter."""
 
+import json
 import os
 import subprocess
 import sys
@@ -141,3 +142,19 @@ def test_the_head_is_found_generically_and_models_without_one_convert_without_an
     split = find_head(save("split", keras.layers.Dense(3, name="logits"), keras.layers.Activation("softmax")))
     assert split.layer == "logits" and split.size == 5
     assert find_head(save("sigmoid", keras.layers.Dense(1, activation="sigmoid"))) is None
+
+
+def test_manifest_embedding_is_optional_and_checked(taught, bundle):
+    from device.manifest import Manifest, ManifestError, load_manifest
+
+    assert load_manifest(bundle).embedding is None  # written before embeddings: still reads
+    data = json.loads((taught / "manifest.json").read_text())
+    assert Manifest.from_dict(data).embedding.size == 8
+    assert Manifest.from_dict(json.loads(Manifest.from_dict(data).to_json())).to_dict() == Manifest.from_dict(
+        data).to_dict()
+    data["embedding"]["size"] = 0
+    with pytest.raises(ManifestError, match="embedding.size must be a positive integer"):
+        Manifest.from_dict(data)
+    data["embedding"] = {"size": 8, "head_file": "../outside.npz"}
+    with pytest.raises(ManifestError, match="embedding.head_file must be a path inside the bundle"):
+        Manifest.from_dict(data)
