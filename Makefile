@@ -119,3 +119,13 @@ fleet: bundle ## Roll the archive out to INVENTORY=hosts.ini with Ansible in bat
 
 wheelhouse: setup ## Download the Pi's wheels (aarch64, armv7l where PyPI has them; Python 3.11) to WHEELHOUSE; make bundle WHEELS=1 ships them
 	$(PY) -m deploy.wheelhouse --out $(WHEELHOUSE)
+
+# ---- teach it your camera (device/teach/) ----------------------------------------------------------------
+.PHONY: evaluate teach-demo
+evaluate: setup ## Score BUNDLE (with its current head) on DATA=DIR of class folders: Markdown + evaluation/mistakes.png
+	@test "$(origin DATA)" != file -a -d "$(DATA)" || { echo "make evaluate needs DATA=DIR, a folder of class folders (e.g. make evaluate DATA=data/rps-own)"; exit 2; }
+	$(PY) -m device evaluate --bundle $(BUNDLE) --data $(DATA) --out evaluation
+
+teach-demo: setup ## Built-in vs taught accuracy on unseen camera-style images (datagen style=camera) with BUNDLE
+	@test -f "$(BUNDLE)/manifest.json" || { echo "make teach-demo needs a converted bundle: make demo (or BUNDLE=...)"; exit 2; }
+	$(PY) -m bench.teach --bundle $(BUNDLE) --out $(BUNDLE)/teach_demo.json

@@ -27,6 +27,8 @@ from device.pipeline import Capture, Classifier, FrameSlot, Stats
 from device.runtime import ModelError, load_model, parse_model_spec
 from device.server import AddressInUse, EventHub, Limits, Server, parse_address
 from device.sources import MAX_IMAGE_PIXELS, open_source
+from device.teach import revisions
+from device.teach.service import TeachOptions, TeachService
 
 log = logging.getLogger("edgecam.daemon")
 BUNDLE_ERRORS = (ManifestError, ModelError)  # both are ValueError subclasses; exit code 2 at startup
@@ -58,6 +60,7 @@ class Options:
     request_timeout: float = 10.0
     allow_hosts: tuple = ()
     outputs: OutputSettings = field(default_factory=OutputSettings)  # MQTT, webhook (device/outputs/)
+    teach: TeachOptions = field(default_factory=TeachOptions)  # data set, capture, uncertain ring (device/teach/)
 
 
 class Daemon:
@@ -84,6 +87,8 @@ class Daemon:
         self.stdout = stdout
         self.outputs: Outputs | None = None  # device/outputs/: stdout, log file, SSE, MQTT, webhook
         self.log_handler: logging.Handler | None = None
+        self.teach: TeachService | None = None
+        self.reloads = 0
 
     # ---- building ------------------------------------------------------------------------
     def load(self) -> Classifier:
@@ -92,7 +97,11 @@ class Daemon:
             manifest = load_manifest(self.options.bundle)
             model = load_model(self.options.model, self.options.bundle, threads=self.options.threads,
                                manifest=manifest)
-            return Classifier(model, manifest, self.options.smoothing, self.options.threshold, self.options.top_k)
+            head = revisions.active_head(self.options.bundle, manifest)  # None: the model's own head (revision 0)
+            classifier = Classifier(model, manifest, self.options.smoothing, self.options.threshold,
+                                    self.options.top_k, head=head)
+            classifier.head_info = revisions.describe(self.options.bundle, manifest, model.format)
+            return classifier
         except BUNDLE_ERRORS:
             raise
         except Exception as error:  # noqa: BLE001 - a malformed manifest may raise anything (AttributeError...)
@@ -112,6 +121,9 @@ class Daemon:
         if options.log_file:
             self.log_handler = EventLogHandler(self.outputs)
             logging.getLogger("edgecam").addHandler(self.log_handler)
+        self.teach = TeachService(self, options.teach)
+        if options.teach.keep_uncertain > 0:
+            self.teach.dataset  # noqa: B018 - create the data set folder now: a bad --dataset fails at startup
         size = (self.classifier.model.width, self.classifier.model.height)
         open_source(options.source, size, options.loop)  # a malformed spec fails now, not in the thread
         if options.http != "off":
@@ -168,6 +180,7 @@ class Daemon:
         return {
             "state": self.state(),
             "model": model,
+            "head": getattr(classifier, "head_info", None),
             "fps": round(self.stats.fps(), 2),
             "latency_ms": self.stats.percentiles(),
             "frames": self.frame_number,
@@ -211,6 +224,8 @@ class Daemon:
         watchdog = self.notifier.watchdog_interval
         failures = 0
         while not self.stopping.is_set():
+            if self.teach is not None and self.teach.head_changed():
+                self.reload_requested.set()  # `python -m device teach` or --undo changed the head revision
             if self.reload_requested.is_set():
                 self.reload()
             now = time.monotonic()
@@ -249,6 +264,8 @@ class Daemon:
         self.stats.record(result["latency_ms"], time.monotonic())
         self.last_result = result
         self.outputs.result(result)  # queued per output: never blocks inference
+        if self.teach is not None:
+            self.teach.observe(frame, result)
         if self.frame_number == 1 or self.published_state != "running":
             self.check_state()
 
@@ -271,8 +288,18 @@ class Daemon:
             self.event("reloaded", model=classifier.model.describe())
         finally:
             self.reloading = False
+            self.reloads += 1
             self.notifier.ready()
             self.check_state()
+
+    def reload_and_wait(self, timeout: float) -> bool:
+        """Ask the inference loop to reload (the SIGHUP path) and wait until it did; False on timeout."""
+        target = self.reloads + 1
+        self.reload_requested.set()
+        deadline = time.monotonic() + timeout
+        while self.reloads < target and time.monotonic() < deadline and not self.stopping.is_set():
+            time.sleep(0.02)
+        return self.reloads >= target
 
     def shutdown(self) -> None:
         """Stop the capture thread and the server, drain the outputs; bounded to well under 2 seconds."""

@@ -52,6 +52,7 @@ PARITY_MD = "parity.md"
 QUANT_DEBUG_CSV = "quantization_debug.csv"
 QUANT_DEBUG_MD = "quantization_debug.md"
 HEADS_DIR = "heads"
+HEAD_FILE = "tflite/head.npz"  # the bundle's own classifier weights (W, b), written by convert/ beside the models
 
 # A data folder: DATA/train/<class>/ (+ DATA/test/<class>/, the held-out set), or DATA/<class>/.
 TRAIN_FOLDER = "train"

@@ -92,6 +92,27 @@ class ModelFile:
     accuracy: Optional[float] = None
     agreement: Optional[float] = None
     latency_ms: Optional[float] = None
+    # Outputs, by position in the interpreter's output list. A model converted with an embedding output
+    # (convert/ since the teach feature) has two: the probabilities and the classifier's input. -1: none.
+    output_index: int = 0
+    embedding_index: int = -1
+    embedding_dtype: str = ""
+    embedding_scale: float = 0.0
+    embedding_zero_point: int = 0
+
+
+@dataclass
+class EmbeddingInfo:
+    """The classifier head the bundle's models end in: ``probabilities = softmax(embedding @ W + b)``.
+
+    ``head_file`` (numpy .npz with ``weights`` [size, classes] and ``bias`` [classes]) holds the bundle's own
+    W and b, so the device can fit a new head on the embedding output (device/teach/) and still go back to
+    this one (revision 0)."""
+
+    size: int
+    layer: str = ""
+    head_file: str = ""
+    head_sha256: str = ""
 
 
 @dataclass
@@ -111,6 +132,7 @@ class Manifest:
     created_utc: str = ""
     parity: str = ""  # PARITY_STATES: deploy/bundle.py refuses "failed" and "skipped" without --force
     calibration: str = ""  # what the int8 model was calibrated on (convert/)
+    embedding: Optional[EmbeddingInfo] = None  # None: converted before embeddings (re-convert to teach)
 
     # ---- (de)serialisation -------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -176,6 +198,13 @@ class Manifest:
                 )
         if self.parity and self.parity not in PARITY_STATES:
             raise ManifestError(f"{source}: parity must be one of {PARITY_STATES} (or empty), got {self.parity!r}.")
+        if self.embedding is not None:
+            head = self.embedding.head_file
+            if not isinstance(self.embedding.size, int) or self.embedding.size < 1:
+                raise ManifestError(f"{source}: embedding.size must be a positive integer, "
+                                    f"got {self.embedding.size!r}. Re-convert the bundle (python -m convert).")
+            if head and (Path(head).is_absolute() or ".." in Path(head).parts):
+                raise ManifestError(f"{source}: embedding.head_file must be a path inside the bundle, got {head!r}.")
 
 
 # ---- generic type checks, from the dataclass annotations -------------------------------------
