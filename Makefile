@@ -83,3 +83,11 @@ lint: setup ## ruff over the code
 
 clean: ## Remove generated data, artifacts and dist (keeps .venv)
 	rm -rf data artifacts dist build .pytest_cache
+
+# ---- make pull: the device's dataset (Teach view) to this machine ------------------------------
+DEVICE_DATASET ?= /var/lib/edgecam/dataset
+PULL_DEST ?= data/$(NAME)-own
+.PHONY: pull
+pull: ## Copy the device's captured frames (HOST=user@host) into data/NAME-own/ over ssh, merging, never overwriting
+	@test -n "$(HOST)" || { echo "make pull needs HOST=user@host (the Pi), e.g. make pull HOST=pi@raspberrypi.local"; exit 2; }
+	bash deploy/pull.sh "$(HOST)" "$(PULL_DEST)" "$(DEVICE_DATASET)"
