@@ -19,7 +19,7 @@
 
   const app = {
     dataset: null, status: null, selected: params.get("label") || null, tab: "classes",
-    recording: false, session: 0, saved: 0, teaching: false, offline: false, unauthorised: false,
+    recording: false, session: 0, teaching: false, offline: false, unauthorised: false,
     thumbsKey: "", uncertainKey: "",
   };
 
@@ -90,7 +90,6 @@
   function startRecording() {
     if (app.recording || !canRecord()) return;
     app.recording = true;
-    app.saved = 0;
     app.session += 1;
     renderRecord();
     captureLoop(app.session, app.selected);
@@ -98,20 +97,21 @@
 
   function stopRecording() {
     if (!app.recording) return;
-    app.recording = false;
+    app.recording = false; // the loop below finishes the capture on its way, then says what it saved
     renderRecord();
-    if (app.saved) say("Saved " + app.saved + " frame" + (app.saved === 1 ? "" : "s") + " of " + app.selected + ".");
-    refreshDataset();
   }
 
   function sleep(ms) { return new Promise((resolve) => setTimeout(resolve, ms)); }
 
   async function captureLoop(session, label) {
+    let saved = 0;
     while (app.recording && app.session === session) {
       const started = performance.now();
       try {
-        captured(label, await post("/api/capture", { label: label }));
+        saved += 1;
+        captured(label, await post("/api/capture", { label: label }), saved);
       } catch (error) {
+        saved -= 1;
         if (error.status !== 429) { // 429: faster than capture_fps; just wait for the next turn
           app.recording = false;
           renderRecord();
@@ -122,16 +122,18 @@
       }
       await sleep(Math.max(0, 1000 / captureFps() - (performance.now() - started)));
     }
+    if (app.session !== session || app.recording) return; // a newer hold owns the message
+    if (saved) say("Saved " + saved + " frame" + (saved === 1 ? "" : "s") + " of " + label + ".");
+    refreshDataset();
   }
 
-  function captured(label, answer) {
-    app.saved += 1;
+  function captured(label, answer, saved) {
     const entry = app.dataset && app.dataset.classes.find((item) => item.name === label);
     if (entry) {
       entry.count = answer.count;
       entry.latest = [{ file: answer.file }].concat(entry.latest || []).slice(0, THUMBS);
     }
-    say("Recording " + label + ": " + app.saved + " saved (" + answer.count + " in all)");
+    if (app.recording) say("Recording " + label + ": " + saved + " saved (" + answer.count + " in all)");
     render();
   }
 
@@ -260,6 +262,7 @@
     }).finally(() => {
       clearInterval(ticker);
       app.teaching = false;
+      el.force.disabled = false;
       render();
       refreshStatus();
     });
@@ -329,7 +332,10 @@
     el["now-confidence"].textContent = Math.round((result.confidence || 0) * 100) + "%";
   }
 
-  function megabytes(bytes) { return (bytes / 1e6).toFixed(bytes < 1e7 ? 1 : 0) + " MB"; }
+  function size(bytes) {
+    if (bytes >= 1e9) return (bytes / 1e9).toFixed(bytes < 1e10 ? 1 : 0) + " GB";
+    return (bytes / 1e6).toFixed(bytes < 1e7 ? 1 : 0) + " MB";
+  }
 
   function renderHead() {
     const status = app.status || {};
@@ -394,7 +400,7 @@
 
   function renderThumbs() {
     const entry = app.dataset && app.dataset.classes.find((item) => item.name === app.selected);
-    const shots = (entry && entry.latest) || [];
+    const shots = ((entry && entry.latest) || []).slice().sort((a, b) => (a.file < b.file ? 1 : -1)); // newest first
     const key = app.selected + "|" + shots.map((shot) => shot.file).join("|");
     if (key === app.thumbsKey) return;
     app.thumbsKey = key;
@@ -442,8 +448,8 @@
     const dataset = app.dataset;
     if (!dataset) return;
     const images = dataset.classes.reduce((sum, item) => sum + item.count, 0);
-    el.usage.textContent = images + " frames · " + megabytes(dataset.bytes) + " of " + megabytes(dataset.limit_bytes) +
-      " · " + megabytes(dataset.free_bytes) + " free";
+    el.usage.textContent = images + " frames · " + size(dataset.bytes) + " of " + size(dataset.limit_bytes) +
+      " · " + size(dataset.free_bytes) + " free";
   }
 
   function render() {
