@@ -69,15 +69,18 @@ def convert_bundle(bundle_dir, formats: Iterable[str] | str = tflite.FORMATS,
     out_dir = bundle / TFLITE_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {}
-    for fmt in formats:
-        t0 = time.monotonic()
-        dataset = (calibration.representative_dataset(calibration_images, progress=progress)
-                   if fmt == "int8" else None)
-        content = tflite.convert(serving, fmt, dataset, io_type)
-        path = out_dir / tflite.model_filename(fmt)
-        _atomic_write_bytes(path, content)
-        files[fmt] = path
-        log(f"converted {fmt:8s} -> {path} ({len(content) / 1024:.1f} KiB, {time.monotonic() - t0:.1f} s)")
+    with tempfile.TemporaryDirectory(prefix="edgecam-embedding-") as scratch:
+        source, head = _with_embedding(bundle, manifest, serving, Path(scratch), log)
+        for fmt in formats:
+            t0 = time.monotonic()
+            dataset = (calibration.representative_dataset(calibration_images, progress=progress)
+                       if fmt == "int8" else None)
+            content = tflite.convert(source, fmt, dataset, io_type)
+            path = out_dir / tflite.model_filename(fmt)
+            _atomic_write_bytes(path, content)
+            files[fmt] = path
+            log(f"converted {fmt:8s} -> {path} ({len(content) / 1024:.1f} KiB, {time.monotonic() - t0:.1f} s)")
+    _record_embedding(bundle, manifest, head, log)
     conversion_seconds = time.monotonic() - started
 
     edgetpu_info = {}
@@ -114,6 +117,40 @@ def convert_bundle(bundle_dir, formats: Iterable[str] | str = tflite.FORMATS,
         _caveats(report, len(manifest.labels))
         write_report(report, bundle)
     return report
+
+
+def _with_embedding(bundle: Path, manifest, serving, scratch: Path, log) -> tuple:
+    """-> (what to convert, the head layer or None): the two-output SavedModel when model.keras ends in a
+    Dense softmax layer, else the bundle's SavedModel as is (no embedding output)."""
+    from convert.embedding import find_head, two_output_saved_model
+
+    keras_path = bundle / manifest.keras_model
+    head = find_head(keras_path) if keras_path.is_file() else None
+    if head is None:
+        log(f"embedding: none ({keras_path.name} is missing or does not end in a Dense softmax layer); the "
+            "models convert without an embedding output and cannot be taught on the device")
+        return serving, None
+    spec = manifest.input
+    folder = two_output_saved_model(head, scratch / "saved_model")
+    log(f"embedding: the {head.size}-wide input of layer '{head.layer}' is a second output of every model")
+    return tflite.ServingFunction(folder, spec.height, spec.width, spec.channels, embedding=True), head
+
+
+def _record_embedding(bundle: Path, manifest, head, log) -> None:
+    """Write the bundle's own head (tflite/head.npz) and describe it in the manifest (saved with the models)."""
+    from convert.embedding import save_head
+    from device.layout import HEAD_FILE
+    from device.manifest import EmbeddingInfo, sha256_file
+
+    path = bundle / HEAD_FILE
+    if head is None:
+        manifest.embedding = None
+        path.unlink(missing_ok=True)
+        return
+    save_head(head, path)
+    manifest.embedding = EmbeddingInfo(size=head.size, layer=head.layer, head_file=HEAD_FILE,
+                                       head_sha256=sha256_file(path))
+    log(f"head: {HEAD_FILE} ({head.weights.shape[0]}x{head.weights.shape[1]} weights, revision 0)")
 
 
 def _measure(report, heldout, manifest, serving, files, bundle, threads, progress, log) -> np.ndarray:
@@ -225,6 +262,7 @@ def _remove_stale_edgetpu_model(bundle: Path, manifest, log) -> None:
 
 def _record_in_manifest(bundle: Path, manifest, files: dict) -> None:
     """A ModelFile per converted file (hash, size, I/O quantization); measurements come later."""
+    from convert.embedding import output_layout
     from convert.readiness import io_quantization
     from device.manifest import ModelFile, save_manifest, sha256_file
 
@@ -232,8 +270,9 @@ def _record_in_manifest(bundle: Path, manifest, files: dict) -> None:
         if not (bundle / manifest.models[fmt].file).is_file():
             del manifest.models[fmt]
     for fmt, path in files.items():
+        fields = dict(io_quantization(path), **output_layout(path, len(manifest.labels)))
         manifest.models[fmt] = ModelFile(format=fmt, file=_relative(path, bundle), sha256=sha256_file(path),
-                                         size_bytes=path.stat().st_size, **io_quantization(path))
+                                         size_bytes=path.stat().st_size, **fields)
     save_manifest(manifest, bundle)
 
 

@@ -6,6 +6,10 @@ front of the classifier head and a ``-1`` in the input's shape signature; the Ed
 dynamic shapes and does not map those ops. The device feeds one frame at a time, so every format is
 converted from the same signature pinned to batch 1 (``[1, H, W, 3]``): the graph is otherwise the
 SavedModel's, and parity is measured against the unmodified SavedModel.
+
+With ``embedding=True`` the SavedModel is the two-output one convert/embedding.py exports from model.keras
+(``output_0`` probabilities, ``output_1`` the classifier's input); the TFLite graph then has two outputs,
+named ``probabilities`` and ``embedding`` in its signature, computed by one invoke.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ SIGNATURE_KEY = "serving_default"
 class ServingFunction:
     """The SavedModel's serving signature, loaded once, and a batch-1 view of it for the converter."""
 
-    def __init__(self, saved_model_dir: Path, height: int, width: int, channels: int = 3):
+    def __init__(self, saved_model_dir: Path, height: int, width: int, channels: int = 3,
+                 embedding: bool = False):
         import tensorflow as tf
 
         self.path = Path(saved_model_dir)
@@ -45,13 +50,14 @@ class ServingFunction:
         self.signature = self.loaded.signatures[SIGNATURE_KEY]
         inputs = self.signature.structured_input_signature[1]
         outputs = self.signature.structured_outputs
-        if len(inputs) != 1 or len(outputs) != 1:
+        if len(inputs) != 1 or len(outputs) != (2 if embedding else 1):
             raise ConvertError(
                 f"SavedModel {self.path}: '{SIGNATURE_KEY}' must take one image tensor and return one "
                 f"probability tensor; it has inputs {sorted(inputs)} and outputs {sorted(outputs)}."
             )
         (self.input_name, input_spec), = inputs.items()
-        self.output_name = next(iter(outputs))
+        self.output_name = "output_0" if embedding else next(iter(outputs))
+        self.embedding_name = "output_1" if embedding else None
         expected = [height, width, channels]
         if input_spec.shape.rank != 4 or list(input_spec.shape)[1:] != expected:
             raise ConvertError(
@@ -71,11 +77,15 @@ class ServingFunction:
         import tensorflow as tf
 
         signature, input_name, output_name = self.signature, self.input_name, self.output_name
+        embedding_name = self.embedding_name
         shape = [1, self.height, self.width, self.channels]
 
         @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32, name="image")])
         def serve(image):
-            return {"probabilities": signature(**{input_name: image})[output_name]}
+            outputs = signature(**{input_name: image})
+            if embedding_name is None:
+                return {"probabilities": outputs[output_name]}
+            return {"probabilities": outputs[output_name], "embedding": outputs[embedding_name]}
 
         return serve.get_concrete_function()
 

@@ -12,7 +12,8 @@ import sys
 
 from device.sinks import EMIT_MODES
 
-SUBCOMMANDS = {"doctor": "device.doctor"}
+SUBCOMMANDS = {"doctor": "device.doctor", "capture": "device.teach.cli:capture", "teach": "device.teach.cli:teach",
+               "evaluate": "device.teach.cli:evaluate"}
 
 
 def positive_int(text: str) -> int:
@@ -29,6 +30,13 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def probability(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -40,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m device",
         description="Classify camera frames with an edgecam bundle, offline. Results go to stdout as JSON "
-                    "lines and to a local HTTP API. Subcommands: doctor (check this device).",
+                    "lines and to a local HTTP API. Subcommands: doctor (check this device), capture "
+                    "(record labelled frames), teach (fit a new head on them), evaluate (score on a folder).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
@@ -74,6 +83,20 @@ def build_parser() -> argparse.ArgumentParser:
     add("--log-emit", choices=EMIT_MODES, default="change",
         help="results in the log file: every frame, label changes (spares a Pi's SD card), or off")
     add("--log-level", choices=("debug", "info", "warning", "error"), default="info", help="stderr verbosity")
+    teach = parser.add_argument_group("teaching (the Teach view, /api/*)")
+    teach.add_argument("--dataset", default=argparse.SUPPRESS,
+                       help="folder for captured frames (default: /var/lib/edgecam/dataset if it exists and is "
+                            "writable, else ./data/NAME-own)")
+    teach.add_argument("--keep-uncertain", type=non_negative_int, default=0,
+                       help="keep the last N frames whose confidence fell under --threshold, to label later (0: off)")
+    teach.add_argument("--uncertain-mb", type=non_negative_float, default=50.0,
+                       help="the uncertain frames' ring never exceeds this many megabytes")
+    teach.add_argument("--capture-fps", type=non_negative_float, default=5.0,
+                       help="most frames a second the Teach view may record (0: no limit)")
+    teach.add_argument("--dataset-limit-mb", type=non_negative_float, default=2000.0,
+                       help="recording stops when the data set's images reach this size")
+    teach.add_argument("--min-free-mb", type=non_negative_float, default=500.0,
+                       help="recording stops when the disk would have less free space than this")
     return parser
 
 
@@ -97,15 +120,16 @@ def main(argv: list | None = None) -> int:
         import importlib
         import importlib.util
 
-        module = SUBCOMMANDS[argv[0]]
+        module, _, function = SUBCOMMANDS[argv[0]].partition(":")
         if importlib.util.find_spec(module) is None:
             print(f"edgecam: '{argv[0]}' is not part of this copy of device/ ({module} is missing).",
                   file=sys.stderr)
             return 2
-        return importlib.import_module(module).main(argv[1:])
+        return getattr(importlib.import_module(module), function or "main")(argv[1:])
     args = build_parser().parse_args(argv)
     skip_tls_support()
     from device.daemon import Options, serve  # after skip_tls_support: it imports http.server
+    from device.teach.service import TeachOptions
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="edgecam %(levelname)s %(name)s: %(message)s")
     options = Options(
@@ -115,5 +139,8 @@ def main(argv: list | None = None) -> int:
         token=getattr(args, "token", None) or os.environ.get("EDGECAM_TOKEN") or None,
         log_file=getattr(args, "log_file", None), log_max_bytes=args.log_max_bytes,
         log_backups=args.log_backups, log_emit=args.log_emit,
+        teach=TeachOptions(dataset=getattr(args, "dataset", None), keep_uncertain=args.keep_uncertain,
+                           uncertain_mb=args.uncertain_mb, capture_fps=args.capture_fps,
+                           dataset_limit_mb=args.dataset_limit_mb, min_free_mb=args.min_free_mb),
     )
     return serve(options)

@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from device.manifest import ManifestError, load_manifest
 from device.notify import Notifier
@@ -25,6 +25,8 @@ from device.runtime import ModelError, load_model, parse_model_spec
 from device.server import EventHub, Server, parse_address
 from device.sinks import LogFileSink, StdoutSink
 from device.sources import open_source
+from device.teach import revisions
+from device.teach.service import TeachOptions, TeachService
 
 log = logging.getLogger("edgecam.daemon")
 BUNDLE_ERRORS = (ManifestError, ModelError)  # both are ValueError subclasses; exit code 2 at startup
@@ -49,6 +51,7 @@ class Options:
     log_max_bytes: int = 10_000_000
     log_backups: int = 3
     log_emit: str = "change"
+    teach: TeachOptions = field(default_factory=TeachOptions)  # data set, capture, uncertain ring (device/teach/)
 
 
 class Daemon:
@@ -75,6 +78,8 @@ class Daemon:
         self.sinks = [StdoutSink(options.emit, stdout)]
         self.log_sink: LogFileSink | None = None
         self.log_handler: logging.Handler | None = None
+        self.teach: TeachService | None = None
+        self.reloads = 0
 
     # ---- building ------------------------------------------------------------------------
     def load(self) -> Classifier:
@@ -82,7 +87,11 @@ class Daemon:
         manifest = load_manifest(self.options.bundle)
         model = load_model(self.options.model, self.options.bundle, threads=self.options.threads,
                            manifest=manifest)
-        return Classifier(model, manifest, self.options.smoothing, self.options.threshold, self.options.top_k)
+        head = revisions.active_head(self.options.bundle, manifest)  # None: the model's own head (revision 0)
+        classifier = Classifier(model, manifest, self.options.smoothing, self.options.threshold, self.options.top_k,
+                                head=head)
+        classifier.head_info = revisions.describe(self.options.bundle, manifest, model.format)
+        return classifier
 
     def start(self) -> None:
         """Everything that can fail for a configuration reason fails here, before READY=1."""
@@ -99,6 +108,9 @@ class Daemon:
             self.log_handler = EventLogHandler(self.log_sink)
             logging.getLogger("edgecam").addHandler(self.log_handler)
         self.classifier = self.load()
+        self.teach = TeachService(self, options.teach)
+        if options.teach.keep_uncertain > 0:
+            self.teach.dataset  # noqa: B018 - create the data set folder now: a bad --dataset fails at startup
         size = (self.classifier.model.width, self.classifier.model.height)
         open_source(options.source, size, options.loop)  # a malformed spec fails now, not in the thread
         if options.http != "off":
@@ -145,6 +157,7 @@ class Daemon:
         return {
             "state": self.state(),
             "model": model,
+            "head": getattr(classifier, "head_info", None),
             "fps": round(self.stats.fps(), 2),
             "latency_ms": self.stats.percentiles(),
             "frames": self.frame_number,
@@ -185,6 +198,8 @@ class Daemon:
         watchdog = self.notifier.watchdog_interval
         failures = 0
         while not self.stopping.is_set():
+            if self.teach is not None and self.teach.head_changed():
+                self.reload_requested.set()  # `python -m device teach` or --undo changed the head revision
             if self.reload_requested.is_set():
                 self.reload()
             now = time.monotonic()
@@ -225,6 +240,8 @@ class Daemon:
         for sink in self.sinks:
             sink.write(result)
         self.hub.publish("result", result)
+        if self.teach is not None:
+            self.teach.observe(frame, result)
         if self.frame_number == 1 or self.published_state != "running":
             self.check_state()
 
@@ -247,8 +264,18 @@ class Daemon:
             self.event("reloaded", model=classifier.model.describe())
         finally:
             self.reloading = False
+            self.reloads += 1
             self.notifier.ready()
             self.check_state()
+
+    def reload_and_wait(self, timeout: float) -> bool:
+        """Ask the inference loop to reload (the SIGHUP path) and wait until it did; False on timeout."""
+        target = self.reloads + 1
+        self.reload_requested.set()
+        deadline = time.monotonic() + timeout
+        while self.reloads < target and time.monotonic() < deadline and not self.stopping.is_set():
+            time.sleep(0.02)
+        return self.reloads >= target
 
     def shutdown(self) -> None:
         """Stop the capture thread and the server, flush the sinks; bounded to well under 2 seconds."""

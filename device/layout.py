@@ -51,6 +51,7 @@ PARITY_MD = "parity.md"
 QUANT_DEBUG_CSV = "quantization_debug.csv"
 QUANT_DEBUG_MD = "quantization_debug.md"
 HEADS_DIR = "heads"
+HEAD_FILE = "tflite/head.npz"  # the bundle's own classifier weights (W, b), written by convert/ beside the models
 
 # Everything a bundle consists of: the only names a tool may remove or replace in a bundle folder.
 BUNDLE_ENTRIES = (

@@ -81,6 +81,27 @@ class ModelFile:
     accuracy: Optional[float] = None
     agreement: Optional[float] = None
     latency_ms: Optional[float] = None
+    # Outputs, by position in the interpreter's output list. A model converted with an embedding output
+    # (convert/ since the teach feature) has two: the probabilities and the classifier's input. -1: none.
+    output_index: int = 0
+    embedding_index: int = -1
+    embedding_dtype: str = ""
+    embedding_scale: float = 0.0
+    embedding_zero_point: int = 0
+
+
+@dataclass
+class EmbeddingInfo:
+    """The classifier head the bundle's models end in: ``probabilities = softmax(embedding @ W + b)``.
+
+    ``head_file`` (numpy .npz with ``weights`` [size, classes] and ``bias`` [classes]) holds the bundle's own
+    W and b, so the device can fit a new head on the embedding output (device/teach/) and still go back to
+    this one (revision 0)."""
+
+    size: int
+    layer: str = ""
+    head_file: str = ""
+    head_sha256: str = ""
 
 
 @dataclass
@@ -98,6 +119,7 @@ class Manifest:
     keras_model: str = "model.keras"
     heldout_file: str = "heldout.txt"
     created_utc: str = ""
+    embedding: Optional[EmbeddingInfo] = None  # None: converted before embeddings (re-convert to teach)
 
     # ---- (de)serialisation -------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -123,8 +145,12 @@ class Manifest:
                 fmt: ModelFile(**_known(ModelFile, entry))
                 for fmt, entry in (data.get("models") or {}).items()
             }
+            embedding = data.get("embedding")
+            if embedding is not None and not isinstance(embedding, dict):
+                raise ManifestError(f"{source}: 'embedding' must be an object or null, got {embedding!r}.")
             fields = _known(cls, data)
-            fields.update(input=input_spec, dataset=dataset, models=models)
+            fields.update(input=input_spec, dataset=dataset, models=models,
+                          embedding=EmbeddingInfo(**_known(EmbeddingInfo, embedding)) if embedding else None)
             manifest = cls(**fields)
         except TypeError as error:  # a required field is missing in a nested object
             raise ManifestError(f"{source}: {error}. Re-export the bundle (python -m train ...).") from None
@@ -162,6 +188,13 @@ class Manifest:
                 raise ManifestError(
                     f"{source}: models.{fmt}.file must be a path inside the bundle, got {entry.file!r}."
                 )
+        if self.embedding is not None:
+            head = self.embedding.head_file
+            if not isinstance(self.embedding.size, int) or self.embedding.size < 1:
+                raise ManifestError(f"{source}: embedding.size must be a positive integer, "
+                                    f"got {self.embedding.size!r}. Re-convert the bundle (python -m convert).")
+            if head and (Path(head).is_absolute() or ".." in Path(head).parts):
+                raise ManifestError(f"{source}: embedding.head_file must be a path inside the bundle, got {head!r}.")
 
 
 def _known(cls, data: dict) -> dict:

@@ -183,22 +183,43 @@ class Stats:
 class Classifier:
     """One loaded model, its preprocessing plan, smoother and output settings."""
 
-    def __init__(self, model, manifest, smoothing: int = 1, threshold: float = 0.0, k: int = 3):
+    def __init__(self, model, manifest, smoothing: int = 1, threshold: float = 0.0, k: int = 3, head=None):
+        """``head``: a taught head (device.teach.revisions.ActiveHead) applied to the model's embedding output
+        in place of the model's own probabilities, with its own labels; None: the model's own head."""
+        if head is not None and model.embedding_index is None:
+            raise ValueError(f"{model.path} has no embedding output, so head revision {head.revision} cannot be "
+                             "used: re-convert the bundle with this edgecam (python -m convert BUNDLE).")
         self.model = model
         self.manifest = manifest
-        self.labels = list(manifest.labels)
+        self.head = head
+        self.head_info: dict | None = None  # /status "head": set by whoever loads the revision (the daemon)
+        self.labels = list(head.labels) if head is not None else list(manifest.labels)
         self.plan = preprocess.InputPlan.for_model(model, manifest.input.colour_order)
         self.workspace = preprocess.Workspace()  # process() runs in one thread: reuse the frame buffers
         self.smoother = postprocess.Smoother(smoothing)
         self.threshold = float(threshold)
         self.k = int(k)
-        self.name = f"{manifest.name}:{model.format}"
+        self.name = f"{manifest.name}:{model.format}" + (f"+head{head.revision}" if head is not None else "")
 
     def probabilities(self, frame: np.ndarray) -> np.ndarray:
-        """One frame's own probabilities (no smoothing): preprocess, invoke, dequantize."""
+        """One frame's own probabilities (no smoothing): preprocess, invoke, dequantize; with a taught head,
+        that head on the embedding output of the same invoke."""
         batch = preprocess.prepare(frame, self.plan, self.workspace)
-        raw = self.model.run(batch)
-        return postprocess.dequantize(raw[0], self.model.output_scale, self.model.output_zero_point)
+        if self.head is None:
+            raw = self.model.run(batch)
+            return postprocess.dequantize(raw[0], self.model.output_scale, self.model.output_zero_point)
+        _, embedding = self.model.run_both(batch)
+        return self.head.head.probabilities(self.dequantize_embedding(embedding[0]))
+
+    def outputs(self, frame: np.ndarray) -> tuple:
+        """One invoke -> (the model's own probabilities, the embedding or None), both dequantized."""
+        batch = preprocess.prepare(frame, self.plan, self.workspace)
+        raw, embedding = self.model.run_both(batch)
+        probabilities = postprocess.dequantize(raw[0], self.model.output_scale, self.model.output_zero_point)
+        return probabilities, None if embedding is None else self.dequantize_embedding(embedding[0])
+
+    def dequantize_embedding(self, raw: np.ndarray) -> np.ndarray:
+        return postprocess.dequantize(raw, self.model.embedding_scale, self.model.embedding_zero_point)
 
     def process(self, frame: np.ndarray) -> dict:
         """Frame -> result dict (without the frame number and time, which the daemon adds)."""

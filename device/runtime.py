@@ -63,6 +63,9 @@ class LoadedModel:
     threads: int | None
     verified: bool  # the sha256 matched the manifest's
     delegates: list = field(default_factory=list)
+    embedding_index: int | None = None  # tensor index of the embedding output (None: the model has none)
+    embedding_scale: float = 0.0
+    embedding_zero_point: int = 0
 
     @property
     def height(self) -> int:
@@ -78,6 +81,14 @@ class LoadedModel:
         interpreter.set_tensor(self.input_index, batch)
         interpreter.invoke()
         return interpreter.get_tensor(self.output_index)
+
+    def run_both(self, batch) -> tuple:
+        """One invoke -> (raw probabilities, raw embedding); the embedding is None when the model has none."""
+        interpreter = self.interpreter
+        interpreter.set_tensor(self.input_index, batch)
+        interpreter.invoke()
+        embedding = None if self.embedding_index is None else interpreter.get_tensor(self.embedding_index)
+        return interpreter.get_tensor(self.output_index), embedding
 
     def describe(self) -> dict:
         return {"format": self.format, "file": str(self.path), "sha256": self.sha256, "runtime": self.runtime,
@@ -220,20 +231,30 @@ def load_model(spec, bundle: os.PathLike | None = None, threads: int | None = No
             f"{path} cannot be loaded by {name} ({error}). Re-run python -m convert on the bundle, "
             "or update the runtime on the device."
         ) from None
-    model = _describe_interpreter(interpreter, name, fmt, path, digest, threads, verified, delegates)
+    model = _describe_interpreter(interpreter, name, fmt, path, digest, threads, verified, delegates, entry,
+                                  manifest)
     if manifest is not None:
         check_against_manifest(model, manifest, bundle)
     return model
 
 
-def _describe_interpreter(interpreter, name, fmt, path, digest, threads, verified, delegates) -> LoadedModel:
+def _describe_interpreter(interpreter, name, fmt, path, digest, threads, verified, delegates, entry=None,
+                          manifest=None) -> LoadedModel:
     inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ModelError(f"{path} has {len(inputs)} inputs and {len(outputs)} outputs; edgecam needs one of each.")
-    source, target = inputs[0], outputs[0]
+    if len(inputs) != 1 or len(outputs) not in (1, 2):
+        raise ModelError(f"{path} has {len(inputs)} inputs and {len(outputs)} outputs; edgecam needs one input "
+                         "and one output (probabilities) or two (probabilities and embedding).")
+    source = inputs[0]
+    probabilities, embedding = _pick_outputs(outputs, entry, manifest, path)
+    target = outputs[probabilities]
     in_scale, in_zero = source.get("quantization", (0.0, 0))
     out_scale, out_zero = target.get("quantization", (0.0, 0))
-    return LoadedModel(
+    extra = {}
+    if embedding is not None:
+        scale, zero = outputs[embedding].get("quantization", (0.0, 0))
+        extra = dict(embedding_index=outputs[embedding]["index"], embedding_scale=float(scale),
+                     embedding_zero_point=int(zero))
+    return LoadedModel(**extra, 
         interpreter=interpreter, runtime=name, format=fmt, path=path, sha256=digest,
         input_index=source["index"], output_index=target["index"], input_shape=tuple(source["shape"]),
         input_dtype=source["dtype"], output_dtype=target["dtype"],
@@ -241,6 +262,23 @@ def _describe_interpreter(interpreter, name, fmt, path, digest, threads, verifie
         output_scale=float(out_scale), output_zero_point=int(out_zero),
         threads=threads, verified=verified, delegates=delegates,
     )
+
+
+def _pick_outputs(outputs: list, entry: ModelFile | None, manifest: Manifest | None, path) -> tuple:
+    """-> (position of the probabilities output, position of the embedding output or None). The manifest's
+    entry says which is which; a model outside the manifest is told apart by its width (the label count)."""
+    if len(outputs) == 1:
+        return 0, None
+    if entry is not None and entry.embedding_index in (0, 1) and entry.output_index in (0, 1) \
+            and entry.embedding_index != entry.output_index:
+        return entry.output_index, entry.embedding_index
+    classes = len(manifest.labels) if manifest is not None else None
+    widths = [int(output["shape"][-1]) for output in outputs]
+    if classes is not None and widths.count(classes) == 1:
+        probabilities = widths.index(classes)
+        return probabilities, 1 - probabilities
+    raise ModelError(f"{path} has two outputs and the manifest does not say which one gives the probabilities. "
+                     "Re-run python -m convert on the bundle.")
 
 
 def check_against_manifest(model: LoadedModel, manifest: Manifest, bundle) -> None:
@@ -251,7 +289,8 @@ def check_against_manifest(model: LoadedModel, manifest: Manifest, bundle) -> No
             f"{model.path} takes input {tuple(model.input_shape)} but {Path(bundle) / 'manifest.json'} says "
             f"{expected}: the model and manifest come from different exports. Re-run python -m convert {bundle}."
         )
-    classes = int(model.interpreter.get_output_details()[0]["shape"][-1])
+    classes = next(int(output["shape"][-1]) for output in model.interpreter.get_output_details()
+                   if output["index"] == model.output_index)
     if classes != len(manifest.labels):
         raise ModelError(
             f"{model.path} outputs {classes} classes but {Path(bundle) / 'manifest.json'} lists "

@@ -173,6 +173,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_body(200, text.encode("utf-8"), "text/plain; version=0.0.4; charset=utf-8")
         if path == "/events":
             return self.stream_events()
+        if self.teach_handles("GET", path):
+            return None
         web = self.server.web
         if web is not None:
             try:
@@ -182,6 +184,27 @@ class Handler(BaseHTTPRequestHandler):
                 return None
         return self.send_json(404, {"error": f"no such endpoint {path}",
                                     "endpoints": ["/healthz", "/status", "/metrics", "/events"]})
+
+    def do_POST(self):
+        """State-changing calls (the Teach API): token checked here, Host/Origin in device/teach/http.py."""
+        url = urlsplit(self.path)
+        if not self.authorised(url.query):
+            self.close_connection = True
+            return self.send_json(403, {"error": "wrong or missing token: send Authorization: Bearer TOKEN "
+                                                 "or ?token=TOKEN"})
+        if self.teach_handles("POST", url.path):
+            return None
+        self.close_connection = True  # the unread body must not be taken for the next request
+        return self.send_json(404, {"error": f"no such endpoint POST {url.path}"})
+
+    def teach_handles(self, method: str, path: str) -> bool:
+        teach = self.server.teach
+        if teach is None:
+            return False
+        try:
+            return teach.handle(self, method, path, self.daemon)
+        except (BrokenPipeError, ConnectionResetError):
+            return True
 
     def authorised(self, query: str) -> bool:
         token = self.server.token
@@ -250,6 +273,7 @@ class Server(ThreadingHTTPServer):
         self.app = daemon
         self.token = token
         self.web = load_web()
+        self.teach = load_optional("device.teach.http")
         try:
             super().__init__(address, Handler)
         except OSError as error:
@@ -280,5 +304,17 @@ def load_web():
         module = importlib.import_module("device.web")
     except Exception as error:  # noqa: BLE001 - the kiosk is optional; the API must still serve
         log.warning("device/web.py failed to import (%s); serving the API only", error)
+        return None
+    return module if callable(getattr(module, "handle", None)) else None
+
+
+def load_optional(name: str):
+    """An optional module with ``handle`` (device.teach.http); a broken one is logged, not fatal."""
+    try:
+        if importlib.util.find_spec(name) is None:
+            return None
+        module = importlib.import_module(name)
+    except Exception as error:  # noqa: BLE001 - the API must still serve
+        log.warning("%s failed to import (%s); serving without it", name, error)
         return None
     return module if callable(getattr(module, "handle", None)) else None

@@ -1,0 +1,273 @@
+"""The Teach HTTP API, served by the daemon's HTTP server (device/server.py routes these paths here).
+
+    GET  /teach, /teach/static/NAME        the Teach page and its files (device/teach/static/)
+    GET  /api/dataset                      classes, counts, newest files, uncertain frames, space
+    GET  /api/dataset/image?file=REL[&thumb=1]
+    GET  /dataset.tar                      the whole data set as one archive
+    POST /api/classes {"name"}             POST /api/capture {"label"}        POST /api/dataset/delete {"file"}
+    POST /api/uncertain/label {"id", "label"}   POST /api/uncertain/discard {"id"}
+    POST /api/teach {"force"}              POST /api/teach/undo {}
+
+The server has checked the token for every request. A POST must also carry a JSON body
+(``Content-Type: application/json``, which a cross-site form cannot send without a CORS preflight this
+server never grants), name an allowed Host (an IP address, localhost, this machine's name or NAME.local: a
+DNS-rebinding name is refused) and, when the browser sends an Origin or a Referer, come from that same host.
+So no other web page open in the kiosk's browser can record, delete or retrain. Errors are JSON
+``{"error": "what happened and what to do"}``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import io
+import ipaddress
+import json
+import re
+import socket
+import tarfile
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from device.teach.dataset import DatasetError, DatasetFull
+from device.teach.service import NoFrame, RateLimited, TeachBusy, TeachRefused
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+MAX_BODY = 64 * 1024
+THUMB_SIZE = 160
+GET_PATHS = ("/teach", "/api/dataset", "/api/dataset/image", "/dataset.tar")
+CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                 ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png",
+                 ".json": "application/json"}
+
+
+class Refused(Exception):
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def handle(request_handler, method: str, path: str, daemon) -> bool:
+    """Answer PATH if it is a Teach path (True); False lets the server send its 404."""
+    if getattr(daemon, "teach", None) is None:
+        return False
+    if method == "GET":
+        if path not in GET_PATHS and not path.startswith("/teach/static/"):
+            return False
+        return _answer(request_handler, lambda: _get(request_handler, path, daemon))
+    if method == "POST":
+        if path not in POSTS:
+            return False
+        return _answer(request_handler, lambda: _post(request_handler, path, daemon))
+    return False
+
+
+def _answer(request_handler, action) -> bool:
+    try:
+        action()
+    except Refused as refused:
+        request_handler.send_json(refused.code, {"error": str(refused)})
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    return True
+
+
+# ---- GET --------------------------------------------------------------------------------------
+def _get(request_handler, path: str, daemon) -> None:
+    query = parse_qs(urlsplit(request_handler.path).query)
+    service = daemon.teach
+    if path == "/teach":
+        return _static(request_handler, "teach.html", query)
+    if path.startswith("/teach/static/"):
+        return _static(request_handler, path[len("/teach/static/"):], query)
+    if path == "/api/dataset":
+        return request_handler.send_json(200, _call(service.describe))
+    if path == "/api/dataset/image":
+        relative = (query.get("file") or [""])[0]
+        file = _call(lambda: service.dataset.resolve_any(relative))
+        body = file.read_bytes()
+        if (query.get("thumb") or ["0"])[0] not in ("", "0"):
+            body = _thumbnail(body)
+        return request_handler.send_body(200, body, "image/jpeg")
+    return _send_tar(request_handler, service.dataset.root)
+
+
+def _static(request_handler, name: str, query: dict) -> None:
+    file = STATIC_DIR / name
+    if not SAFE_NAME.fullmatch(name) or not file.is_file():
+        raise Refused(404, f"the Teach page's file {name!r} is not installed in {STATIC_DIR}: update device/ "
+                           "from an edgecam release that has the Teach view.")
+    body = file.read_bytes()
+    if name.endswith(".html") and query.get("token"):
+        token = query["token"][0]
+        body = re.sub(rb'((?:src|href)="/teach/static/[A-Za-z0-9_.-]+)"',
+                      lambda m: m.group(1) + b"?token=" + token.encode("ascii", "ignore") + b'"', body)
+    content_type = CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream")
+    request_handler.send_body(200, body, content_type, {"X-Content-Type-Options": "nosniff"})
+
+
+def _thumbnail(body: bytes) -> bytes:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(body)) as image:
+        image = image.convert("RGB")
+        image.thumbnail((THUMB_SIZE, THUMB_SIZE))
+        out = io.BytesIO()
+        image.save(out, format="JPEG", quality=80)
+        return out.getvalue()
+
+
+def _send_tar(request_handler, root: Path) -> None:
+    """Stream the data set (class folders, index.jsonl; not the uncertain ring) as an uncompressed tar."""
+    request_handler.send_response(200)
+    request_handler.send_header("Content-Type", "application/x-tar")
+    request_handler.send_header("Content-Disposition", f'attachment; filename="{root.name or "dataset"}.tar"')
+    request_handler.send_header("Cache-Control", "no-store")
+    request_handler.send_header("Connection", "close")
+    request_handler.end_headers()
+    request_handler.close_connection = True
+    with tarfile.open(fileobj=request_handler.wfile, mode="w|") as archive:
+        for path in sorted(root.rglob("*")):
+            relative = path.relative_to(root)
+            if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+                continue
+            archive.add(path, arcname=f"{root.name}/{relative.as_posix()}", recursive=False)
+
+
+# ---- POST -------------------------------------------------------------------------------------
+def _post(request_handler, path: str, daemon) -> None:
+    check_request(request_handler, daemon)
+    body = read_json(request_handler)
+    code, answer = 200, POSTS[path](daemon.teach, body)
+    request_handler.send_json(code, answer)
+
+
+def check_request(request_handler, daemon) -> None:
+    """Token (again: a POST answers 403), Host, and Origin/Referer; Refused(403) when any is wrong."""
+    token = getattr(daemon, "token", None) or getattr(request_handler.server, "token", None)
+    if token:
+        header = request_handler.headers.get("Authorization", "")
+        offered = header[7:].strip() if header.startswith("Bearer ") else ""
+        offered = offered or (parse_qs(urlsplit(request_handler.path).query).get("token") or [""])[0]
+        if not hmac.compare_digest(offered.encode("utf-8"), token.encode("utf-8")):
+            raise Refused(403, "wrong or missing token: send Authorization: Bearer TOKEN or ?token=TOKEN.")
+    host = request_handler.headers.get("Host", "")
+    if not allowed_host(host):
+        raise Refused(403, f"Host {host!r} is not this device's name or address: open the page by the device's IP "
+                           "address, localhost or its hostname.")
+    for header in ("Origin", "Referer"):
+        value = request_handler.headers.get(header)
+        if value is None:
+            continue
+        if urlsplit(value).netloc.lower() != host.lower():
+            raise Refused(403, f"{header} {value!r} is another site than this device ({host}): only the Teach page "
+                               "served by this daemon may change the data set or the model.")
+        break  # the Origin decides when present
+
+
+def allowed_host(host: str) -> bool:
+    name = host.strip().lower()
+    if name.startswith("["):
+        name = name[1:].split("]", 1)[0]
+    elif name.count(":") == 1:
+        name = name.split(":", 1)[0]
+    if not name:
+        return False
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        pass
+    own = socket.gethostname().lower()
+    return name in ("localhost", own, f"{own}.local", own.split(".")[0], f"{own.split('.')[0]}.local")
+
+
+def read_json(request_handler) -> dict:
+    content_type = request_handler.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise Refused(415, "send a JSON body with Content-Type: application/json.")
+    try:
+        length = int(request_handler.headers.get("Content-Length", "0"))
+    except ValueError:
+        raise Refused(400, "Content-Length is not a number.") from None
+    if length < 0 or length > MAX_BODY:
+        raise Refused(413, f"the JSON body is limited to {MAX_BODY} bytes.")
+    raw = request_handler.rfile.read(length) if length else b"{}"
+    try:
+        body = json.loads(raw or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise Refused(400, "the body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise Refused(400, "the JSON body must be an object such as {\"label\": \"paper\"}.")
+    return body
+
+
+def _call(action):
+    """Run a service call, turning its exceptions into HTTP answers."""
+    try:
+        return action()
+    except RateLimited as error:
+        raise Refused(429, str(error)) from None
+    except DatasetFull as error:
+        raise Refused(507, f"recording stopped: {error}") from None
+    except NoFrame as error:
+        raise Refused(503, str(error)) from None
+    except TeachBusy as error:
+        raise Refused(409, str(error)) from None
+    except TeachRefused as error:
+        raise Refused(409, str(error)) from None
+    except DatasetError as error:
+        message = str(error)
+        raise Refused(404 if "does not exist" in message or "is gone" in message or "not in the ring" in message
+                      else 400, message) from None
+    except (RuntimeError, OSError, ValueError) as error:
+        raise Refused(500, f"{error}") from None
+
+
+def _field(body: dict, name: str, kind=str):
+    value = body.get(name)
+    if not isinstance(value, kind):
+        raise Refused(400, f"the JSON body needs {name!r} ({kind.__name__}), e.g. {{\"{name}\": ...}}.")
+    return value
+
+
+def _classes(service, body):
+    name = _field(body, "name")
+    return {"name": _call(lambda: service.dataset.add_class(name))}
+
+
+def _capture(service, body):
+    label = _field(body, "label")
+    relative, count = _call(lambda: service.capture(label))
+    return {"file": relative, "count": count}
+
+
+def _delete(service, body):
+    relative = _field(body, "file")
+    return {"deleted": _call(lambda: service.dataset.delete(relative))}
+
+
+def _label(service, body):
+    identifier, label = _field(body, "id"), _field(body, "label")
+    return {"file": _call(lambda: service.dataset.label_uncertain(identifier, label))}
+
+
+def _discard(service, body):
+    identifier = _field(body, "id")
+    return {"discarded": _call(lambda: service.dataset.discard_uncertain(identifier))}
+
+
+def _teach(service, body):
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        raise Refused(400, "'force' must be true or false.")
+    return _call(lambda: service.teach(force))
+
+
+def _undo(service, body):
+    return _call(service.undo)
+
+
+POSTS = {"/api/classes": _classes, "/api/capture": _capture, "/api/dataset/delete": _delete,
+         "/api/uncertain/label": _label, "/api/uncertain/discard": _discard, "/api/teach": _teach,
+         "/api/teach/undo": _undo}
