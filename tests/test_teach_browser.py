@@ -23,6 +23,7 @@ from pathlib import Path
 import device_bundle
 import numpy as np
 import pytest
+import teach_bundle
 from test_kiosk_browser import DaemonProcess, browser  # noqa: F401 - the shared Chromium fixture
 
 FRAMES = 4  # files in the camera folder
@@ -75,9 +76,9 @@ def two_shapes(folder: Path, count: int, seed: int) -> list:
 
 @pytest.fixture(scope="module")
 def setup(browser, tmp_path_factory):  # noqa: F811
-    bundle = device_bundle.copy_bundle(device_bundle.shared_bundle(tmp_path_factory),
+    bundle = device_bundle.copy_bundle(teach_bundle.shared_teach_bundle(tmp_path_factory),
                                        tmp_path_factory.mktemp("teach") / "bundle")  # teaching writes heads/
-    train = Path(device_bundle.heldout(bundle)[0][1]).parents[2] / "train"
+    train = teach_bundle.images_root(tmp_path_factory) / "train"
     pictures = {colour: sorted((train / label).glob("*.png")) for colour, label in COLOURS.items()}
     pictures["unsure"] = two_shapes(bundle.parent / "unsure", 4, seed=7)
     camera = Camera(bundle.parent / "camera", pictures)
@@ -226,8 +227,8 @@ def test_an_unsure_frame_is_labelled_from_the_view(setup, tabs):
     cards = teach.page.get_by_test_id("uncertain-item")
     wait_for(lambda: cards.count() > 0, 15, "no unsure frame reached the view")
     camera.show("red")
-    card = cards.first
-    identifier = card.get_attribute("data-id")
+    identifier = cards.first.get_attribute("data-id")  # newer frames may still arrive on top: keep to this one
+    card = teach.page.locator(f'[data-testid="uncertain-item"][data-id="{identifier}"]')
     wait_for(lambda: card.locator("img").evaluate("image => image.complete && image.naturalWidth > 0"), 5,
              "the unsure frame's picture did not load")
     before = len(files(dataset, "green"))
@@ -236,7 +237,7 @@ def test_an_unsure_frame_is_labelled_from_the_view(setup, tabs):
     wait_for(lambda: teach.page.locator(f'[data-id="{identifier}"]').count() == 0, 8, "the frame is still listed")
     if cards.count():
         other = cards.first.get_attribute("data-id")
-        cards.first.get_by_test_id("discard").click()
+        teach.page.locator(f'[data-testid="uncertain-item"][data-id="{other}"]').get_by_test_id("discard").click()
         wait_for(lambda: teach.page.locator(f'[data-id="{other}"]').count() == 0, 8, "discard did not remove it")
     assert len(files(dataset, "green")) == before + 1
 
@@ -283,7 +284,10 @@ def test_a_worse_teach_is_refused_used_anyway_and_undone(setup, tabs):
     teach.testid("force").click()  # "use anyway"
     wait_for(lambda: result.get_attribute("data-state") == "accepted", 90, "the forced teach was not used")
     assert daemon.status()["head"]["revision"] == 2
-    wait_for(lambda: kiosk_label(kiosk) == "red", 8, "the kiosk does not follow the forced (swapped) head")
+    # The forced head learnt the swap (early stopping on the honest held-out fifth leaves it unsure, so the
+    # kiosk may say "unknown (best guess: red)"): green frames are "red" now.
+    wait_for(lambda: kiosk_label(kiosk) == "red" or "best guess: red" in kiosk.testid("confidence").inner_text(),
+             8, "the kiosk does not follow the forced head")
 
     teach.testid("undo").click()
     wait_for(lambda: result.get_attribute("data-state") == "undone", 10, "undo did not answer")
