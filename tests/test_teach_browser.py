@@ -294,3 +294,37 @@ def test_a_worse_teach_is_refused_used_anyway_and_undone(setup, tabs):
     assert teach.testid("teach-title").inner_text() == "Back to revision 1"
     assert daemon.status()["head"]["revision"] == 1
     wait_for(lambda: kiosk_label(kiosk) == "green", 8, "undo did not restore the previous head")
+
+
+def test_a_token_is_passed_on_and_a_full_disk_stops_recording(browser, setup, tmp_path_factory):  # noqa: F811
+    """A second daemon that requires a token and whose free-space floor is above any disk's free space."""
+    folder = tmp_path_factory.mktemp("teach-token")
+    dataset = folder / "dataset"
+    secured = DaemonProcess(setup["bundle"], setup["camera"].folder, folder / "daemon.log", "--token", "s3cret",
+                            "--dataset", str(dataset), "--min-free-mb", "1000000000").start()
+    context = browser.new_context(viewport={"width": 800, "height": 480})
+    try:
+        teach = Tab(context, secured, "/teach?token=s3cret")
+        requests = []
+        teach.page.on("request", lambda request: requests.append(request.url))
+        teach.page.reload(wait_until="domcontentloaded")
+        banner = teach.testid("banner")
+        wait_for(lambda: banner.is_visible() and banner.inner_text().startswith("Recording is stopped:"), 8,
+                 "no banner for the full disk")
+        assert "free" in banner.inner_text()
+        teach.testid("add-name").fill("red")
+        teach.testid("add-button").click()  # a POST: it needs the token too
+        teach.testid("class-red").wait_for()
+        assert teach.testid("record").is_disabled()
+        teach.page.keyboard.down("Space")
+        time.sleep(0.5)
+        teach.page.keyboard.up("Space")
+        assert files(dataset, "red") == [] and (dataset / "red").is_dir()
+        assert requests and all("token=s3cret" in url for url in requests), requests
+        assert teach.blocked == [] and teach.errors == []
+
+        anonymous = context.new_page().goto(secured.base + "/teach")
+        assert anonymous.status == 401 and "token required" in anonymous.text()
+    finally:
+        context.close()
+        secured.stop()
