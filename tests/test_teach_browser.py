@@ -161,6 +161,11 @@ def test_record_three_classes_by_mouse_space_and_touch(setup, tabs):
     camera, dataset = setup["camera"], setup["dataset"]
     teach.testid("classes").wait_for()
     assert teach.testid("record").is_disabled()  # no class picked yet: nothing to record into
+    offered = teach.testid("class-paper")  # the model's own labels are offered before they have a folder
+    assert "new" in offered.get_attribute("class") and not (dataset / "paper").exists()
+    offered.click()
+    wait_for(lambda: (dataset / "paper").is_dir() and "new" not in offered.get_attribute("class"), 5,
+             "picking a model label did not make its folder")
     for colour, hold in (("red", hold_mouse), ("green", hold_space), ("blue", hold_finger)):
         teach.testid("add-name").fill(colour)
         teach.testid("add-button").click()

@@ -155,7 +155,11 @@
     event.preventDefault();
     if (!event.repeat) startRecording();
   });
-  document.addEventListener("keyup", (event) => { if (event.key === " ") stopRecording(); });
+  document.addEventListener("keyup", (event) => {
+    if (event.key !== " " || event.target.tagName === "INPUT") return;
+    event.preventDefault(); // Space must not also press the focused button
+    stopRecording();
+  });
   window.addEventListener("blur", stopRecording);
 
   // ---- classes, thumbnails, deleting -------------------------------------------------------
