@@ -84,6 +84,16 @@ lint: setup ## ruff over the code
 clean: ## Remove generated data, artifacts and dist (keeps .venv)
 	rm -rf data artifacts dist build .pytest_cache
 
+# ---- teach it your camera (device/teach/) ----------------------------------------------------------------
+.PHONY: evaluate teach-demo
+evaluate: setup ## Score BUNDLE (with its current head) on DATA=DIR of class folders: Markdown + evaluation/mistakes.png
+	@test "$(origin DATA)" != file -a -d "$(DATA)" || { echo "make evaluate needs DATA=DIR, a folder of class folders (e.g. make evaluate DATA=data/rps-own)"; exit 2; }
+	$(PY) -m device evaluate --bundle $(BUNDLE) --data $(DATA) --out evaluation
+
+teach-demo: setup ## Built-in vs taught accuracy on unseen camera-style images (datagen style=camera) with BUNDLE
+	@test -f "$(BUNDLE)/manifest.json" || { echo "make teach-demo needs a converted bundle: make demo (or BUNDLE=...)"; exit 2; }
+	$(PY) -m bench.teach --bundle $(BUNDLE) --out $(BUNDLE)/teach_demo.json
+
 # ---- make pull: the device's dataset (Teach view) to this machine ------------------------------
 DEVICE_DATASET ?= /var/lib/edgecam/dataset
 PULL_DEST ?= data/$(NAME)-own

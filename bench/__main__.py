@@ -87,7 +87,22 @@ def run(args) -> tuple:
         row(f"RSS growth over {args.rss_frames:,} frames (image source)", f"{growth:+.2f} MB (from {base:.1f} MB)",
             f"<= {LIMITS['rss_growth_mb']:.0f} MB", growth <= LIMITS["rss_growth_mb"]),
     ]
+    rows += teach_rows(bundle, args.threads)
     return rows, manifest
+
+
+def teach_rows(bundle: Path, threads: int) -> list:
+    """Teaching on the device (bench/teach.py): embedding speed and one head fit, for 600 frames."""
+    from bench.teach import TEACH_FRAMES, measure_teach
+
+    print(f"bench: teaching ({TEACH_FRAMES} frames)...", file=sys.stderr)
+    teach = measure_teach(bundle, threads)
+    if not teach:
+        return [row("teach: embedding output", "none: re-convert the bundle (python -m convert) to teach it")]
+    return [row(f"teach: int8 frames embedded per second (640x480 frames, {teach['embedding']}-wide embedding)",
+                f"{teach['embed_fps']:.0f} fps ({TEACH_FRAMES / teach['embed_fps']:.1f} s for {TEACH_FRAMES})"),
+            row(f"teach: seconds to fit a head on {TEACH_FRAMES} embeddings (numpy, early stop)",
+                f"{teach['fit_seconds']:.2f} s")]
 
 
 def markdown(rows, header: str) -> str:

@@ -45,7 +45,9 @@ def test_daemon_never_imports_the_host_side(bundle):
 
 
 def test_device_package_imports_stay_lean():
-    code = ("import sys, device.cli, device.daemon, device.server, device.sources, device.runtime;"
+    code = ("import sys, device.cli, device.daemon, device.server, device.sources, device.runtime, device.teach.cli,"
+            " device.teach.dataset, device.teach.evaluate, device.teach.head, device.teach.http,"
+            " device.teach.revisions, device.teach.service, device.teach.teaching;"
             "print(sorted({m.split('.')[0] for m in sys.modules}))")
     output = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                             env=dict(os.environ, PYTHONPATH=str(REPO)), check=True).stdout
@@ -68,3 +70,24 @@ def test_device_folder_alone_runs_the_daemon(bundle, tmp_path):
     where = subprocess.run([sys.executable, "-c", "import device; print(device.__file__)"], cwd=tmp_path,
                            env=environment, check=True, capture_output=True, text=True).stdout
     assert where.startswith(str(tmp_path / "device")), where  # the copy ran, not the repo's device/
+
+
+def test_teach_capture_and_evaluate_never_import_the_host_side(tmp_path_factory, tmp_path):
+    """device/teach/ (capture, teach, evaluate) runs on the device: numpy, Pillow and the interpreter only."""
+    import shutil
+
+    import teach_bundle
+
+    from bench.teach import light_copy
+
+    bundle = light_copy(teach_bundle.shared_teach_bundle(tmp_path_factory), tmp_path / "bundle")
+    images = teach_bundle.images_root(tmp_path_factory)
+    data = shutil.copytree(images / "train", tmp_path / "data")
+    for arguments in (["capture", "--bundle", bundle, "--source", f"images:{images / 'test' / 'rock'}", "--label",
+                       "rock", "--count", "2", "--interval", "0", "--dataset", data, "--min-free-mb", "0"],
+                      ["teach", "--bundle", bundle, "--data", data, "--threads", "1"],
+                      ["evaluate", "--bundle", bundle, "--data", images / "test", "--out", tmp_path / "eval"]):
+        code, modules, _ = run_daemon_and_list_modules(arguments)
+        assert code == 0, arguments[0]
+        assert "numpy" in modules and "PIL" in modules and "ai_edge_litert" in modules
+        assert not modules & set(FORBIDDEN), (arguments[0], sorted(modules & set(FORBIDDEN)))

@@ -10,6 +10,11 @@ circle), mirror (left/right hand), palm or back of the hand, position, lighting 
 colour cast, a shading gradient), blur and sensor noise. The fist is drawn larger and the open hand smaller,
 so that colour, brightness and skin area alone do not tell the classes apart: only the shape does.
 
+``style="camera"`` draws the same hands as one fixed camera rig sees them instead (the shifted style the teach
+tests and ``make teach-demo`` use): a green cloth background, warm dim light, lens blur, vignetting and sensor
+noise. The built-in model, trained on the drawn style, does badly on it; teaching on a few dozen such frames
+on the device lifts it (device/teach/). Its images come from their own seed streams.
+
 Every image has its own ``np.random.default_rng((seed, split, class, index))``: any one image can be
 rebuilt alone, workers can render in any order, and train, test and calibration never share a stream. PNGs
 are written without metadata at a fixed compression level, so the same seed gives byte-identical files
@@ -34,6 +39,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 CLASS_NAMES = ("paper", "rock", "scissors")
 SPLITS = ("train", "test")
 SPLIT_IDS = {"train": 0, "test": 1, "calibration": 2}  # part of every image's seed: streams never overlap
+STYLES = ("drawn", "camera")  # drawn: the built-in set; camera: one fixed camera rig (a shifted style)
 GENERATOR = "edgecam.train.datagen"
 VERSION = 4  # bump when the drawing changes: folders written by another version are regenerated
 MANIFEST = "dataset.json"
@@ -268,7 +274,7 @@ def _draw_parts(draw, parts, pose: _Pose, colours: dict, outline_width: float) -
                     draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
 
 
-def render_hand(label: str, rng, size: int = 150, with_mask: bool = False):
+def render_hand(label: str, rng, size: int = 150, with_mask: bool = False, style: str = "drawn"):
     """One RGB image of SIZE x SIZE showing LABEL ('paper', 'rock' or 'scissors'), drawn with RNG.
 
     With WITH_MASK, also returns the hand's coverage (float HxW in 0..1, hand and bare forearm), which the
@@ -276,10 +282,12 @@ def render_hand(label: str, rng, size: int = 150, with_mask: bool = False):
     """
     if label not in CLASS_NAMES:
         raise ValueError(f"Unknown class {label!r}; choose one of: {', '.join(CLASS_NAMES)}.")
+    if style not in STYLES:
+        raise ValueError(f"Unknown style {style!r}; choose one of: {', '.join(STYLES)}.")
     side = size * SUPERSAMPLE
     skin = _skin_colour(rng)
-    background = _background(rng, side)
-    for _ in range(10):  # keep some contrast between hand and background, as a photographer would
+    background = _background(rng, side) if style == "drawn" else _camera_background(rng, side)
+    for _ in range(10 if style == "drawn" else 0):  # keep some contrast between hand and background, as a photographer would
         if np.linalg.norm(background.mean(axis=(0, 1)) - skin) > 80:
             break
         background = _background(rng, side)
@@ -315,7 +323,8 @@ def render_hand(label: str, rng, size: int = 150, with_mask: bool = False):
     _draw_hand(ImageDraw.Draw(layer), pose, forearm, sleeve, parts, colours, outline_width)
     image = Image.fromarray(background)
     image.paste(layer, (0, 0), layer)
-    image = _photometric(rng, image.resize((size, size), Image.LANCZOS))
+    photometric = _photometric if style == "drawn" else camera_look
+    image = photometric(rng, image.resize((size, size), Image.LANCZOS))
     if not with_mask:
         return image
     mask = Image.new("L", (side, side), 0)  # skin 255, sleeve 0
@@ -352,17 +361,43 @@ def _photometric(rng, image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(pixels, 0, 255).round().astype(np.uint8))
 
 
-def image_rng(seed: int, split: str, label: str, index: int):
-    """The generator of one image: (seed, split, class, index) -> its own independent stream."""
-    return np.random.default_rng([seed, SPLIT_IDS[split], CLASS_NAMES.index(label), index])
+def _camera_background(rng, side: int) -> np.ndarray:
+    """The camera style's backdrop: a green cloth with a soft weave and a shadow, the same in every frame."""
+    base = np.array([70.0, 140.0, 80.0]) * rng.uniform(0.9, 1.1) + rng.normal(0, 4, 3)
+    yy, xx = np.mgrid[0:side, 0:side] / side
+    weave = 6 * np.sin(2 * np.pi * xx * 40) * np.sin(2 * np.pi * yy * 40)
+    shadow = 1 - 0.35 * np.clip((xx + yy - rng.uniform(0.9, 1.3)) * 2, 0, 1)
+    image = (base[None, None, :] + weave[..., None]) * shadow[..., None]
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def camera_look(rng, image: Image.Image) -> Image.Image:
+    """One small camera in a dim room: lens blur, warm cast, low contrast, vignetting, strong sensor noise."""
+    size = image.size[0]
+    image = image.filter(ImageFilter.GaussianBlur(rng.uniform(1.2, 2.0) * size / 150))
+    pixels = np.asarray(image, dtype=np.float64) / 255
+    pixels = pixels * np.array([1.15, 0.95, 0.7]) * rng.uniform(0.55, 0.75)  # warm, dim
+    pixels = (pixels - 0.3) * rng.uniform(0.7, 0.85) + 0.3
+    coords = np.linspace(-1, 1, size)
+    radius = np.sqrt(coords[None, :] ** 2 + coords[:, None] ** 2)
+    pixels = pixels * (1 - 0.45 * np.clip(radius - 0.5, 0, None))[..., None]  # vignetting
+    pixels = pixels * 255 + rng.normal(0, rng.uniform(10, 16), pixels.shape)
+    return Image.fromarray(np.clip(pixels, 0, 255).round().astype(np.uint8))
+
+
+def image_rng(seed: int, split: str, label: str, index: int, style: str = "drawn"):
+    """The generator of one image: (seed, split, class, index[, style]) -> its own independent stream."""
+    key = [seed, SPLIT_IDS[split], CLASS_NAMES.index(label), index]
+    return np.random.default_rng(key if style == "drawn" else key + [STYLES.index(style)])
 
 
 # ------------------------------------------------------------------------------------------------ writing
 
 
 def _render_task(task) -> None:
-    path, seed, split, label, index, size = task
-    image = render_hand(label, image_rng(seed, split, label, index), size)
+    path, seed, split, label, index, size = task[:6]
+    style = task[6] if len(task) > 6 else "drawn"
+    image = render_hand(label, image_rng(seed, split, label, index, style), size, style=style)
     image.save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
 
 
@@ -460,7 +495,7 @@ def _check_counts(size: int, seed: int, **counts) -> None:
 
 def generate_dataset(out_dir, train_per_class: int = 840, test_per_class: int = 124, size: int = 150,
                      seed: int = 0, progress: bool = True, *, workers: int | None = None,
-                     overwrite: bool = False) -> dict:
+                     overwrite: bool = False, style: str = "drawn") -> dict:
     """Write OUT/{train,test}/{paper,rock,scissors}/<class>_<index>.png and OUT/dataset.json.
 
     Returns {"train": {class: count}, "test": {class: count}, "reused": bool}; "reused" is True when OUT
@@ -468,9 +503,13 @@ def generate_dataset(out_dir, train_per_class: int = 840, test_per_class: int = 
     Raises DatasetExistsError for a non-empty folder not written by this generator, unless OVERWRITE.
     """
     _check_counts(size, seed, train_per_class=train_per_class, test_per_class=test_per_class)
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {', '.join(STYLES)}, got {style!r}.")
     out_dir = Path(out_dir)
     parameters = {"version": VERSION, "classes": list(CLASS_NAMES), "size": size, "seed": seed,
                   "train_per_class": train_per_class, "test_per_class": test_per_class}
+    if style != "drawn":  # the drawn style's parameters stay as before, so existing folders are reused
+        parameters["style"] = style
     counts = {split: {label: parameters[f"{split}_per_class"] for label in CLASS_NAMES} for split in SPLITS}
     if _prepare(out_dir, parameters, _dataset_files, overwrite):
         return {**counts, "reused": True}
@@ -478,8 +517,8 @@ def generate_dataset(out_dir, train_per_class: int = 840, test_per_class: int = 
         tasks = []
         for label in CLASS_NAMES:
             (out_dir / split / label).mkdir(parents=True, exist_ok=True)
-            tasks.extend((out_dir / split / label / f"{label}_{index:04d}.png", seed, split, label, index, size)
-                         for index in range(parameters[f"{split}_per_class"]))
+            tasks.extend((out_dir / split / label / f"{label}_{index:04d}.png", seed, split, label, index, size,
+                          style) for index in range(parameters[f"{split}_per_class"]))
         _run_tasks(tasks, workers, split, progress)
     _write_manifest(out_dir, {"generator": GENERATOR, "parameters": parameters, "complete": True})
     return {**counts, "reused": False}
@@ -557,6 +596,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true",
                         help="write into a non-empty folder not made by this tool (files are only added or "
                              "replaced, never deleted)")
+    parser.add_argument("--style", choices=STYLES, default="drawn",
+                        help="drawn: the built-in set; camera: one fixed camera rig (a shifted style, for teaching)")
     return parser.parse_args(argv)
 
 
@@ -565,7 +606,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     try:
         result = generate_dataset(args.out, args.train_per_class, args.test_per_class, args.size, args.seed,
-                                  workers=args.workers, overwrite=args.overwrite)
+                                  workers=args.workers, overwrite=args.overwrite, style=args.style)
         summary = ", ".join(f"{sum(result[split].values())} {split}" for split in SPLITS)
         if result["reused"]:
             print(f"{args.out}: already holds this data set ({summary} images, same parameters); "

@@ -105,16 +105,17 @@ def teach(argv: list) -> int:
     parser.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1, help="interpreter threads")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line (the daemon uses it)")
     args = parser.parse_args(argv)
+    from device.manifest import load_manifest
     from device.teach import revisions
     from device.teach.dataset import default_root
-    from device.manifest import load_manifest
 
     try:
         if args.undo:
             revision = revisions.undo(args.bundle)
-            result = {"revision": revision, "labels": revisions.describe(args.bundle, load_manifest(args.bundle))["labels"]}
-            print(json.dumps(result) if args.json else f"now using head revision {revision} "
-                  f"({'the bundle’s own' if revision == 0 else 'taught'}): {', '.join(result['labels'])}")
+            labels = revisions.describe(args.bundle, load_manifest(args.bundle))["labels"]
+            kind = "the bundle's own" if revision == 0 else "taught"
+            print(json.dumps({"revision": revision, "labels": labels}) if args.json else
+                  f"now using head revision {revision} ({kind}): {', '.join(labels)}")
             return 0
         from device.teach.teaching import teach as run_teach
 
@@ -156,7 +157,8 @@ def evaluate(argv: list) -> int:
     parser.add_argument("--out", default="evaluation", help="folder for report.md and mistakes.png")
     parser.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1, help="interpreter threads")
     args = parser.parse_args(argv)
-    from device.teach.evaluate import contact_sheet, evaluate as run_evaluate
+    from device.teach.evaluate import contact_sheet
+    from device.teach.evaluate import evaluate as run_evaluate
 
     try:
         report = run_evaluate(args.bundle, args.data, args.model, args.threads)

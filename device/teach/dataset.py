@@ -96,6 +96,7 @@ class Dataset:
         self.uncertain_bytes = int(uncertain_bytes)
         self.lock = threading.RLock()
         self.sequence = 0
+        self.frame_bytes = 0  # the last frame's JPEG size: what the next capture will roughly need
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -110,8 +111,9 @@ class Dataset:
         stats = os.statvfs(self.root)
         return stats.f_bavail * stats.f_frsize
 
-    def blocked(self, extra: int = 0) -> str | None:
-        """Why a write of EXTRA bytes must not happen now (None: it may)."""
+    def blocked(self, extra: int | None = None) -> str | None:
+        """Why a write of EXTRA bytes (default: one more frame like the last) must not happen now (None: it may)."""
+        extra = self.frame_bytes if extra is None else extra
         if self.bytes + extra > self.limit_bytes:
             return (f"the data set is full: {self.bytes / 1e6:.1f} MB of its {self.limit_bytes / 1e6:.1f} MB limit. "
                     "Delete frames you do not need, pull it to your computer (make pull) and clear it, "
@@ -144,6 +146,13 @@ class Dataset:
                             "latest": [{"file": f"{name}/{path.name}"} for path in files[:LATEST]]})
         return classes
 
+    def require_class(self, label) -> str:
+        check_class_name(label)
+        if not (self.root / label).is_dir():
+            raise DatasetError(f"class {label!r} does not exist in {self.root}: add it first (POST /api/classes "
+                               "or --label with capture, which creates it).")
+        return label
+
     def count(self, label: str) -> int:
         return sum(1 for path in (self.root / label).iterdir() if path.is_file() and is_image_file(path)
                    and not path.name.startswith("."))
@@ -155,12 +164,10 @@ class Dataset:
     def save(self, frame, label: str, source: str = "", model: str = "", reading: dict | None = None) -> tuple:
         """Write FRAME (RGB uint8) into class LABEL -> (relative file, that class's count). Raises DatasetError
         for an unknown class, DatasetFull when recording must stop."""
-        check_class_name(label)
-        if not (self.root / label).is_dir():
-            raise DatasetError(f"class {label!r} does not exist in {self.root}: add it first (POST /api/classes "
-                               "or --label with capture, which creates it).")
+        self.require_class(label)
         content = encode_jpeg(frame)
         with self.lock:
+            self.frame_bytes = len(content)
             reason = self.blocked(len(content))
             if reason:
                 raise DatasetFull(reason)

@@ -60,6 +60,7 @@ def _answer(request_handler, action) -> bool:
     try:
         action()
     except Refused as refused:
+        request_handler.close_connection = True  # a refused POST's body may be unread: never reuse the socket
         request_handler.send_json(refused.code, {"error": str(refused)})
     except (BrokenPipeError, ConnectionResetError):
         pass

@@ -19,8 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from device.teach import revisions
-from device.teach.dataset import (DEFAULT_LIMIT_BYTES, DEFAULT_MIN_FREE_BYTES, DEFAULT_UNCERTAIN_BYTES, Dataset,
-                                  default_root)
+from device.teach.dataset import (
+    DEFAULT_LIMIT_BYTES,
+    DEFAULT_MIN_FREE_BYTES,
+    DEFAULT_UNCERTAIN_BYTES,
+    Dataset,
+    default_root,
+)
 
 log = logging.getLogger("edgecam.teach")
 TEACH_TIMEOUT_S = 600
@@ -71,6 +76,7 @@ class TeachService:
     # ---- capture --------------------------------------------------------------------------------
     def capture(self, label: str) -> tuple:
         """Save the newest camera frame into LABEL -> (file, count). Raises RateLimited, DatasetError, DatasetFull."""
+        self.dataset.require_class(label)
         now = time.monotonic()
         fps = self.options.capture_fps
         if fps > 0 and now - self.last_capture < 1.0 / fps * 0.9:
@@ -78,10 +84,11 @@ class TeachService:
         frame = self.daemon.latest_frame()
         if frame is None:
             raise NoFrame("no camera frame yet: wait for the camera to start (see /status source).")
-        self.last_capture = now
         result = self.daemon.last_result or {}
         reading = {key: result.get(key) for key in ("label", "confidence", "raw_label")} if result else None
-        return self.dataset.save(frame, label, self.daemon.options.source, self.model_name(), reading)
+        saved = self.dataset.save(frame, label, self.daemon.options.source, self.model_name(), reading)
+        self.last_capture = now  # only a saved frame counts against the rate
+        return saved
 
     def model_name(self) -> str:
         classifier = self.daemon.classifier
@@ -118,8 +125,11 @@ class TeachService:
             raise TeachBusy("teaching is already running: wait for it to finish.")
         try:
             options = self.daemon.options
+            model = options.model.split("@")[0]
+            if "edgetpu" in model:  # the daemon holds the Edge TPU: embed with the same int8 graph on the CPU
+                model = "int8"
             command = [sys.executable, "-m", "device", "teach", "--bundle", str(options.bundle), "--data",
-                       str(self.dataset.root), "--model", options.model.split("@")[0], "--json"]
+                       str(self.dataset.root), "--model", model, "--json"]
             if options.threads:
                 command += ["--threads", str(options.threads)]
             if force:
