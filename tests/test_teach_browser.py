@@ -326,6 +326,8 @@ def test_a_token_is_passed_on_and_a_full_disk_stops_recording(browser, setup, tm
         teach.page.keyboard.up("Space")
         assert files(dataset, "red") == [] and (dataset / "red").is_dir()
         assert requests and all("token=s3cret" in url for url in requests), requests
+        assert teach.testid("back").get_attribute("href") == "/?token=s3cret"  # back to the kiosk, same token
+        assert teach.testid("download").get_attribute("href") == "/dataset.tar?token=s3cret"
         assert teach.blocked == [] and teach.errors == []
 
         anonymous = context.new_page().goto(secured.base + "/teach")
