@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/teach_screenshot.py --bundle artifacts/rps --images data/rps/test
 
-Starts `python -m device` on the bundle (int8, with a fresh dataset folder in a temporary directory) whose
+Starts `python -m device` on a copy of the bundle (int8, with a fresh dataset folder, in a temporary directory) whose
 camera is a small folder this script fills with each class of IMAGES in turn; records FRAMES frames of each
 class through the Teach API, teaches (POST /api/teach), then opens /teach in headless Chromium (Playwright,
 Debian's chromium: `make system-deps`), picks the first class and saves the screenshot. The bundle must have
@@ -70,12 +70,14 @@ def main(argv=None) -> int:
     from playwright.sync_api import sync_playwright
 
     work = Path(tempfile.mkdtemp(prefix="edgecam-teach-shot-"))
+    bundle = Path(shutil.copytree(args.bundle, work / "bundle", ignore=shutil.ignore_patterns(  # teaching writes
+        "saved_model", "checkpoints", "logs", "*.keras", "heads")))                            # heads/: a copy
     camera = work / "camera"
     camera.mkdir()
     show(camera, next(iter(classes.values())))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    daemon = subprocess.Popen([sys.executable, "-m", "device", "--bundle", str(args.bundle), "--model", "int8",
+    daemon = subprocess.Popen([sys.executable, "-m", "device", "--bundle", str(bundle), "--model", "int8",
                                "--source", f"images:{camera}", "--max-fps", "10", "--emit", "off",
                                "--dataset", str(work / "dataset"), "--capture-fps", "10",
                                "--http", f"127.0.0.1:{port}"], cwd=REPO)

@@ -381,7 +381,7 @@
     el.view.classList.toggle("recording", app.recording);
     el["recording-mark"].hidden = !app.recording;
     el["record-text"].textContent = app.recording ? "Recording " + app.selected
-      : app.selected ? "Hold to record " + app.selected : "Pick a class first";
+      : app.selected ? "Record " + app.selected : "Pick a class first";
     el.record.dataset.state = app.recording ? "recording" : ready ? "ready" : "off";
   }
 
