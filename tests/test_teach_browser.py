@@ -157,8 +157,10 @@ def hold_finger(teach: Tab):
 
 
 def test_record_three_classes_by_mouse_space_and_touch(setup, tabs):
-    teach, _ = tabs
+    teach, kiosk = tabs
     camera, dataset = setup["camera"], setup["dataset"]
+    assert kiosk.testid("teach-link").get_attribute("href") == "/teach"  # kiosk -> Teach view -> kiosk
+    assert teach.testid("back").get_attribute("href") == "/"
     teach.testid("classes").wait_for()
     assert teach.testid("record").is_disabled()  # no class picked yet: nothing to record into
     offered = teach.testid("class-paper")  # the model's own labels are offered before they have a folder
@@ -309,10 +311,11 @@ def test_a_token_is_passed_on_and_a_full_disk_stops_recording(browser, setup, tm
                             "--dataset", str(dataset), "--min-free-mb", "1000000000").start()
     context = browser.new_context(viewport={"width": 800, "height": 480})
     try:
-        teach = Tab(context, secured, "/teach?token=s3cret")
+        teach = Tab(context, secured, "/?token=s3cret")  # the kiosk page first: its Teach link keeps the token
         requests = []
         teach.page.on("request", lambda request: requests.append(request.url))
-        teach.page.reload(wait_until="domcontentloaded")
+        teach.testid("teach-link").click()
+        teach.page.wait_for_url(secured.base + "/teach?token=s3cret")
         banner = teach.testid("banner")
         wait_for(lambda: banner.is_visible() and banner.inner_text().startswith("Recording is stopped:"), 8,
                  "no banner for the full disk")
