@@ -185,7 +185,8 @@ def test_record_three_classes_by_mouse_space_and_touch(setup, tabs):
         saved = files(dataset, colour)
         wait_for(lambda: teach.count(colour) == len(files(dataset, colour)), 6, "the page's count is not the disk's")
         assert len(saved) >= 8
-        assert teach.testid("message").inner_text().startswith(f"Saved {len(saved)} frames of {colour}")
+        wait_for(lambda: teach.testid("message").inner_text().startswith(f"Saved {len(saved)} frames of {colour}"), 3,
+                 f"the view did not say what it saved: {teach.testid('message').inner_text()}")
 
     from PIL import Image
 
