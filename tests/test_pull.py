@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
 from pathlib import Path
 
-from test_deploy import free_port, ssh_server, system_site  # noqa: F401 - fixtures shared with `make deploy`
+from test_deploy import ssh_server, system_site  # noqa: F401 - fixtures shared with `make deploy`
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def make_pull(destination: Path, device_dataset: Path, host: str, options: str) -> subprocess.CompletedProcess:
