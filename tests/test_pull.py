@@ -3,6 +3,7 @@
 already holds files: nothing there is overwritten or deleted.
 
 Nothing is faked but the Pi: "the device" is a folder on this machine reached through sshd as this user.
+Also: the device archive that `make deploy` copies carries the Teach view.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import hashlib
 import os
 import socket
 import subprocess
+import tarfile
 from pathlib import Path
 
-from test_deploy import ssh_server, system_site  # noqa: F401 - fixtures shared with `make deploy`
+from test_deploy import archive, host_requirements, ssh_server, system_site  # noqa: F401 - `make deploy`'s fixtures
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -109,3 +111,11 @@ def test_make_pull_errors_say_what_to_do(ssh_server, tmp_path):  # noqa: F811
     no_host = subprocess.run(["make", "--no-print-directory", "-C", str(REPO), "pull"], check=False,
                              capture_output=True, text=True, timeout=60)
     assert no_host.returncode == 2 and "make pull needs HOST=user@host" in no_host.stdout
+
+
+def test_the_device_archive_carries_the_teach_view(archive):  # noqa: F811
+    """What `make deploy` puts on the Pi serves /teach: the page's files travel inside device/."""
+    with tarfile.open(archive) as tar:
+        names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+    assert {"device/teach/web.py", "device/teach/http.py", "device/teach/static/teach.html",
+            "device/teach/static/teach.js", "device/teach/static/teach.css"} <= names
