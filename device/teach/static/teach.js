@@ -20,7 +20,7 @@
   const app = {
     dataset: null, status: null, selected: params.get("label") || null, tab: "classes",
     recording: false, session: 0, teaching: false, offline: false, unauthorised: false,
-    thumbsKey: "", uncertainKey: "",
+    classesKey: "", thumbsKey: "", uncertainKey: "",
   };
 
   // ---- talking to the daemon ----------------------------------------------------------------
@@ -386,7 +386,11 @@
   }
 
   function renderClasses() {
-    el.classes.replaceChildren(...classEntries().map((entry) => {
+    const entries = classEntries();
+    const key = app.selected + "|" + entries.map((entry) => entry.name + ":" + entry.count + ":" + entry.folder).join("|");
+    if (key === app.classesKey) return; // unchanged: keep the buttons (a finger may be on one)
+    app.classesKey = key;
+    el.classes.replaceChildren(...entries.map((entry) => {
       const item = button("", "class" + (entry.name === app.selected ? " selected" : "") + (entry.folder ? "" : " new"),
         () => select(entry.name, entry.folder), "class-" + entry.name);
       item.dataset.count = entry.count;
