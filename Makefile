@@ -129,3 +129,11 @@ evaluate: setup ## Score BUNDLE (with its current head) on DATA=DIR of class fol
 teach-demo: setup ## Built-in vs taught accuracy on unseen camera-style images (datagen style=camera) with BUNDLE
 	@test -f "$(BUNDLE)/manifest.json" || { echo "make teach-demo needs a converted bundle: make demo (or BUNDLE=...)"; exit 2; }
 	$(PY) -m bench.teach --bundle $(BUNDLE) --out $(BUNDLE)/teach_demo.json
+
+# ---- make pull: the device's dataset (Teach view) to this machine ------------------------------
+DEVICE_DATASET ?= /var/lib/edgecam/dataset
+PULL_DEST ?= data/$(NAME)-own
+.PHONY: pull
+pull: ## Copy the device's captured frames (HOST=user@host) into data/NAME-own/ over ssh, merging, never overwriting
+	@test -n "$(HOST)" || { echo "make pull needs HOST=user@host (the Pi), e.g. make pull HOST=pi@raspberrypi.local"; exit 2; }
+	bash deploy/pull.sh "$(HOST)" "$(PULL_DEST)" "$(DEVICE_DATASET)"

@@ -5,6 +5,8 @@
 # its own venv; PREFIX/current and PREFIX/previous are links. A release becomes `current` only after its pip
 # install and `device doctor` succeeded, and the service is switched back if it fails to start, so an upgrade
 # never leaves the device without a working version. Running it twice with the same archive changes nothing.
+# The Teach view's dataset folder (/var/lib/edgecam/dataset) lives outside the releases: it is created once,
+# owned by the service user, and no install, rollback or prune ever deletes it.
 set -euo pipefail
 
 usage() {
@@ -75,6 +77,7 @@ BASE=$ROOT$PREFIX              # where the files are
 UNIT_DIR=$ROOT/etc/systemd/system
 ENV_FILE=$ROOT/etc/default/edgecam
 LOG_DIR=$ROOT/var/log/edgecam
+DATASET_DIR=$ROOT/var/lib/edgecam/dataset  # the daemon's default --dataset when it exists (device/teach/)
 RELEASES=$BASE/releases
 
 CHANGED=no  # set when the current release, the unit or the environment file changed: restart needed
@@ -184,10 +187,24 @@ ensure_service_user() {
     --groups "video$(getent group plugdev >/dev/null && echo ',plugdev')" "$SERVICE_USER"
 }
 
+ensure_dataset_dir() {  # the captured frames: created once, kept across releases and rollbacks
+  if [ ! -d "$DATASET_DIR" ]; then
+    say "creating the dataset folder $DATASET_DIR (kept across releases; make pull copies it to the host)"
+    mkdir -p "$DATASET_DIR"
+    chmod 0750 "$DATASET_DIR"
+  fi
+  # Only for a real service user; a --root stage keeps the installing user as owner.
+  if [ "$SYSTEMD" = yes ] && [ "$(id -u)" = 0 ] && id -u "$SERVICE_USER" >/dev/null 2>&1 \
+     && [ "$(stat -c %U "$DATASET_DIR")" != "$SERVICE_USER" ]; then
+    chown "$SERVICE_USER:$SERVICE_USER" "$(dirname "$DATASET_DIR")" "$DATASET_DIR"
+  fi
+}
+
 show_status() {
   echo "prefix:   $BASE"
   echo "current:  $(release_of current)"
   echo "previous: $(release_of previous)"
+  echo "dataset:  $DATASET_DIR$([ -d "$DATASET_DIR" ] || echo ' (missing)')"
   echo "releases:"
   [ -d "$RELEASES" ] && ls -1 "$RELEASES" | sed 's/^/  /'
   return 0
@@ -288,6 +305,7 @@ install() {
     [ -n "$old" ] && set_link previous "$old"
   fi
   ensure_service_user
+  ensure_dataset_dir
   if ! activate "$id"; then
     if [ -n "$old" ] && [ "$old" != "$id" ]; then
       echo "edgecam install: the service did not start with $id; going back to $old" >&2

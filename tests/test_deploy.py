@@ -223,6 +223,12 @@ def test_install_is_idempotent_and_rolls_back(bundle, archive, host_requirements
     venv_config = (root / "opt/edgecam/releases" / release / "venv/pyvenv.cfg").read_text()
     assert "include-system-site-packages = true" in venv_config
 
+    # The Teach view's dataset folder: made once, private to the service, outside every release.
+    dataset = root / "var/lib/edgecam/dataset"
+    assert dataset.is_dir() and (dataset.stat().st_mode & 0o777) == 0o750
+    (dataset / "paper").mkdir()
+    (dataset / "paper/20261129-010203-0001.jpg").write_bytes(b"a captured frame")
+
     before = snapshot(root)
     again = install(first, root, system_site)
     assert "already installed" in again.stdout
@@ -251,6 +257,9 @@ def test_install_is_idempotent_and_rolls_back(bundle, archive, host_requirements
     assert links(root)["current"] == f"releases/{second_release}"
     status = install(first, root, system_site, "--status").stdout
     assert release in status and second_release in status
+    assert f"dataset:  {dataset}\n" in status
+    # Upgrades, rollbacks and pruning never touch the captured frames.
+    assert (dataset / "paper/20261129-010203-0001.jpg").read_bytes() == b"a captured frame"
 
 
 @pytest.fixture(scope="module")

@@ -59,6 +59,7 @@ def test_unit_file_is_notify_with_watchdog_restart_reload_and_hardening():
     assert service["NoNewPrivileges"] == "yes" and service["ProtectSystem"] == "strict"
     assert service["User"] and "/var/log/edgecam" in service["ReadWritePaths"]
     assert "/var/log/edgecam/" in service["ExecStart"]
+    assert service["StateDirectory"] == "edgecam"  # /var/lib/edgecam/dataset: the Teach view's frames
     assert unit["Install"]["WantedBy"] == "multi-user.target"
 
 

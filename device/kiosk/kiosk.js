@@ -321,6 +321,7 @@
     }
   });
 
+  document.getElementById("teach-link").href = api("/teach"); // the Teach view (device/teach/), same token
   setInterval(() => { if (app.connected) refreshStatus(); }, STATUS_POLL_MS);
   setInterval(render, 1000); // fps decays and the stale-camera message appears without new events
   connect();

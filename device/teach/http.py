@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import tarfile
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -28,14 +27,9 @@ from urllib.parse import parse_qs, urlsplit
 from device.teach.dataset import DatasetError, DatasetFull
 from device.teach.service import NoFrame, RateLimited, TeachBusy, TeachRefused
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
-SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 MAX_BODY = 64 * 1024
 THUMB_SIZE = 160
 GET_PATHS = ("/teach", "/api/dataset", "/api/dataset/image", "/dataset.tar")
-CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-                 ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png",
-                 ".json": "application/json"}
 
 
 class Refused(Exception):
@@ -91,17 +85,13 @@ def _get(request_handler, path: str, daemon) -> None:
 
 
 def _static(request_handler, name: str, query: dict) -> None:
-    file = STATIC_DIR / name
-    if not SAFE_NAME.fullmatch(name) or not file.is_file():
-        raise Refused(404, f"the Teach page's file {name!r} is not installed in {STATIC_DIR}: update device/ "
+    """The page and its files through device/teach/web.py (content-hash links, the token passed on, the
+    kiosk's Content-Security-Policy: only this daemon)."""
+    from device.teach import web
+
+    if not web.handle(request_handler, "/teach" if name == web.PAGE else web.PREFIX + name):
+        raise Refused(404, f"the Teach page's file {name!r} is not installed in {web.STATIC_DIR}: update device/ "
                            "from an edgecam release that has the Teach view.")
-    body = file.read_bytes()
-    if name.endswith(".html") and query.get("token"):
-        token = query["token"][0]
-        body = re.sub(rb'((?:src|href)="/teach/static/[A-Za-z0-9_.-]+)"',
-                      lambda m: m.group(1) + b"?token=" + token.encode("ascii", "ignore") + b'"', body)
-    content_type = CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream")
-    request_handler.send_body(200, body, content_type, {"X-Content-Type-Options": "nosniff"})
 
 
 def _thumbnail(body: bytes) -> bytes:

@@ -1,0 +1,1 @@
+"""Teaching on the device: capture, dataset, numpy head, revisions, the Teach view."""

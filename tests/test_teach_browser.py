@@ -1,0 +1,344 @@
+"""The Teach view (/teach) in a real browser: Debian's Chromium, headless, driven by Playwright, against a real
+daemon (``python -m device`` in a subprocess, real int8 model with its embedding output) whose camera is an
+image folder the test controls, on a loopback port. The helpers come from tests/test_kiosk_browser.py.
+
+"The camera": the daemon replays ``images:FOLDER`` in a loop. The images: source lists the folder once and
+decodes each file again every time it comes round, so the test points the camera at another class by
+replacing the contents of its few files (atomic renames): red, green or blue shapes (the test bundle's
+paper, rock and scissors pictures), or pictures with two shapes at once that the model is unsure about.
+
+One story, in order (each step needs the one before): three classes recorded by holding the record button
+with the mouse, Space and a finger; a wrong shot deleted; teaching accepted, and the kiosk page's label follows
+the new head; an unsure frame labelled from the view; a teach on misleading frames refused, used anyway, and
+undone back to the previous head. Nothing is requested beyond the daemon, and the page throws no errors.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import device_bundle
+import numpy as np
+import pytest
+import teach_bundle
+from test_kiosk_browser import DaemonProcess, browser  # noqa: F401 - the shared Chromium fixture
+
+FRAMES = 4  # files in the camera folder
+COLOURS = {"red": "paper", "green": "rock", "blue": "scissors"}  # the test bundle's classes are coloured shapes
+
+
+def wait_for(condition, timeout: float, message: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)
+
+
+class Camera:
+    """The daemon's camera: FRAMES files whose pictures the test swaps."""
+
+    def __init__(self, folder: Path, pictures: dict):
+        self.folder = folder
+        self.pictures = pictures  # kind -> [picture paths]
+        folder.mkdir(parents=True)
+        self.show("red")
+
+    def show(self, kind: str) -> None:
+        for number in range(FRAMES):
+            temporary = self.folder / f".frame{number}.tmp"  # not an image suffix: the source never lists it
+            shutil.copyfile(self.pictures[kind][number % len(self.pictures[kind])], temporary)
+            os.replace(temporary, self.folder / f"frame{number}.png")
+
+
+def two_shapes(folder: Path, count: int, seed: int) -> list:
+    """Pictures with a red and a green shape side by side: neither class, so the model is unsure."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    paths = []
+    size = device_bundle.IMAGE_SIZE
+    for number in range(count):
+        image = Image.fromarray(rng.integers(60, 140, size=(size, size, 3), dtype=np.uint8))
+        draw = ImageDraw.Draw(image)
+        draw.ellipse([2, 10, size // 2 - 2, size - 10], fill=device_bundle.COLOURS["paper"])
+        draw.ellipse([size // 2 + 2, 10, size - 2, size - 10], fill=device_bundle.COLOURS["rock"])
+        paths.append(folder / f"mixed_{number}.png")
+        image.save(paths[-1])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def setup(browser, tmp_path_factory):  # noqa: F811
+    bundle = device_bundle.copy_bundle(teach_bundle.shared_teach_bundle(tmp_path_factory),
+                                       tmp_path_factory.mktemp("teach") / "bundle")  # teaching writes heads/
+    train = teach_bundle.images_root(tmp_path_factory) / "train"
+    pictures = {colour: sorted((train / label).glob("*.png")) for colour, label in COLOURS.items()}
+    pictures["unsure"] = two_shapes(bundle.parent / "unsure", 4, seed=7)
+    camera = Camera(bundle.parent / "camera", pictures)
+    dataset = bundle.parent / "dataset"
+    daemon = DaemonProcess(bundle, camera.folder, bundle.parent / "daemon.log", "--threshold", "0.8",
+                           "--dataset", str(dataset), "--keep-uncertain", "20", "--capture-fps", "10").start()
+    yield {"bundle": bundle, "camera": camera, "dataset": dataset, "daemon": daemon, "pictures": pictures}
+    daemon.stop()
+
+
+class Tab:
+    """A browser tab on one of the daemon's pages; anything not for the daemon is blocked and recorded."""
+
+    def __init__(self, context, daemon, path: str):
+        self.daemon = daemon
+        self.blocked, self.errors = [], []
+        self.page = context.new_page()
+        self.page.route("**/*", self.guard)
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.goto(daemon.base + path, wait_until="domcontentloaded")
+
+    def guard(self, route):
+        if route.request.url.startswith(self.daemon.base + "/"):
+            route.continue_()
+        else:
+            self.blocked.append(route.request.url)
+            route.abort()
+
+    def testid(self, name: str):
+        return self.page.get_by_test_id(name)
+
+    def count(self, label: str) -> int:
+        return int(self.testid(f"count-{label}").inner_text())
+
+
+@pytest.fixture(scope="module")
+def tabs(browser, setup):  # noqa: F811
+    context = browser.new_context(viewport={"width": 800, "height": 480}, has_touch=True)
+    teach = Tab(context, setup["daemon"], "/teach")
+    kiosk = Tab(context, setup["daemon"], "/")
+    yield teach, kiosk
+    context.close()
+    for tab in (teach, kiosk):
+        assert tab.blocked == [], f"the page tried to reach beyond the daemon: {tab.blocked}"
+        assert tab.errors == [], f"JavaScript errors: {tab.errors}"
+
+
+def files(dataset: Path, label: str) -> list:
+    return sorted((dataset / label).glob("*.jpg"))
+
+
+def kiosk_label(kiosk: Tab) -> str:
+    return kiosk.testid("label").get_attribute("data-label")
+
+
+# ---- holding to record: mouse, Space, a finger ---------------------------------------------
+def hold_mouse(teach: Tab):
+    box = teach.testid("record").bounding_box()
+    teach.page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    teach.page.mouse.down()
+    return teach.page.mouse.up
+
+
+def hold_space(teach: Tab):
+    teach.page.keyboard.down("Space")
+    return lambda: teach.page.keyboard.up("Space")
+
+
+def hold_finger(teach: Tab):
+    """A finger on the live view: real touch events through the DevTools protocol (Playwright only taps)."""
+    box = teach.testid("view").bounding_box()
+    point = {"x": box["x"] + box["width"] / 2, "y": box["y"] + box["height"] / 2}
+    session = teach.page.context.new_cdp_session(teach.page)
+    session.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [point]})
+    return lambda: session.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+
+
+def test_record_three_classes_by_mouse_space_and_touch(setup, tabs):
+    teach, kiosk = tabs
+    camera, dataset = setup["camera"], setup["dataset"]
+    assert kiosk.testid("teach-link").get_attribute("href") == "/teach"  # kiosk -> Teach view -> kiosk
+    assert teach.testid("back").get_attribute("href") == "/"
+    teach.testid("classes").wait_for()
+    assert teach.testid("record").is_disabled()  # no class picked yet: nothing to record into
+    offered = teach.testid("class-paper")  # the model's own labels are offered before they have a folder
+    assert "new" in offered.get_attribute("class") and not (dataset / "paper").exists()
+    offered.click()
+    wait_for(lambda: (dataset / "paper").is_dir() and "new" not in offered.get_attribute("class"), 5,
+             "picking a model label did not make its folder")
+    for colour, hold in (("red", hold_mouse), ("green", hold_space), ("blue", hold_finger)):
+        teach.testid("add-name").fill(colour)
+        teach.testid("add-button").click()
+        teach.testid(f"class-{colour}").wait_for()
+        wait_for(lambda: teach.testid("record").get_attribute("data-state") == "ready", 5, "record not ready")
+        assert "selected" in teach.testid(f"class-{colour}").get_attribute("class")
+        camera.show(colour)
+        time.sleep(0.5)  # the replay comes round to the new pictures
+        release = hold(teach)
+        wait_for(lambda: teach.testid("record").get_attribute("data-state") == "recording", 3, f"{colour}: no recording")
+        wait_for(lambda: teach.count(colour) >= 8, 15, f"{colour}: recording did not reach 8 frames")
+        release()
+        wait_for(lambda: teach.testid("record").get_attribute("data-state") == "ready", 3, f"{colour}: still recording")
+        time.sleep(0.5)  # a capture already on its way when the hold ended
+        saved = files(dataset, colour)
+        wait_for(lambda: teach.count(colour) == len(files(dataset, colour)), 6, "the page's count is not the disk's")
+        assert len(saved) >= 8
+        wait_for(lambda: teach.testid("message").inner_text().startswith(f"Saved {len(saved)} frames of {colour}"), 3,
+                 f"the view did not say what it saved: {teach.testid('message').inner_text()}")
+
+    from PIL import Image
+
+    with Image.open(files(dataset, "red")[0]) as frame:  # the camera frame itself, not the model-size crop
+        assert frame.format == "JPEG" and frame.size == (device_bundle.IMAGE_SIZE, device_bundle.IMAGE_SIZE)
+
+    # The newest shots of the picked class, newest first; a wrong one deleted from the view.
+    thumbs = teach.page.locator('[data-testid="thumbs"] figure')
+    wait_for(lambda: thumbs.count() == 8, 5, "no thumbnails of the latest 8 shots")
+    newest = thumbs.first
+    wait_for(lambda: newest.locator("img").evaluate("image => image.complete && image.naturalWidth > 0"), 5,
+             "a thumbnail did not load")
+    wrong = newest.get_attribute("data-file")
+    assert wrong == files(dataset, "blue")[-1].relative_to(dataset).as_posix()
+    before = teach.count("blue")
+    newest.get_by_test_id("delete").click()
+    wait_for(lambda: not (dataset / wrong).exists(), 5, "the deleted shot is still on disk")
+    wait_for(lambda: teach.count("blue") == before - 1, 5, "the count did not drop")
+
+
+def test_teaching_switches_the_head_and_the_kiosk_follows(setup, tabs):
+    teach, kiosk = tabs
+    camera, daemon = setup["camera"], setup["daemon"]
+    teach.testid("tab-teach").click()
+    teach.testid("teach").click()
+    result = teach.testid("teach-result")
+    wait_for(lambda: result.get_attribute("data-state") in ("accepted", "refused", "error"), 90, "teaching never ended")
+    assert result.get_attribute("data-state") == "accepted", teach.testid("teach-detail").inner_text()
+    assert teach.testid("accuracy-new").inner_text().endswith("%")
+    rows = teach.testid("confusion").locator("tr")
+    assert rows.count() == 4 and rows.first.inner_text().split()[-3:] == ["blue", "green", "red"]
+    head = daemon.status()["head"]
+    assert head["revision"] == 1 and head["source"] == "taught" and head["labels"] == ["blue", "green", "red"]
+    wait_for(lambda: teach.testid("head").get_attribute("data-revision") == "1", 5, "the view does not name the head")
+
+    for colour in ("green", "blue", "red"):  # the kiosk shows the new head's labels, and they are right
+        camera.show(colour)
+        wait_for(lambda: kiosk_label(kiosk) == colour, 8, f"the kiosk did not say {colour}: {kiosk_label(kiosk)}")
+
+
+def test_an_unsure_frame_is_labelled_from_the_view(setup, tabs):
+    teach, _ = tabs
+    camera, dataset = setup["camera"], setup["dataset"]
+    camera.show("unsure")
+    teach.testid("tab-uncertain").click()
+    cards = teach.page.get_by_test_id("uncertain-item")
+    wait_for(lambda: cards.count() > 0, 15, "no unsure frame reached the view")
+    camera.show("red")
+    identifier = cards.first.get_attribute("data-id")  # newer frames may still arrive on top: keep to this one
+    card = teach.page.locator(f'[data-testid="uncertain-item"][data-id="{identifier}"]')
+    wait_for(lambda: card.locator("img").evaluate("image => image.complete && image.naturalWidth > 0"), 5,
+             "the unsure frame's picture did not load")
+    before = len(files(dataset, "green"))
+    card.get_by_test_id("label-green").click()
+    wait_for(lambda: len(files(dataset, "green")) == before + 1, 5, "the labelled frame is not in green/")
+    wait_for(lambda: teach.page.locator(f'[data-id="{identifier}"]').count() == 0, 8, "the frame is still listed")
+    if cards.count():
+        other = cards.first.get_attribute("data-id")
+        teach.page.locator(f'[data-testid="uncertain-item"][data-id="{other}"]').get_by_test_id("discard").click()
+        wait_for(lambda: teach.page.locator(f'[data-id="{other}"]').count() == 0, 8, "discard did not remove it")
+    assert len(files(dataset, "green")) == before + 1
+
+
+def misleading_dataset(dataset: Path, pictures: dict) -> None:
+    """Ten frames a class where red's and green's training frames are swapped and only their held-out fifth
+    (the frames teaching scores on, chosen as teaching chooses them) is right: a new head learns the swap."""
+    from PIL import Image
+
+    from device.teach.head import split_heldout
+    from device.teach.teaching import HELDOUT_FRACTION
+
+    labels = ["blue", "green", "red"]
+    truth = np.repeat(np.arange(len(labels)), 10)
+    _, heldout = split_heldout(truth, HELDOUT_FRACTION, 0)
+    swap = {"red": "green", "green": "red", "blue": "blue"}
+    for folder in labels:
+        shutil.rmtree(dataset / folder)
+        (dataset / folder).mkdir()
+    for index, number in enumerate(truth):
+        label = labels[number]
+        kind = label if index in set(heldout.tolist()) else swap[label]
+        picture = pictures[kind][index % len(pictures[kind])]
+        with Image.open(picture) as image:
+            image.convert("RGB").save(dataset / label / f"20261129-000000-{index:04d}.jpg", quality=90)
+
+
+def test_a_worse_teach_is_refused_used_anyway_and_undone(setup, tabs):
+    teach, kiosk = tabs
+    camera, daemon = setup["camera"], setup["daemon"]
+    misleading_dataset(setup["dataset"], setup["pictures"])
+    teach.testid("tab-teach").click()
+    teach.testid("teach").click()
+    result = teach.testid("teach-result")
+    wait_for(lambda: result.get_attribute("data-state") in ("accepted", "refused", "error"), 90, "teaching never ended")
+    assert result.get_attribute("data-state") == "refused", teach.testid("teach-detail").inner_text()
+    assert teach.testid("teach-title").inner_text() == "Kept the current head"
+    new, current = (float(teach.testid(name).inner_text().rstrip("%")) for name in ("accuracy-new", "accuracy-current"))
+    assert new < current
+    assert daemon.status()["head"]["revision"] == 1
+    camera.show("green")
+    wait_for(lambda: kiosk_label(kiosk) == "green", 8, "the refused head must not be used")
+
+    teach.testid("force").click()  # "use anyway"
+    wait_for(lambda: result.get_attribute("data-state") == "accepted", 90, "the forced teach was not used")
+    assert daemon.status()["head"]["revision"] == 2
+    # The forced head learnt the swap (early stopping on the honest held-out fifth leaves it unsure, so the
+    # kiosk may say "unknown (best guess: red)"): green frames are "red" now.
+    wait_for(lambda: kiosk_label(kiosk) == "red" or "best guess: red" in kiosk.testid("confidence").inner_text(),
+             8, "the kiosk does not follow the forced head")
+
+    teach.testid("undo").click()
+    wait_for(lambda: result.get_attribute("data-state") == "undone", 10, "undo did not answer")
+    assert teach.testid("teach-title").inner_text() == "Back to revision 1"
+    assert daemon.status()["head"]["revision"] == 1
+    wait_for(lambda: kiosk_label(kiosk) == "green", 8, "undo did not restore the previous head")
+
+
+TOKEN = "s3cret-teach-token-0123"  # the daemon refuses tokens under 16 characters
+
+
+def test_a_token_is_passed_on_and_a_full_disk_stops_recording(browser, setup, tmp_path_factory):  # noqa: F811
+    """A second daemon that requires a token and whose free-space floor is above any disk's free space."""
+    folder = tmp_path_factory.mktemp("teach-token")
+    dataset = folder / "dataset"
+    secured = DaemonProcess(setup["bundle"], setup["camera"].folder, folder / "daemon.log", "--token", TOKEN,
+                            "--dataset", str(dataset), "--min-free-mb", "1000000000").start()
+    context = browser.new_context(viewport={"width": 800, "height": 480})
+    try:
+        teach = Tab(context, secured, f"/?token={TOKEN}")  # the kiosk page first: its Teach link keeps the token
+        requests = []
+        teach.page.on("request", lambda request: requests.append(request.url))
+        teach.testid("teach-link").click()
+        teach.page.wait_for_url(secured.base + f"/teach?token={TOKEN}")
+        banner = teach.testid("banner")
+        wait_for(lambda: banner.is_visible() and banner.inner_text().startswith("Recording is stopped:"), 8,
+                 "no banner for the full disk")
+        assert "free" in banner.inner_text()
+        teach.testid("add-name").fill("red")
+        teach.testid("add-button").click()  # a POST: it needs the token too
+        teach.testid("class-red").wait_for()
+        assert teach.testid("record").is_disabled()
+        teach.page.keyboard.down("Space")
+        time.sleep(0.5)
+        teach.page.keyboard.up("Space")
+        assert files(dataset, "red") == [] and (dataset / "red").is_dir()
+        assert requests and all(f"token={TOKEN}" in url for url in requests), requests
+        assert teach.testid("back").get_attribute("href") == f"/?token={TOKEN}"  # back to the kiosk, same token
+        assert teach.testid("download").get_attribute("href") == f"/dataset.tar?token={TOKEN}"
+        assert teach.blocked == [] and teach.errors == []
+
+        anonymous = context.new_page().goto(secured.base + "/teach")
+        assert anonymous.status == 401 and "token required" in anonymous.text()
+    finally:
+        context.close()
+        secured.stop()
