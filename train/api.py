@@ -188,9 +188,9 @@ def _callbacks(out: Path, options: TrainOptions, state: dict):
     return [
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=options.resume),
         keras.callbacks.TensorBoard(log_dir=str(out / "logs")),
-        keras.callbacks.ModelCheckpoint(str(out / "checkpoints" / "best.keras"), monitor="val_accuracy",
+        keras.callbacks.ModelCheckpoint(str(out / "checkpoints" / "best.keras"), monitor="val_accuracy", mode="max",
                                         save_best_only=True, initial_value_threshold=state.get("best_val_accuracy")),
-        ResumableEarlyStopping(monitor="val_accuracy", patience=options.patience, restore_best_weights=False),
+        ResumableEarlyStopping(monitor="val_accuracy", mode="max", patience=options.patience, restore_best_weights=False),
         EpochState(),
     ]
 
@@ -244,16 +244,25 @@ def train_bundle(data_dir, out_dir, **overrides) -> Path:
             model.compile(optimizer=keras.optimizers.Adam(learning_rate_schedule(options, len(folder.train))),
                           loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     verbose = options.verbose if options.verbose >= 0 else (1 if sys.stdout.isatty() else 2)
-    if initial_epoch < options.epochs:
+    if initial_epoch < options.epochs and options.strategy == "multi-worker":  # Keras 3's fit cannot (see there)
+        from train.multiworker import fit_multi_worker
+
+        callbacks = [c for c in _callbacks(out, options, state) if not isinstance(c, keras.callbacks.TensorBoard)]
+        fit_multi_worker(model, strategy, train_ds, val_ds, epochs=options.epochs, initial_epoch=initial_epoch,
+                         callbacks=callbacks, verbose=verbose)
+    elif initial_epoch < options.epochs:
         model.fit(train_ds, validation_data=val_ds, epochs=options.epochs, initial_epoch=initial_epoch, shuffle=False,
                   callbacks=_callbacks(out, options, state), verbose=verbose)
     if not _is_chief():
         return out
 
-    # Export the best epoch (by validation accuracy), not merely the last one.
+    # Export the best epoch (by validation accuracy), not merely the last one. Multi-worker: always a file,
+    # so that the chief alone never runs the distributed model (its collectives would wait for the others).
     best = out / "checkpoints" / "best.keras"
     if best.is_file():
         model = keras.models.load_model(best)
+    elif options.strategy == "multi-worker" and last.is_file():
+        model = keras.models.load_model(last)
     test_ds = make_dataset(folder.test, size, options.batch_size, shuffle=False, seed=options.seed)
     probabilities = model.predict(test_ds, verbose=0)
     test_accuracy = float(np.mean(np.argmax(probabilities, axis=1) == np.asarray(folder.test.labels)))
