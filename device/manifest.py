@@ -80,6 +80,10 @@ class ModelFile:
     accuracy: Optional[float] = None
     agreement: Optional[float] = None
     latency_ms: Optional[float] = None
+    # TFLite builtin op -> version the model uses, and runtime module -> lowest measured version that runs
+    # them all (None: no measured version does); see device/opversions.py. Empty in older bundles.
+    ops: dict = field(default_factory=dict)
+    min_runtimes: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -45,7 +45,8 @@ def test_daemon_never_imports_the_host_side(bundle):
 
 
 def test_device_package_imports_stay_lean():
-    code = ("import sys, device.cli, device.daemon, device.server, device.sources, device.runtime;"
+    code = ("import sys, device.cli, device.daemon, device.server, device.sources, device.runtime,"
+            " device.opversions;"
             "print(sorted({m.split('.')[0] for m in sys.modules}))")
     output = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                             env=dict(os.environ, PYTHONPATH=str(REPO)), check=True).stdout
