@@ -83,3 +83,10 @@ lint: setup ## ruff over the code
 
 clean: ## Remove generated data, artifacts and dist (keeps .venv)
 	rm -rf data artifacts dist build .pytest_cache
+
+# Runtime version guard (issue 15): re-measure device/opversions.py's table on BUNDLE's models.
+.PHONY: op-versions
+op-versions: setup ## Measure the TFLite op versions ai-edge-litert and tflite-runtime 2.14 load, on BUNDLE's models (run make compat once first)
+	@test -x .venv-tflite/bin/python || { echo "op-versions needs .venv-tflite: run make compat BUNDLE=$(BUNDLE) once"; exit 2; }
+	$(PY) scripts/measure_op_versions.py $(wildcard $(foreach f,float32 float16 dynamic int8,$(BUNDLE)/tflite/model_$(f).tflite)) \
+		--runtime-python $(PY) --runtime-python .venv-tflite/bin/python
