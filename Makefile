@@ -137,3 +137,10 @@ PULL_DEST ?= data/$(NAME)-own
 pull: ## Copy the device's captured frames (HOST=user@host) into data/NAME-own/ over ssh, merging, never overwriting
 	@test -n "$(HOST)" || { echo "make pull needs HOST=user@host (the Pi), e.g. make pull HOST=pi@raspberrypi.local"; exit 2; }
 	bash deploy/pull.sh "$(HOST)" "$(PULL_DEST)" "$(DEVICE_DATASET)"
+
+# Runtime version guard (issue 15): re-measure device/opversions.py's table on BUNDLE's models.
+.PHONY: op-versions
+op-versions: setup ## Measure the TFLite op versions ai-edge-litert and tflite-runtime 2.14 load, on BUNDLE's models (run make compat once first)
+	@test -x .venv-tflite/bin/python || { echo "op-versions needs .venv-tflite: run make compat BUNDLE=$(BUNDLE) once"; exit 2; }
+	$(PY) scripts/measure_op_versions.py $(wildcard $(foreach f,float32 float16 dynamic int8,$(BUNDLE)/tflite/model_$(f).tflite)) \
+		--runtime-python $(PY) --runtime-python .venv-tflite/bin/python

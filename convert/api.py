@@ -49,13 +49,14 @@ def convert_bundle(bundle_dir, formats: Iterable[str] | str = tflite.FORMATS,
                    io_type: str = "int8", test_data=None, edgetpu: bool = False,
                    thresholds: Thresholds | None = None, skip_parity: bool = False,
                    debug_quantization: bool = False, threads: int | None = None, progress: bool = True,
-                   log: Callable[[str], None] = print) -> ParityReport:
+                   log: Callable[[str], None] = print, target_runtime: str = tflite.LATEST) -> ParityReport:
     """CALIBRATION_DIR None: calibration_data/ when it holds images, else a sample of the bundle's training
     images (the manifest's dataset.root). Raises ConvertError for bad input before anything is written."""
     from device.manifest import ManifestError, load_manifest
 
     bundle = Path(bundle_dir)
     formats = parse_formats(formats)
+    tflite.target_limits(target_runtime)  # a bad --target-runtime fails before anything slow
     threads = threads or os.cpu_count() or 1  # as the device daemon (python -m device --threads)
     thresholds = thresholds or Thresholds()
     try:
@@ -80,7 +81,7 @@ def convert_bundle(bundle_dir, formats: Iterable[str] | str = tflite.FORMATS,
     staging = stage.open()
     try:
         files, edgetpu_info = _convert_models(staging, manifest, serving, formats, calibration_images, io_type,
-                                              edgetpu, progress, log)
+                                              edgetpu, progress, log, target_runtime)
         report = ParityReport(bundle=manifest.name, heldout_source="", images=0, saved_model_accuracy=None,
                               saved_model_latency_ms=None, thresholds=thresholds,
                               conversion_seconds=round(time.monotonic() - started, 2), edgetpu=edgetpu_info,
@@ -132,7 +133,7 @@ def _calibration_images(bundle: Path, manifest, calibration_dir, samples: int, p
 
 
 def _convert_models(staging: Path, manifest, serving, formats, calibration_images, io_type, edgetpu, progress,
-                    log) -> tuple:
+                    log, target_runtime: str) -> tuple:
     """Write every format into STAGING/tflite, run the Edge TPU steps, record the files in the manifest."""
     out_dir = staging / TFLITE_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +144,8 @@ def _convert_models(staging: Path, manifest, serving, formats, calibration_image
             t0 = time.monotonic()
             dataset = (calibration.representative_dataset(calibration_images, progress=progress)
                        if fmt == "int8" else None)
-            content = tflite.convert(source, fmt, dataset, io_type)
+            content = tflite.convert(source, fmt, dataset, io_type, target_runtime)
+            _check_target_runtime(content, fmt, target_runtime)
             path = out_dir / tflite.model_filename(fmt)
             _atomic_write_bytes(path, content)
             files[fmt] = path
@@ -344,19 +346,38 @@ def _remove_stale_edgetpu_model(bundle: Path, manifest, log) -> None:
     manifest.models.pop(EDGETPU_FORMAT, None)
 
 
+def _check_target_runtime(content: bytes, fmt: str, target_runtime: str) -> None:
+    """--target-runtime: refuse (before writing anything) a model that runtime could not load."""
+    from convert.readiness import op_versions
+    from device.opversions import TARGET_RUNTIMES, unsupported
+
+    if target_runtime == tflite.LATEST:
+        return
+    problems = unsupported(op_versions(content), *TARGET_RUNTIMES[target_runtime])
+    if problems:
+        needs = "; ".join(f"{op} version {needed} (it runs up to {highest})" for op, needed, highest in problems)
+        raise ConvertError(f"The {fmt} model needs op versions {target_runtime} does not have: {needs}. No "
+                           f"converter setting edgecam knows avoids them: drop {fmt} from --formats for this "
+                           "runtime, or upgrade the device's runtime and convert with --target-runtime latest.")
+
+
 def _record_in_manifest(bundle: Path, manifest, files: dict) -> None:
-    """A ModelFile per converted file (hash, size, I/O quantization); measurements come later."""
+    """A ModelFile per converted file (hash, size, I/O quantization, output layout, ops and the lowest runtimes
+    that run them); measurements come later."""
     from convert.embedding import output_layout
-    from convert.readiness import io_quantization
+    from convert.readiness import io_quantization, op_versions
     from device.manifest import ModelFile, save_manifest, sha256_file
+    from device.opversions import lowest_runtimes
 
     for fmt in list(manifest.models):  # forget models whose file is gone
         if not (bundle / manifest.models[fmt].file).is_file():
             del manifest.models[fmt]
     for fmt, path in files.items():
+        ops = op_versions(path)
         fields = dict(io_quantization(path), **output_layout(path, len(manifest.labels)))
         manifest.models[fmt] = ModelFile(format=fmt, file=_relative(path, bundle), sha256=sha256_file(path),
-                                         size_bytes=path.stat().st_size, **fields)
+                                         size_bytes=path.stat().st_size, **fields, ops=ops,
+                                         min_runtimes=lowest_runtimes(ops))
     save_manifest(manifest, bundle)
 
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from convert.calibration import DEFAULT_SAMPLES, MIN_SAMPLES
 from convert.parity import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, Thresholds
-from convert.tflite import FORMATS, IO_TYPES
+from convert.tflite import FORMATS, IO_TYPES, LATEST
 from device.cli import non_negative_float, positive_int, probability
 from device.layout import PARITY_MD, StageError
+from device.opversions import TARGET_RUNTIMES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test-data", type=Path, default=None,
                         help="held-out images in class folders (DIR/LABEL/*.png), instead of the bundle's "
                              "heldout.txt")
+    parser.add_argument("--target-runtime", choices=(LATEST, *TARGET_RUNTIMES), default=LATEST,
+                        help="the TFLite runtime the models must run on: latest takes TensorFlow's newest op "
+                             "versions; tflite-runtime-2.14 (Raspberry Pi OS with numpy<2) gets op versions it "
+                             "has (per-tensor dense weights in the dynamic model) or exit 2 naming the op")
     parser.add_argument("--edgetpu", action="store_true",
                         help="also compile model_int8_edgetpu.tflite when edgetpu_compiler is on PATH")
     for fmt in FORMATS:
@@ -78,6 +83,7 @@ def main(argv=None) -> int:
             calibration_samples=args.calibration_samples, io_type=args.io_type, test_data=args.test_data,
             edgetpu=args.edgetpu, thresholds=thresholds, skip_parity=args.skip_parity,
             debug_quantization=args.debug_quantization, threads=args.threads, progress=not args.quiet,
+            target_runtime=args.target_runtime,
         )
     except ConvertError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -83,6 +83,18 @@ def io_quantization(path) -> dict:
     return result
 
 
+def op_versions(model) -> dict:
+    """{builtin op name: version} of a .tflite file or its bytes (the highest when an op appears twice)."""
+    schema = _schema()
+    names = _names(schema.BuiltinOperator)
+    parsed = schema.ModelT.InitFromPackedBuf(model, 0) if isinstance(model, bytes) else load_model(model)
+    ops = {}
+    for code in parsed.operatorCodes or []:
+        name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), str(code.builtinCode))
+        ops[name] = max(ops.get(name, 0), int(code.version))
+    return dict(sorted(ops.items()))
+
+
 @dataclass
 class Finding:
     problem: str

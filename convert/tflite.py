@@ -23,6 +23,10 @@ from device.layout import CONVERTED_FORMATS, model_filename  # noqa: F401  (re-e
 
 FORMATS = CONVERTED_FORMATS
 IO_TYPES = ("int8", "uint8")
+LATEST = "latest"
+# FULLY_CONNECTED version 12 is dense weights quantized per output channel (TensorFlow 2.21's default for the
+# dynamic format); runtimes that stop below it get per-tensor dense weights, which they run.
+PER_CHANNEL_DENSE_VERSION = 12
 SIGNATURE_KEY = "serving_default"
 
 
@@ -95,14 +99,30 @@ class ServingFunction:
         return tf.lite.TFLiteConverter.from_concrete_functions([self.batch_one()], self.loaded)
 
 
+def target_limits(target_runtime: str) -> dict | None:
+    """--target-runtime NAME -> {op: highest version} the runtime runs (device/opversions.py); None: latest."""
+    from device.opversions import MAX_OP_VERSIONS, TARGET_RUNTIMES
+
+    if target_runtime == LATEST:
+        return None
+    if target_runtime not in TARGET_RUNTIMES:
+        raise ConvertError(f"--target-runtime {target_runtime!r} is not one of: "
+                           f"{', '.join((LATEST, *TARGET_RUNTIMES))}.")
+    module, version = TARGET_RUNTIMES[target_runtime]
+    return MAX_OP_VERSIONS[module][version]
+
+
 def configure(converter, fmt: str, representative_dataset: Callable[[], Iterable] | None = None,
-              io_type: str = "int8"):
-    """Set the converter's options for one format and return it."""
+              io_type: str = "int8", target_runtime: str = LATEST):
+    """Set the converter's options for one format (and the runtime it must run on) and return it."""
     import tensorflow as tf
 
+    limits = target_limits(target_runtime)
     if fmt == "float32":
         return converter
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if limits is not None and limits.get("FULLY_CONNECTED", PER_CHANNEL_DENSE_VERSION) < PER_CHANNEL_DENSE_VERSION:
+        converter._experimental_disable_per_channel_quantization_for_dense_layers = True  # TF's only switch for it
     if fmt == "float16":
         converter.target_spec.supported_types = [tf.float16]
     elif fmt == "dynamic":
@@ -121,9 +141,10 @@ def configure(converter, fmt: str, representative_dataset: Callable[[], Iterable
     return converter
 
 
-def convert(serving: ServingFunction, fmt: str, representative_dataset=None, io_type: str = "int8") -> bytes:
+def convert(serving: ServingFunction, fmt: str, representative_dataset=None, io_type: str = "int8",
+            target_runtime: str = LATEST) -> bytes:
     """One format's flatbuffer, as bytes."""
-    converter = configure(serving.converter(), fmt, representative_dataset, io_type)
+    converter = configure(serving.converter(), fmt, representative_dataset, io_type, target_runtime)
     try:
         return converter.convert()
     except Exception as error:  # the converter raises ConverterError and others, with long MLIR dumps

@@ -11,7 +11,8 @@ The verdict, the first runtime that worked in device.runtime's order, is written
 ``EDGECAM_RUNTIME=`` in /etc/default/edgecam, which the service reads and device/runtime.py honours.
 
 Standard library only at import time (the daemon stays lean); NumPy and the runtimes load in probes.
-Exit status: 0 when every required check passed, 1 otherwise.
+Exit status: 0 when every required check passed, 2 when no runtime here has the op versions the model
+needs (device/opversions.py: re-convert or upgrade, a retry will not help), 1 for any other failed check.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from pathlib import Path
 
 from device.layout import MANIFEST
 from device.manifest import ManifestError, atomic_write_text, load_manifest
-from device.runtime import DEVICE_RUNTIMES, RUNTIME_ENV, RUNTIMES  # importing it loads no interpreter
+from device.runtime import DEVICE_RUNTIMES, RUNTIME_ENV, RUNTIMES, OpVersionError  # importing it loads no interpreter
 
 SCHEMA = "edgecam-doctor/1"
 DISTRIBUTIONS = {"ai_edge_litert": ("ai-edge-litert",), "tflite_runtime": ("tflite-runtime",),
@@ -44,6 +45,7 @@ DISTRIBUTIONS = {"ai_edge_litert": ("ai-edge-litert",), "tflite_runtime": ("tfli
 STATUSES = ("ok", "warn", "fail", "skip")
 PROBE_PYTHON_ENV = "EDGECAM_PROBE_PYTHON"  # command that runs probes, e.g. "qemu-aarch64-static -L ROOT ..."
 STATE_DIR_ENV = "EDGECAM_STATE_DIR"
+OP_VERSIONS_REFUSED = "op-versions"  # the model check's details["refused"] when no runtime has the model's ops
 EDGETPU_USB_IDS = {("1a6e", "089a"), ("18d1", "9302")}  # before and after its firmware is loaded
 EDGETPU_LIBRARY_PATHS = tuple(f"/usr/lib/{arch}libedgetpu.so.1" for arch in
                               ("aarch64-linux-gnu/", "arm-linux-gnueabihf/", "x86_64-linux-gnu/", ""))
@@ -254,6 +256,10 @@ def check_model(bundle: Path | None, model: str | None, manifest, manifest_error
     details = {"bundle": str(bundle), "model": model, "labels": len(manifest.labels)}
     if chosen is None:
         errors = {name: result.get("error") or result.get("summary") for name, result in results.items()}
+        too_new = [error.split(": ", 1)[1] for error in errors.values()
+                   if (error or "").startswith(f"{OpVersionError.__name__}: ")]
+        if too_new:  # the runtime version guard (device/opversions.py): say which op and how to fix it
+            return Check("model", "fail", too_new[0], dict(details, errors=errors, refused=OP_VERSIONS_REFUSED))
         return Check("model", "fail", f"{model} model could not be run by any runtime",
                      dict(details, errors=errors))
     result = results[chosen]
@@ -473,7 +479,8 @@ def main(argv: list | None = None) -> int:
     if args.output:
         atomic_write_text(Path(args.output), json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2) if args.json else format_checklist(report))
-    return 0 if report["ok"] else 1
+    refused = any(check["details"].get("refused") == OP_VERSIONS_REFUSED for check in report["checks"])
+    return 0 if report["ok"] else 2 if refused else 1  # 2: the bundle cannot run here, retrying will not help
 
 
 if __name__ == "__main__":

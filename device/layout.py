@@ -154,6 +154,9 @@ class Stage:
         self.keep_staging = keep_staging
         self.failed: Optional[Path] = None
         self._lock = None
+        # Staging and training runs of a bundle exclude each other; any other purpose (a multi-worker run's
+        # private folder, which never becomes the bundle) locks only itself.
+        self._lock_target = self.bundle if purpose in (STAGING, TRAINING_RUN) else self.path
 
     def __enter__(self) -> Path:
         self.open()
@@ -168,7 +171,7 @@ class Stage:
 
     def open(self) -> Path:
         self.bundle.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = _acquire_lock(self.bundle)
+        self._lock = _acquire_lock(self._lock_target)
         if self.path.exists():
             if self.keep_staging:
                 return self.path

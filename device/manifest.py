@@ -99,6 +99,10 @@ class ModelFile:
     embedding_dtype: str = ""
     embedding_scale: float = 0.0
     embedding_zero_point: int = 0
+    # TFLite builtin op -> version the model uses, and runtime module -> lowest measured version that runs
+    # them all (None: no measured version does); see device/opversions.py. Empty in older bundles.
+    ops: dict = field(default_factory=dict)
+    min_runtimes: dict = field(default_factory=dict)
 
 
 @dataclass

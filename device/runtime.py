@@ -21,6 +21,7 @@ from typing import Any
 
 from device.layout import MANIFEST
 from device.manifest import MODEL_FORMATS, Manifest, ModelFile, load_manifest
+from device.opversions import explain_opcode_error, refusal, runtime_version, unsupported
 
 RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")  # every name EDGECAM_RUNTIME accepts
 DEVICE_RUNTIMES = ("ai_edge_litert", "tflite_runtime")  # tried in this order when none is forced
@@ -32,6 +33,11 @@ FORMAT_ALIASES = {"edgetpu": "int8_edgetpu"}
 class ModelError(ValueError):
     """The model cannot be used: missing, corrupt, wrong hash or shape, no runtime, no Edge TPU.
     The message names the file and says how to fix it."""
+
+
+class OpVersionError(ModelError):
+    """The model needs op versions the runtime does not have (device/opversions.py): the message names the
+    op, both versions and the fix (re-convert with --target-runtime, or upgrade the runtime)."""
 
 
 @dataclass
@@ -225,12 +231,19 @@ def load_model(spec, bundle: os.PathLike | None = None, threads: int | None = No
     fmt, path, entry = resolve_model(parsed, bundle, manifest)
     content, digest, verified = read_verified(path, entry, bundle)
     name, interpreter_class, load_delegate = import_runtime(runtime)
+    version = runtime_version(name)
+    problems = unsupported(entry.ops, name, version) if entry is not None and entry.ops else []
+    if problems:  # the manifest says which op versions the model needs: refuse before the interpreter does
+        raise OpVersionError(refusal(path, name, version, problems, bundle))
     delegates = [edgetpu_delegate(load_delegate, parsed.device)] if parsed.edgetpu else []
     try:
         interpreter = interpreter_class(model_content=content, num_threads=threads,
                                         experimental_delegates=delegates or None)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as error:
+        explained = explain_opcode_error(str(error), path, name, version, bundle)
+        if explained:  # a model without recorded ops (older convert/) that still needs a newer runtime
+            raise OpVersionError(explained) from None
         raise ModelError(
             f"{path} cannot be loaded by {name} ({error}). Re-run python -m convert on the bundle, "
             "or update the runtime on the device."

@@ -13,7 +13,6 @@ import os
 import platform
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -70,7 +69,13 @@ class BundleExistsError(ValueError):
 def run_state(out: Path) -> Path:
     """Where an in-progress run keeps its progress: its staging folder beside the bundle (see device/layout.py),
     so the bundle in OUT stays as it was until the new one is exported, and --resume finds the run there."""
-    return layout.staging_path(out, layout.TRAINING_RUN) / layout.CHECKPOINTS / "state.json"
+    return layout.staging_path(out, run_purpose()) / layout.CHECKPOINTS / "state.json"
+
+
+def run_purpose() -> str:
+    """The chief's run is the bundle's staging folder (.NAME.training); another multi-worker worker keeps its
+    own (.NAME.training-worker-N), so --resume finds its checkpoints too, and it never writes a bundle."""
+    return layout.TRAINING_RUN if _is_chief() else f"{layout.TRAINING_RUN}-worker-{_task_index()}"
 
 
 def check_inputs(data_dir, out: Path, options: TrainOptions) -> ImageFolder:
@@ -187,6 +192,11 @@ def make_strategy(options: TrainOptions):
     raise ValueError(f"Unknown --strategy {options.strategy!r}; choose one of: {', '.join(STRATEGIES)}.")
 
 
+def _task_index() -> int:
+    config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    return int(config.get("task", {}).get("index", 0))
+
+
 def _is_chief() -> bool:
     config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
     task = config.get("task", {})
@@ -231,9 +241,9 @@ def _callbacks(out: Path, options: TrainOptions, state: dict):
     return [
         keras.callbacks.CSVLogger(str(out / layout.HISTORY), append=options.resume),
         keras.callbacks.TensorBoard(log_dir=str(out / layout.LOGS)),
-        keras.callbacks.ModelCheckpoint(str(out / layout.CHECKPOINTS / "best.keras"), monitor="val_accuracy",
+        keras.callbacks.ModelCheckpoint(str(out / layout.CHECKPOINTS / "best.keras"), monitor="val_accuracy", mode="max",
                                         save_best_only=True, initial_value_threshold=state.get("best_val_accuracy")),
-        ResumableEarlyStopping(monitor="val_accuracy", patience=options.patience, restore_best_weights=False),
+        ResumableEarlyStopping(monitor="val_accuracy", mode="max", patience=options.patience, restore_best_weights=False),
         EpochState(),
     ]
 
@@ -250,8 +260,8 @@ def train_bundle(data_dir, out_dir, **overrides) -> Path:
     folder = check_inputs(data_dir, out, options)
     started = time.monotonic()
     chief = _is_chief()
-    stage = layout.Stage(out, keep_staging=options.resume, purpose=layout.TRAINING_RUN) if chief else None
-    work = stage.open() if stage else Path(tempfile.mkdtemp(prefix=f".{out.name}.worker-", dir=out.parent))
+    stage = layout.Stage(out, keep_staging=options.resume, purpose=run_purpose())
+    work = stage.open()
     try:
         if not options.resume:
             layout.clear_entries(work)  # the copy keeps only files that are not part of a bundle
@@ -259,13 +269,12 @@ def train_bundle(data_dir, out_dir, **overrides) -> Path:
         if chief:
             export_bundle(model, work, folder, options, test_accuracy, time.monotonic() - started, name=out.name)
     except BaseException:
-        if stage:
-            stage.leave()  # the run stays resumable; OUT is untouched
+        stage.leave()  # the run stays resumable; OUT is untouched
         raise
-    finally:
-        if not chief:
-            shutil.rmtree(work, ignore_errors=True)
-    if stage:
+    if not chief:
+        stage.leave()
+        shutil.rmtree(work, ignore_errors=True)
+    else:
         stage.commit()
         print(f"held-out accuracy: {test_accuracy:.4f} on {len(folder.test)} images | bundle: {out} "
               f"| {time.monotonic() - started:.0f} s", flush=True)
@@ -314,14 +323,23 @@ def _train(folder: ImageFolder, work: Path, options: TrainOptions):
             model.compile(optimizer=keras.optimizers.Adam(learning_rate_schedule(options, len(folder.train))),
                           loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     verbose = options.verbose if options.verbose >= 0 else (1 if sys.stdout.isatty() else 2)
-    if initial_epoch < options.epochs:
+    if initial_epoch < options.epochs and options.strategy == "multi-worker":  # Keras 3's fit cannot (see there)
+        from train.multiworker import fit_multi_worker
+
+        callbacks = [c for c in _callbacks(work, options, state) if not isinstance(c, keras.callbacks.TensorBoard)]
+        fit_multi_worker(model, strategy, train_ds, val_ds, epochs=options.epochs, initial_epoch=initial_epoch,
+                         callbacks=callbacks, verbose=verbose)
+    elif initial_epoch < options.epochs:
         model.fit(train_ds, validation_data=val_ds, epochs=options.epochs, initial_epoch=initial_epoch, shuffle=False,
                   callbacks=_callbacks(work, options, state), verbose=verbose)
 
-    # Export the best epoch (by validation accuracy), not merely the last one.
+    # Export the best epoch (by validation accuracy), not merely the last one. Multi-worker: always a file,
+    # so that the chief alone never runs the distributed model (its collectives would wait for the others).
     best = checkpoints / "best.keras"
     if best.is_file():
         model = keras.models.load_model(best)
+    elif options.strategy == "multi-worker" and last.is_file():
+        model = keras.models.load_model(last)
     test_ds = make_dataset(folder.test, size, options.batch_size, shuffle=False, seed=options.seed)
     probabilities = model.predict(test_ds, verbose=0)
     test_accuracy = float(np.mean(np.argmax(probabilities, axis=1) == np.asarray(folder.test.labels)))
