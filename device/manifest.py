@@ -62,6 +62,27 @@ class DatasetInfo:
     num_test: int = 0
     heldout_source: str = ""  # "test-folder" or "validation-split"
     skipped_files: int = 0
+    validation_grouping: str = ""  # "random" or "file-name group" (runs of frames kept on one side)
+    # Several --data folders: one dict per folder, in --data order:
+    # {root, weight, num_test, test_accuracy, heldout_source} (root is the folder; dataset.root their common parent)
+    sources: list = field(default_factory=list)
+
+
+@dataclass
+class ArchitectureInfo:
+    """What the network is and where its starting weights came from (written by train/)."""
+
+    name: str = ""  # reference, small, mobilenet_v2, mobilenet_v3_small
+    alpha: Optional[float] = None  # MobileNet width multiplier
+    input_size: int = 0
+    weights: str = ""  # imagenet, none, file, bundle (--init-from)
+    weights_file: str = ""
+    weights_sha256: str = ""
+    init_from: str = ""  # --init-from BUNDLE
+    new_head: bool = False  # --init-from with a different class list: the final Dense was made anew
+    frozen_blocks: int = 0  # blocks kept fixed while fine-tuning (--freeze)
+    blocks: int = 0
+    parameters: int = 0
 
 
 @dataclass
@@ -98,6 +119,7 @@ class Manifest:
     keras_model: str = "model.keras"
     heldout_file: str = "heldout.txt"
     created_utc: str = ""
+    architecture: ArchitectureInfo = field(default_factory=ArchitectureInfo)
 
     # ---- (de)serialisation -------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -123,8 +145,9 @@ class Manifest:
                 fmt: ModelFile(**_known(ModelFile, entry))
                 for fmt, entry in (data.get("models") or {}).items()
             }
+            architecture = ArchitectureInfo(**_known(ArchitectureInfo, data.get("architecture") or {}))
             fields = _known(cls, data)
-            fields.update(input=input_spec, dataset=dataset, models=models)
+            fields.update(input=input_spec, dataset=dataset, models=models, architecture=architecture)
             manifest = cls(**fields)
         except TypeError as error:  # a required field is missing in a nested object
             raise ManifestError(f"{source}: {error}. Re-export the bundle (python -m train ...).") from None

@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -30,7 +31,10 @@ from device.manifest import (
     manifest_path,
     save_manifest,
 )
-from train.dataset import DataError, make_dataset, scan_image_folder
+from train import starting
+from train.dataset import DataError, make_dataset
+from train.phases import best_epoch_callback, fit_phases
+from train.sources import scan_sources
 
 log = logging.getLogger("edgecam.train")
 
@@ -41,10 +45,10 @@ STRATEGIES = ("default", "mirrored", "multi-worker")
 class TrainOptions:
     epochs: int = 15
     batch_size: int = 32
-    image_size: int = 150
+    image_size: Optional[int] = None  # 150 for the CNNs, the backbone's default, or --init-from's
     learning_rate: float = 1e-3
     seed: int = 0
-    model: str = "reference"
+    model: Optional[str] = None  # reference, or --init-from's architecture
     validation_split: float = 0.1
     patience: int = 4
     strategy: str = "default"
@@ -53,6 +57,15 @@ class TrainOptions:
     resume: bool = False
     overwrite: bool = False
     verbose: int = -1  # -1: progress bar on a terminal, one line per epoch otherwise
+    # transfer learning (train/starting.py, train/backbones.py, train/phases.py)
+    alpha: Optional[float] = None
+    weights: str = "imagenet"
+    head_epochs: int = 5
+    fine_tune_epochs: int = 10
+    fine_tune_learning_rate: Optional[float] = None  # a tenth of learning_rate
+    freeze: Optional[int] = None
+    init_from: Optional[str] = None
+    data_weight: Optional[list] = None  # one loss weight per --data folder
 
 
 def learning_rate_schedule(options: TrainOptions, train_images: int):
@@ -146,7 +159,7 @@ def _is_chief() -> bool:
                                                     and "chief" not in config.get("cluster", {}))
 
 
-def _callbacks(out: Path, options: TrainOptions, state: dict):
+def _callbacks(out: Path, options: TrainOptions, state: dict, validation_images: int):
     import keras
 
     class EpochState(keras.callbacks.Callback):
@@ -159,33 +172,17 @@ def _callbacks(out: Path, options: TrainOptions, state: dict):
             temporary = checkpoint / "last.tmp.keras"
             self.model.save(temporary)
             os.replace(temporary, checkpoint / "last.keras")
-            monitor = (logs or {}).get("val_accuracy")
-            if monitor is not None and monitor > state.get("best_val_accuracy", -1.0):
-                state["best_val_accuracy"] = float(monitor)
-                state["best_epoch"] = epoch + 1
-                state["wait"] = 0
-            else:
-                state["wait"] = state.get("wait", 0) + 1
-            state["epochs_done"] = epoch + 1
+            state["epochs_done"] = epoch + 1  # best epoch and wait: BestEpoch, which runs before this
             (checkpoint / "state.tmp.json").write_text(json.dumps(state, indent=2))
             os.replace(checkpoint / "state.tmp.json", checkpoint / "state.json")
             delay = float(os.environ.get("EDGECAM_TEST_EPOCH_DELAY", "0") or 0)  # tests: widen the kill window
             if delay:
                 time.sleep(delay)
 
-    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-        def on_train_begin(self, logs=None):
-            super().on_train_begin(logs)
-            if state.get("epochs_done"):
-                self.wait = state.get("wait", 0)
-                self.best = state.get("best_val_accuracy", self.best)
-
     return [
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=options.resume),
         keras.callbacks.TensorBoard(log_dir=str(out / "logs")),
-        keras.callbacks.ModelCheckpoint(str(out / "checkpoints" / "best.keras"), monitor="val_accuracy",
-                                        save_best_only=True, initial_value_threshold=state.get("best_val_accuracy")),
-        ResumableEarlyStopping(monitor="val_accuracy", patience=options.patience, restore_best_weights=False),
+        best_epoch_callback(out, options.patience, state, validation_images),  # checkpoint choice + early stop
         EpochState(),
     ]
 
@@ -195,19 +192,20 @@ def train_bundle(data_dir, out_dir, **overrides) -> Path:
     ValueError with messages that say what to do."""
     options = TrainOptions(**overrides)
     out = Path(out_dir)
+    start = starting.plan(options, set(overrides))  # sizes, weights, --init-from: checked before anything changes
     prepare_output(out, options)
     started = time.monotonic()
 
     import keras
     import tensorflow as tf
 
-    from train.model import build_augmenter, build_model
+    from train.model import build_augmenter
 
     strategy = make_strategy(options)  # must come before any other TF op (logical CPU devices)
     keras.utils.set_random_seed(options.seed)
     tf.config.experimental.enable_op_determinism()  # same seed, same data -> same weights (CPU and GPU)
     print(f"strategy: {options.strategy}, {strategy.num_replicas_in_sync} replica(s)", flush=True)
-    folder = scan_image_folder(data_dir, options.validation_split, options.seed)
+    folder = scan_sources(data_dir, options.data_weight, options.validation_split, options.seed)
     size = (options.image_size, options.image_size)
     print(
         f"data: {folder.root} | classes: {', '.join(folder.class_names)} | train {len(folder.train)}, "
@@ -215,10 +213,13 @@ def train_bundle(data_dir, out_dir, **overrides) -> Path:
         + (f" | skipped {len(folder.skipped)} unreadable file(s)" if folder.skipped else ""),
         flush=True,
     )
+    if len(folder.sources) > 1 or options.data_weight:
+        print(folder.summary(), flush=True)
     out.mkdir(parents=True, exist_ok=True)
     augmenter = build_augmenter(options.seed) if options.augment else None
+    weighted = any(source.weight != 1 for source in folder.sources)
     train_ds = make_dataset(folder.train, size, options.batch_size, shuffle=True, seed=options.seed,
-                            augment=augmenter)
+                            augment=augmenter, sample_weights=folder.sample_weights("train") if weighted else None)
     val_ds = make_dataset(folder.validation, size, options.batch_size, shuffle=False, seed=options.seed)
 
     state: dict = {"options": asdict(options), "data": str(folder.root), "epochs_done": 0}
@@ -235,13 +236,20 @@ def train_bundle(data_dir, out_dir, **overrides) -> Path:
             model = keras.models.load_model(last)
             print(f"resuming after epoch {initial_epoch} ({last})", flush=True)
         else:
-            model = build_model(options.model, size, len(folder.class_names))
-            model.compile(optimizer=keras.optimizers.Adam(learning_rate_schedule(options, len(folder.train))),
-                          loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            model, state["new_head"] = starting.build(start, folder.class_names)
+            if not start.two_phases:
+                model.compile(optimizer=keras.optimizers.Adam(learning_rate_schedule(options, len(folder.train))),
+                              loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     verbose = options.verbose if options.verbose >= 0 else (1 if sys.stdout.isatty() else 2)
     if initial_epoch < options.epochs:
-        model.fit(train_ds, validation_data=val_ds, epochs=options.epochs, initial_epoch=initial_epoch, shuffle=False,
-                  callbacks=_callbacks(out, options, state), verbose=verbose)
+        callbacks = _callbacks(out, options, state, len(folder.validation))
+        if start.two_phases:
+            with strategy.scope():
+                fit_phases(model, train_ds, val_ds, options, callbacks, state, initial_epoch, verbose,
+                           len(folder.train))
+        else:
+            model.fit(train_ds, validation_data=val_ds, epochs=options.epochs, initial_epoch=initial_epoch,
+                      shuffle=False, callbacks=callbacks, verbose=verbose)
     if not _is_chief():
         return out
 
@@ -251,14 +259,23 @@ def train_bundle(data_dir, out_dir, **overrides) -> Path:
         model = keras.models.load_model(best)
     test_ds = make_dataset(folder.test, size, options.batch_size, shuffle=False, seed=options.seed)
     probabilities = model.predict(test_ds, verbose=0)
-    test_accuracy = float(np.mean(np.argmax(probabilities, axis=1) == np.asarray(folder.test.labels)))
-    export_bundle(model, out, folder, options, test_accuracy, time.monotonic() - started)
+    predicted = np.argmax(probabilities, axis=1)
+    test_accuracy = float(np.mean(predicted == np.asarray(folder.test.labels)))
+    sources = folder.accuracy_per_source(predicted)
+    export_bundle(model, out, folder, options, test_accuracy, time.monotonic() - started,
+                  architecture=starting.architecture_info(start, model, state.get("new_head", False)),
+                  sources=sources if len(sources) > 1 else [])
+    if len(sources) > 1:
+        for source in sources:
+            shown = "-" if source["test_accuracy"] is None else f"{source['test_accuracy']:.4f}"
+            print(f"held-out accuracy {shown} on {source['num_test']} images of {source['root']}", flush=True)
     print(f"held-out accuracy: {test_accuracy:.4f} on {len(folder.test)} images | bundle: {out} "
           f"| {time.monotonic() - started:.0f} s", flush=True)
     return out
 
 
-def export_bundle(model, out: Path, folder, options: TrainOptions, test_accuracy: float, seconds: float):
+def export_bundle(model, out: Path, folder, options: TrainOptions, test_accuracy: float, seconds: float,
+                  architecture=None, sources=()):
     """SavedModel (serving signature: float32 NHWC RGB 0..255) + model.keras + labels + held-out list +
     plot + manifest, the manifest last so a bundle with a manifest is always complete."""
     import keras
@@ -286,6 +303,7 @@ def export_bundle(model, out: Path, folder, options: TrainOptions, test_accuracy
             root=str(folder.root), fingerprint=folder.fingerprint(), num_train=len(folder.train),
             num_validation=len(folder.validation), num_test=len(folder.test),
             heldout_source=folder.heldout_source, skipped_files=len(folder.skipped),
+            validation_grouping=getattr(folder, "validation_grouping", ""), sources=list(sources),
         ),
         training={**asdict(options), "epochs_run": _epochs_in_history(out / "history.csv"),
                   "wall_time_s": round(seconds, 1)},
@@ -293,6 +311,8 @@ def export_bundle(model, out: Path, folder, options: TrainOptions, test_accuracy
                   "keras": keras.__version__, "numpy": np.__version__},
         created_utc=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
     )
+    if architecture is not None:
+        manifest.architecture = architecture
     save_manifest(manifest, out)
 
 

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
-from device.cli import positive_int
+from device.cli import non_negative_int, positive_float, positive_int
 from train.api import STRATEGIES, BundleExistsError, TrainOptions
+from train.backbones import ARCHITECTURES, TRANSFER_MODELS, WEIGHTS_CHOICES
 from train.dataset import DataError
 from train.model import MODELS
 
 DEFAULTS = TrainOptions()
+# Measured by make bench (python -m bench.cost): int8 models on this 2-core x86 build machine; see README.
+COST_EPILOG = """\
+cost per frame (int8, python -m bench.cost; accuracy depends on your data):
+  model                         multiply-adds  parameters  int8 file   suits
+  reference (150 px)            TODO
+"""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -21,17 +27,51 @@ def parse_args(argv=None) -> argparse.Namespace:
         description="Train an image classifier on a folder with one sub-folder per class and export a model "
                     "bundle (SavedModel, Keras model, labels, manifest) for convert/ and device/.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=COST_EPILOG,
     )
-    parser.add_argument("--data", required=True, help="image folder: DATA/train/<class>/ (+ DATA/test/<class>/) "
-                                                      "or DATA/<class>/")
+    parser.add_argument("--data", required=True, action="append",
+                        help="image folder: DATA/train/<class>/ (+ DATA/test/<class>/) or DATA/<class>/; repeat it "
+                             "for several folders (classes merged by name, each folder's held-out images kept and "
+                             "reported on their own)")
+    parser.add_argument("--data-weight", type=positive_float, action="append", default=None,
+                        help="loss weight of each --data folder's images, in --data order (default 1 each), e.g. "
+                             "3 for a small folder from your own camera")
     parser.add_argument("--out", required=True, help="bundle folder to write, e.g. artifacts/rps")
-    parser.add_argument("--epochs", type=positive_int, default=DEFAULTS.epochs, help="maximum epochs")
+    parser.add_argument("--epochs", type=positive_int, default=None,
+                        help=f"maximum epochs for the CNNs (default {DEFAULTS.epochs}); backbones use --head-epochs "
+                             "+ --fine-tune-epochs")
     parser.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size, help="global batch size")
-    parser.add_argument("--image-size", type=positive_int, default=DEFAULTS.image_size,
-                        help="model input height and width in pixels")
+    parser.add_argument("--image-size", type=positive_int, default=None,
+                        help="model input height and width in pixels (default: 150 for the CNNs, "
+                             + ", ".join(f"{a.default_size} for {a.name}" for a in ARCHITECTURES.values())
+                             + "; 96-224 with ImageNet weights; --init-from: the bundle's)")
     parser.add_argument("--learning-rate", type=float, default=DEFAULTS.learning_rate, help="peak Adam learning rate: one epoch of warm-up from a tenth of it, then cosine decay")
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed for splits, shuffling, init")
-    parser.add_argument("--model", choices=MODELS, default=DEFAULTS.model, help="architecture")
+    parser.add_argument("--model", choices=MODELS + TRANSFER_MODELS, default=None,
+                        help="architecture (default: reference; with --init-from, the bundle's); cost per frame "
+                             "below")
+    transfer = parser.add_argument_group("transfer learning (pretrained backbones, --init-from)")
+    transfer.add_argument("--alpha", type=positive_float, default=None,
+                          help="MobileNet width multiplier (default: "
+                               + ", ".join(f"{a.default_alpha:g} for {a.name}" for a in ARCHITECTURES.values())
+                               + "); ImageNet weights exist for " + "; ".join(
+                                   f"{a.name}: {', '.join(f'{x:g}' for x in a.alphas)}" for a in ARCHITECTURES.values()))
+    transfer.add_argument("--weights", default=None, metavar="imagenet|none|PATH",
+                          help=f"backbone weights: {' or '.join(WEIGHTS_CHOICES)} or a weights file (make weights "
+                               f"writes one on a machine with internet) (default: {DEFAULTS.weights})")
+    transfer.add_argument("--head-epochs", type=positive_int, default=None,
+                          help=f"phase 1: epochs of the new head on the frozen backbone (default {DEFAULTS.head_epochs})")
+    transfer.add_argument("--fine-tune-epochs", type=non_negative_int, default=None,
+                          help=f"phase 2: epochs of the top blocks with the head (default {DEFAULTS.fine_tune_epochs})")
+    transfer.add_argument("--fine-tune-learning-rate", type=float, default=None,
+                          help="phase 2's peak learning rate (default: a tenth of --learning-rate)")
+    transfer.add_argument("--freeze", type=non_negative_int, default=None,
+                          help="keep the first N blocks fixed while fine-tuning (default: " + ", ".join(
+                              f"{a.default_freeze} of {a.blocks} for {a.name}" for a in ARCHITECTURES.values())
+                               + ", 0 for the CNNs)")
+    transfer.add_argument("--init-from", default=None, metavar="BUNDLE",
+                          help="start from this bundle's model.keras (its architecture and input size); a new head "
+                               "when the class list differs")
     parser.add_argument("--validation-split", type=float, default=DEFAULTS.validation_split,
                         help="fraction of training images held out for validation (and as the test set when "
                              "DATA has no test/ folder)")
@@ -47,6 +87,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "on unless this flag is given)%(default).0s")  # .0s: no '(default: True)'
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     parser.add_argument("--overwrite", action="store_true", help="replace the bundle already in --out")
+    parser.add_argument("--verbose", dest="tf_verbose", action="store_true",
+                        help="also show TensorFlow's own log lines (hidden unless training fails)")
     return parser.parse_args(argv)
 
 
@@ -54,12 +96,15 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     logging.getLogger("edgecam").setLevel(logging.INFO)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from train import quiet
+
+    quiet.before_tensorflow(args.tf_verbose)
     from train.api import train_bundle
 
-    options = {k: v for k, v in vars(args).items() if k not in ("data", "out")}
+    options = {k: v for k, v in vars(args).items() if k not in ("data", "out", "tf_verbose") and v is not None}
     try:
-        train_bundle(args.data, args.out, **options)
+        with quiet.tensorflow_log(enabled=not args.tf_verbose):
+            train_bundle(args.data, args.out, **options)
     except (DataError, BundleExistsError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
