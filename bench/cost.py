@@ -201,10 +201,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="markdown file (default: BUNDLE/bench.md's cost section is "
                                                     "written by python -m bench; here: print only)")
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from train import quiet
+
+    quiet.before_tensorflow(verbose=False)
     try:
-        rows = cost_table(args.bundle, args.candidate or DEFAULT_CANDIDATES, args.threads,
-                          log=lambda text: print(text, file=sys.stderr))
+        with quiet.tensorflow_log():
+            rows = cost_table(args.bundle, args.candidate or DEFAULT_CANDIDATES, args.threads,
+                              log=lambda text: print(text, file=sys.stderr))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -41,12 +41,13 @@ def folders(tmp_path_factory):
 @pytest.fixture(scope="module")
 def mobilenet_bundle(folders, tmp_path_factory):
     """MobileNetV2 alpha 0.35 at 32 px from random weights, two data folders (the second weighted x2), one epoch
-    per phase."""
+    per phase, the top four blocks fine-tuned (cheaper than all of them)."""
     from train.api import train_bundle
 
     out = tmp_path_factory.mktemp("transfer-bundles") / "mnv2"
     train_bundle(list(folders), out, model="mobilenet_v2", alpha=0.35, image_size=SIZE, weights="none",
-                 data_weight=[1.0, 2.0], head_epochs=1, fine_tune_epochs=1, batch_size=16, seed=0, verbose=0)
+                 data_weight=[1.0, 2.0], head_epochs=1, fine_tune_epochs=1, freeze=14, batch_size=16, seed=0,
+                 verbose=0)
     return out
 
 
@@ -62,7 +63,7 @@ def test_mobilenet_bundle_records_architecture_and_per_folder_accuracy(mobilenet
     manifest = load_manifest(mobilenet_bundle)
     arch = manifest.architecture
     assert (arch.name, arch.alpha, arch.input_size, arch.weights) == ("mobilenet_v2", 0.35, SIZE, "none")
-    assert arch.blocks == 18 and arch.parameters > 100_000
+    assert (arch.blocks, arch.frozen_blocks) == (18, 14) and arch.parameters > 100_000
     assert (manifest.input.height, manifest.input.value_range) == (SIZE, (0.0, 255.0))  # contract unchanged
     assert manifest.training["head_epochs"] == 1 and manifest.training["epochs"] == 2
     sources = manifest.dataset.sources

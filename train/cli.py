@@ -13,6 +13,11 @@ from train.dataset import DataError
 from train.model import MODELS
 
 DEFAULTS = TrainOptions()
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each flag; the epilog's table kept as written."""
+
 # Measured by make bench (python -m bench.cost): int8 models on this 2-core x86 build machine; see README.
 COST_EPILOG = """\
 cost per frame (int8, python -m bench.cost; accuracy depends on your data):
@@ -26,52 +31,57 @@ def parse_args(argv=None) -> argparse.Namespace:
         prog="python -m train",
         description="Train an image classifier on a folder with one sub-folder per class and export a model "
                     "bundle (SavedModel, Keras model, labels, manifest) for convert/ and device/.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         epilog=COST_EPILOG,
     )
     parser.add_argument("--data", required=True, action="append",
                         help="image folder: DATA/train/<class>/ (+ DATA/test/<class>/) or DATA/<class>/; repeat it "
                              "for several folders (classes merged by name, each folder's held-out images kept and "
-                             "reported on their own)")
+                             "reported on their own)%(default).0s")
     parser.add_argument("--data-weight", type=positive_float, action="append", default=None,
                         help="loss weight of each --data folder's images, in --data order (default 1 each), e.g. "
-                             "3 for a small folder from your own camera")
+                             "3 for a small folder from your own camera%(default).0s")
     parser.add_argument("--out", required=True, help="bundle folder to write, e.g. artifacts/rps")
     parser.add_argument("--epochs", type=positive_int, default=None,
                         help=f"maximum epochs for the CNNs (default {DEFAULTS.epochs}); backbones use --head-epochs "
-                             "+ --fine-tune-epochs")
+                             "+ --fine-tune-epochs%(default).0s")
     parser.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size, help="global batch size")
     parser.add_argument("--image-size", type=positive_int, default=None,
                         help="model input height and width in pixels (default: 150 for the CNNs, "
                              + ", ".join(f"{a.default_size} for {a.name}" for a in ARCHITECTURES.values())
-                             + "; 96-224 with ImageNet weights; --init-from: the bundle's)")
-    parser.add_argument("--learning-rate", type=float, default=DEFAULTS.learning_rate, help="peak Adam learning rate: one epoch of warm-up from a tenth of it, then cosine decay")
+                             + "; 96-224 with ImageNet weights; --init-from: the bundle's)%(default).0s")
+    parser.add_argument("--learning-rate", type=float, default=DEFAULTS.learning_rate,
+                        help="peak Adam learning rate: one epoch of warm-up from a tenth of it, then cosine decay "
+                             "(phase 1 for the backbones)")
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed for splits, shuffling, init")
     parser.add_argument("--model", choices=MODELS + TRANSFER_MODELS, default=None,
                         help="architecture (default: reference; with --init-from, the bundle's); cost per frame "
-                             "below")
+                             "below%(default).0s")
     transfer = parser.add_argument_group("transfer learning (pretrained backbones, --init-from)")
     transfer.add_argument("--alpha", type=positive_float, default=None,
                           help="MobileNet width multiplier (default: "
                                + ", ".join(f"{a.default_alpha:g} for {a.name}" for a in ARCHITECTURES.values())
                                + "); ImageNet weights exist for " + "; ".join(
-                                   f"{a.name}: {', '.join(f'{x:g}' for x in a.alphas)}" for a in ARCHITECTURES.values()))
+                                   f"{a.name}: {', '.join(f'{x:g}' for x in a.alphas)}" for a in ARCHITECTURES.values())
+                               + "%(default).0s")
     transfer.add_argument("--weights", default=None, metavar="imagenet|none|PATH",
                           help=f"backbone weights: {' or '.join(WEIGHTS_CHOICES)} or a weights file (make weights "
-                               f"writes one on a machine with internet) (default: {DEFAULTS.weights})")
+                               f"writes one on a machine with internet) (default: {DEFAULTS.weights})%(default).0s")
     transfer.add_argument("--head-epochs", type=positive_int, default=None,
-                          help=f"phase 1: epochs of the new head on the frozen backbone (default {DEFAULTS.head_epochs})")
+                          help=f"phase 1: epochs of the new head on the frozen backbone "
+                               f"(default {DEFAULTS.head_epochs})%(default).0s")
     transfer.add_argument("--fine-tune-epochs", type=non_negative_int, default=None,
-                          help=f"phase 2: epochs of the top blocks with the head (default {DEFAULTS.fine_tune_epochs})")
+                          help=f"phase 2: epochs of the top blocks with the head "
+                               f"(default {DEFAULTS.fine_tune_epochs})%(default).0s")
     transfer.add_argument("--fine-tune-learning-rate", type=float, default=None,
-                          help="phase 2's peak learning rate (default: a tenth of --learning-rate)")
+                          help="phase 2's peak learning rate (default: a tenth of --learning-rate)%(default).0s")
     transfer.add_argument("--freeze", type=non_negative_int, default=None,
                           help="keep the first N blocks fixed while fine-tuning (default: " + ", ".join(
                               f"{a.default_freeze} of {a.blocks} for {a.name}" for a in ARCHITECTURES.values())
-                               + ", 0 for the CNNs)")
+                               + ", 0 for the CNNs)%(default).0s")
     transfer.add_argument("--init-from", default=None, metavar="BUNDLE",
                           help="start from this bundle's model.keras (its architecture and input size); a new head "
-                               "when the class list differs")
+                               "when the class list differs%(default).0s")
     parser.add_argument("--validation-split", type=float, default=DEFAULTS.validation_split,
                         help="fraction of training images held out for validation (and as the test set when "
                              "DATA has no test/ folder)")

@@ -81,9 +81,12 @@ def main(argv=None) -> int:
                                                           "is BASE/NAME)")
     parser.add_argument("--name", default=None, help="model name in the URL (default: the bundle's name)")
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from train import quiet
+
+    quiet.before_tensorflow(verbose=False)
     try:
-        folder = export_for_serving(args.bundle, args.base, args.name)
+        with quiet.tensorflow_log():
+            folder = export_for_serving(args.bundle, args.base, args.name)
     except ServingError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
