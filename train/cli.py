@@ -43,13 +43,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "3 for a small folder from your own camera%(default).0s")
     parser.add_argument("--out", required=True, help="bundle folder to write, e.g. artifacts/rps")
     parser.add_argument("--epochs", type=positive_int, default=None,
-                        help=f"maximum epochs for the CNNs (default {DEFAULTS.epochs}); backbones use --head-epochs "
-                             "+ --fine-tune-epochs%(default).0s")
+                        help=f"maximum epochs, for the CNNs (default: {DEFAULTS.epochs}); the backbones train "
+                             "--head-epochs + --fine-tune-epochs%(default).0s")
     parser.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size, help="global batch size")
     parser.add_argument("--image-size", type=positive_int, default=None,
-                        help="model input height and width in pixels (default: 150 for the CNNs, "
+                        help="model input height and width in pixels, for the CNNs (default: 150); "
                              + ", ".join(f"{a.default_size} for {a.name}" for a in ARCHITECTURES.values())
-                             + "; 96-224 with ImageNet weights; --init-from: the bundle's)%(default).0s")
+                             + " (96-224 with ImageNet weights); --init-from: the bundle's%(default).0s")
     parser.add_argument("--learning-rate", type=float, default=DEFAULTS.learning_rate,
                         help="peak Adam learning rate: one epoch of warm-up from a tenth of it, then cosine decay "
                              "(phase 1 for the backbones)")
