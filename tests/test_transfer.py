@@ -285,3 +285,13 @@ def test_serving_layout_and_signature_with_saved_model_cli(tiny_bundle, tmp_path
     assert "inputs['image']" in shown.stdout and "DT_FLOAT" in shown.stdout
     assert "shape: (-1, 48, 48, 3)" in shown.stdout and "shape: (-1, 3)" in shown.stdout
     assert "tensorflow/serving/predict" in shown.stdout
+
+
+def test_help_shows_the_cost_of_each_architecture():
+    result = run_train("--help", timeout=120)
+    assert result.returncode == 0
+    for text in ("--model {reference,small,mobilenet_v2,mobilenet_v3_small}", "--weights imagenet|none|PATH",
+                 "--init-from BUNDLE", "--freeze FREEZE", "--data-weight", "cost per frame, int8",
+                 "mobilenet_v2 alpha 0.35 @128     19 M"):
+        assert text in result.stdout, text
+    assert "(default: None)" not in result.stdout

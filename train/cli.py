@@ -18,11 +18,15 @@ DEFAULTS = TrainOptions()
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults shown after each flag; the epilog's table kept as written."""
 
-# Measured by make bench (python -m bench.cost): int8 models on this 2-core x86 build machine; see README.
+# Measured by make bench (python -m bench.cost) on the 2-core x86-64 build machine; see README "Transfer learning".
 COST_EPILOG = """\
-cost per frame (int8, python -m bench.cost; accuracy depends on your data):
-  model                         multiply-adds  parameters  int8 file   suits
-  reference (150 px)            TODO
+cost per frame, int8 (python -m bench.cost; accuracy depends on your data and weights):
+  model                       multiply-adds  int8 file  Edge TPU   suits
+  reference @150                  351 M      3.5 MB     all ops    Pi 4/5, Coral
+  mobilenet_v2 alpha 0.35 @96      11 M      0.6 MB     all ops    Pi Zero 2, Pi 3
+  mobilenet_v2 alpha 0.35 @128     19 M      0.6 MB     all ops    Pi Zero 2 .. Pi 5, Coral
+  mobilenet_v2 alpha 1.0 @224     300 M      2.7 MB     all ops    Pi 5, Coral
+  mobilenet_v3_small @128          17 M      0.6 MB     all ops    Pi Zero 2 .. Pi 5, Coral
 """
 
 
