@@ -162,7 +162,7 @@ def cost_table(bundle, candidates=DEFAULT_CANDIDATES, threads: int = 0, log=prin
         if entry is None:
             raise ValueError(f"{bundle} has no int8 model: run python -m convert {bundle} first.")
         arch = manifest.architecture
-        label = (f"{arch.name or manifest.training.get('model', '?')}"
+        label = (f"{arch.name or manifest.training.get('model') or manifest.name}"
                  + (f":{arch.alpha:g}" if arch.alpha else "") + f"@{manifest.input.height} (this bundle)")
         accuracy = f"{entry.accuracy:.2%} int8" if entry.accuracy is not None else "-"
         rows.append(measure(label, Path(bundle) / entry.file, threads, accuracy))
