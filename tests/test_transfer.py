@@ -132,6 +132,16 @@ def test_imagenet_without_internet_says_so_before_training(folders, tmp_path):
     assert "Traceback" not in result.stderr and "Epoch" not in result.stdout and not out.exists()
 
 
+def test_make_weights_without_internet_names_the_fix(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "train.weights", "--model", "mobilenet_v2", "--alpha", "0.5",
+                             "--image-size", "96", "--out", str(tmp_path / "w")], cwd=REPO, capture_output=True,
+                            text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "KERAS_HOME": str(tmp_path / "k"), **OFFLINE})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_96_no_top.h5" in result.stderr
+    assert "cannot be downloaded here" in result.stderr and not (tmp_path / "w").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (("--model", "mobilenet_v2", "--weights", "/nope.h5"), "--weights /nope.h5: no such file"),
     (("--model", "mobilenet_v2", "--weights", "imagenet", "--alpha", "0.4"), "ImageNet weights for mobilenet_v2 "
