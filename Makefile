@@ -66,8 +66,8 @@ kiosk: setup ## Serve the kiosk page (live view + rock-paper-scissors game) on h
 test: setup system-deps ## Run the whole test suite
 	$(PY) -m pytest -q
 
-bench: setup ## Measure daemon vs raw interpreter latency, RSS, cold start on BUNDLE (prints a table)
-	$(PY) -m bench --bundle $(BUNDLE)
+bench: setup ## Measure daemon vs raw interpreter latency, RSS, cold start and the cost per architecture on BUNDLE (writes BUNDLE/bench.md)
+	$(PY) -m bench --bundle $(BUNDLE) --cost
 
 compat: setup ## Run the daemon under tflite-runtime 2.14 + numpy<2 (as on Raspberry Pi OS) in .venv-tflite
 	bash scripts/tflite_runtime_compat.sh $(BUNDLE) $(DATA)/test
@@ -144,3 +144,17 @@ op-versions: setup ## Measure the TFLite op versions ai-edge-litert and tflite-r
 	@test -x .venv-tflite/bin/python || { echo "op-versions needs .venv-tflite: run make compat BUNDLE=$(BUNDLE) once"; exit 2; }
 	$(PY) scripts/measure_op_versions.py $(wildcard $(foreach f,float32 float16 dynamic int8,$(BUNDLE)/tflite/model_$(f).tflite)) \
 		--runtime-python $(PY) --runtime-python .venv-tflite/bin/python
+
+# ---- transfer learning (train/backbones.py, train/serving.py) ----
+MODEL ?= mobilenet_v2
+ALPHA ?= 0.35
+IMAGE_SIZE ?= 128
+WEIGHTS_DIR ?= weights
+SERVING_BASE ?= serving
+
+.PHONY: weights serving
+weights: setup ## Download MODEL's ImageNet weights (ALPHA, IMAGE_SIZE) into WEIGHTS_DIR, for --weights PATH offline (needs internet)
+	$(PY) -m train.weights --model $(MODEL) --alpha $(ALPHA) --image-size $(IMAGE_SIZE) --out $(WEIGHTS_DIR)
+
+serving: setup ## Lay BUNDLE's SavedModel out for TensorFlow Serving: SERVING_BASE/NAME/VERSION/ (a new version each time)
+	$(PY) -m train.serving $(BUNDLE) --base $(SERVING_BASE) --name $(NAME)

@@ -1,7 +1,9 @@
 """``python -m bench --bundle artifacts/rps`` (``make bench``): the daemon against the raw interpreter.
 
 Prints one table (value, limit, PASS/FAIL) measured side by side in one run, with the machine it ran on,
-and writes it to bench/results.md. ``--check`` exits 1 when a limit is missed. Timings are never asserted
+and writes it next to the bundle (BUNDLE/bench.md; the tracked bench/results.md is the README's record and is
+only written when named with --out). ``--cost`` adds the cost per architecture (bench/cost.py: multiply-adds,
+parameters, int8 size and latency, Edge TPU readiness, accuracy). ``--check`` exits 1 when a limit is missed. Timings are never asserted
 by the test suite: this is where they are measured.
 """
 
@@ -27,7 +29,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="interpreter threads")
     parser.add_argument("--frames", type=int, default=1000, help="latency samples per case")
     parser.add_argument("--rss-frames", type=int, default=10_000, help="frames for the RSS growth check")
-    parser.add_argument("--out", default=str(Path(__file__).with_name("results.md")), help="markdown table")
+    parser.add_argument("--out", default=None, help="markdown file (default: BUNDLE/bench.md)")
+    parser.add_argument("--cost", action="store_true",
+                        help="add the cost table: the bundle's model and every architecture (bench/cost.py)")
+    parser.add_argument("--candidate", action="append", default=None,
+                        help="with --cost: ARCH[:ALPHA]@SIZE to measure untrained, repeatable (default: "
+                             "bench/cost.py's list)")
     parser.add_argument("--check", action="store_true", help="exit 1 if a limit is missed")
     return parser.parse_args(argv)
 
@@ -148,7 +155,19 @@ def main(argv=None) -> int:
               f"Machine: {machine}; load average {load:.1f} at the end of the run.")
     print(header)
     print(plain([("measurement", "value", "limit", "")] + rows))
-    Path(args.out).write_text("# edgecam benchmark\n\n" + markdown(rows, header))
+    text = "# edgecam benchmark\n\n" + markdown(rows, header)
+    if args.cost:
+        from bench import cost
+
+        costs = cost.cost_table(args.bundle, args.candidate or cost.DEFAULT_CANDIDATES, args.threads,
+                                log=lambda line: print(line, file=sys.stderr))
+        section = cost.markdown(costs)
+        print("\ncost per frame (int8):\n" + section, end="")
+        text += ("\n## Cost per frame\n\nint8 models, this machine, " f"{args.threads} threads; multiply-adds "
+                 "counted from the TFLite graph.\n\n" + section)
+    out = Path(args.out) if args.out else Path(args.bundle) / "bench.md"
+    out.write_text(text)
+    args.out = str(out)
     print(f"bench: table written to {args.out}", file=sys.stderr)
     failed = [r[0] for r in rows if r[3] == "FAIL"]
     return 1 if failed and args.check else 0

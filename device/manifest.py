@@ -73,6 +73,27 @@ class DatasetInfo:
     # Where the training images are, relative to root ("train" or "."; "" in bundles from before it was
     # recorded): convert/ calibrates int8 on them when no calibration folder is given.
     train_folder: str = ""
+    validation_grouping: str = ""  # "random" or "file-name group" (runs of frames kept on one side)
+    # Several --data folders: one dict per folder, in --data order:
+    # {root, weight, num_test, test_accuracy, heldout_source} (root is the folder; dataset.root their common parent)
+    sources: list = field(default_factory=list)
+
+
+@dataclass
+class ArchitectureInfo:
+    """What the network is and where its starting weights came from (written by train/)."""
+
+    name: str = ""  # reference, small, mobilenet_v2, mobilenet_v3_small
+    alpha: Optional[float] = None  # MobileNet width multiplier
+    input_size: int = 0
+    weights: str = ""  # imagenet, none, file, bundle (--init-from)
+    weights_file: str = ""
+    weights_sha256: str = ""
+    init_from: str = ""  # --init-from BUNDLE
+    new_head: bool = False  # --init-from with a different class list: the final Dense was made anew
+    frozen_blocks: int = 0  # blocks kept fixed while fine-tuning (--freeze)
+    blocks: int = 0
+    parameters: int = 0
 
 
 @dataclass
@@ -137,6 +158,7 @@ class Manifest:
     parity: str = ""  # PARITY_STATES: deploy/bundle.py refuses "failed" and "skipped" without --force
     calibration: str = ""  # what the int8 model was calibrated on (convert/)
     embedding: Optional[EmbeddingInfo] = None  # None: converted before embeddings (re-convert to teach)
+    architecture: ArchitectureInfo = field(default_factory=ArchitectureInfo)
 
     # ---- (de)serialisation -------------------------------------------------------------
     def to_dict(self) -> dict:

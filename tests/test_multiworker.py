@@ -112,7 +112,12 @@ def test_two_workers_train_what_one_machine_trains_and_only_the_chief_exports(ti
     ours, theirs = savedmodel_predictions(chief, images), savedmodel_predictions(tmp_path / "single", images)
     print("largest probability difference to one machine:", float(np.max(np.abs(ours - theirs))))
     np.testing.assert_allclose(ours, theirs, atol=0.01)
-    assert (np.argmax(ours, axis=1) == np.argmax(theirs, axis=1)).all()
+    # Same class wherever the single machine's top two are further apart than twice that tolerance (a 3-epoch
+    # tiny model has near-ties, which a 0.01 difference may flip either way).
+    top_two = np.sort(theirs, axis=1)[:, -2:]
+    clear = (top_two[:, 1] - top_two[:, 0]) > 0.02
+    assert clear.any()
+    assert (np.argmax(ours, axis=1)[clear] == np.argmax(theirs, axis=1)[clear]).all()
 
 
 def test_a_killed_worker_and_resume_continue_from_the_last_epoch(tiny_data_dir, tmp_path):

@@ -17,12 +17,16 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from device import layout
 from device.manifest import DatasetInfo, InputSpec, Manifest, ManifestError, load_manifest, manifest_path, save_manifest
-from train.dataset import DataError, ImageFolder, make_dataset, scan_image_folder
+from train import starting
+from train.dataset import DataError, make_dataset
+from train.phases import best_epoch_callback, fit_phases
+from train.sources import scan_sources
 
 log = logging.getLogger("edgecam.train")
 
@@ -33,10 +37,10 @@ STRATEGIES = ("default", "mirrored", "multi-worker")
 class TrainOptions:
     epochs: int = 15
     batch_size: int = 32
-    image_size: int = 150
+    image_size: Optional[int] = None  # 150 for the CNNs, the backbone's default, or --init-from's
     learning_rate: float = 1e-3
     seed: int = 0
-    model: str = "reference"
+    model: Optional[str] = None  # reference, or --init-from's architecture
     validation_split: float = 0.1
     patience: int = 4
     strategy: str = "default"
@@ -45,6 +49,15 @@ class TrainOptions:
     resume: bool = False
     overwrite: bool = False
     verbose: int = -1  # -1: progress bar on a terminal, one line per epoch otherwise
+    # transfer learning (train/starting.py, train/backbones.py, train/phases.py)
+    alpha: Optional[float] = None
+    weights: str = "imagenet"
+    head_epochs: int = 5
+    fine_tune_epochs: int = 10
+    fine_tune_learning_rate: Optional[float] = None  # a tenth of learning_rate
+    freeze: Optional[int] = None
+    init_from: Optional[str] = None
+    data_weight: Optional[list] = None  # one loss weight per --data folder
 
 
 def learning_rate_schedule(options: TrainOptions, train_images: int):
@@ -78,23 +91,28 @@ def run_purpose() -> str:
     return layout.TRAINING_RUN if _is_chief() else f"{layout.TRAINING_RUN}-worker-{_task_index()}"
 
 
-def check_inputs(data_dir, out: Path, options: TrainOptions) -> ImageFolder:
+def check_inputs(data_dir, out: Path, options: TrainOptions):
     """Everything that can be checked before training starts, so a typo fails in seconds and loses nothing:
     the options, the output folder, then every image in the data folder (decoded once)."""
     check_options(options)
     check_output(out, options)
-    return scan_image_folder(data_dir, options.validation_split, options.seed)
+    return scan_sources(data_dir, options.data_weight, options.validation_split, options.seed)
 
 
 def check_options(options: TrainOptions) -> None:
+    from train.backbones import TRANSFER_MODELS
     from train.model import MODELS, SMALLEST_IMAGE_SIZE
 
     if options.strategy not in STRATEGIES:
         raise ValueError(f"Unknown --strategy {options.strategy!r}; choose one of: {', '.join(STRATEGIES)}.")
     if options.strategy == "multi-worker" and "TF_CONFIG" not in os.environ:
         raise ValueError(_TF_CONFIG_HINT)
-    if options.model not in MODELS:
-        raise ValueError(f"Unknown --model {options.model!r}; choose one of: {', '.join(MODELS)}.")
+    if options.model not in MODELS + TRANSFER_MODELS:
+        raise ValueError(f"Unknown --model {options.model!r}; choose one of: {', '.join(MODELS + TRANSFER_MODELS)}.")
+    if options.strategy == "multi-worker" and options.model in TRANSFER_MODELS:
+        raise ValueError(f"--strategy multi-worker trains the CNNs trained from scratch ({', '.join(MODELS)}); "
+                         f"--model {options.model} trains in two phases on one machine (drop --strategy, or use "
+                         "--strategy mirrored for several GPUs).")
     for name in ("epochs", "batch_size", "image_size", "patience", "cpu_devices"):
         value = getattr(options, name)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -204,7 +222,7 @@ def _is_chief() -> bool:
                                                     and "chief" not in config.get("cluster", {}))
 
 
-def _callbacks(out: Path, options: TrainOptions, state: dict):
+def _callbacks(out: Path, options: TrainOptions, state: dict, validation_images: int):
     import keras
 
     class EpochState(keras.callbacks.Callback):
@@ -217,46 +235,32 @@ def _callbacks(out: Path, options: TrainOptions, state: dict):
             temporary = checkpoint / "last.tmp.keras"
             self.model.save(temporary)
             os.replace(temporary, checkpoint / "last.keras")
-            monitor = (logs or {}).get("val_accuracy")
-            if monitor is not None and monitor > state.get("best_val_accuracy", -1.0):
-                state["best_val_accuracy"] = float(monitor)
-                state["best_epoch"] = epoch + 1
-                state["wait"] = 0
-            else:
-                state["wait"] = state.get("wait", 0) + 1
-            state["epochs_done"] = epoch + 1
+            state["epochs_done"] = epoch + 1  # best epoch and wait: BestEpoch, which runs before this
             (checkpoint / "state.tmp.json").write_text(json.dumps(state, indent=2))
             os.replace(checkpoint / "state.tmp.json", checkpoint / "state.json")
             delay = float(os.environ.get("EDGECAM_TEST_EPOCH_DELAY", "0") or 0)  # tests: widen the kill window
             if delay:
                 time.sleep(delay)
 
-    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-        def on_train_begin(self, logs=None):
-            super().on_train_begin(logs)
-            if state.get("epochs_done"):
-                self.wait = state.get("wait", 0)
-                self.best = state.get("best_val_accuracy", self.best)
-
     return [
         keras.callbacks.CSVLogger(str(out / layout.HISTORY), append=options.resume),
         keras.callbacks.TensorBoard(log_dir=str(out / layout.LOGS)),
-        keras.callbacks.ModelCheckpoint(str(out / layout.CHECKPOINTS / "best.keras"), monitor="val_accuracy", mode="max",
-                                        save_best_only=True, initial_value_threshold=state.get("best_val_accuracy")),
-        ResumableEarlyStopping(monitor="val_accuracy", mode="max", patience=options.patience, restore_best_weights=False),
+        best_epoch_callback(out, options.patience, state, validation_images),  # checkpoint choice + early stop
         EpochState(),
     ]
 
 
 def train_bundle(data_dir, out_dir, **overrides) -> Path:
-    """Train on DATA and export the bundle into OUT; returns OUT. Raises DataError, BundleExistsError,
-    ValueError with messages that say what to do, before any training when the inputs are wrong.
+    """Train on DATA (one folder, or a list of them merged by class name) and export the bundle into OUT;
+    returns OUT. Raises DataError, BundleExistsError, ValueError with messages that say what to do, before any
+    training when the inputs are wrong.
 
     The run is written into the staging folder beside OUT (device/layout.py's Stage) and swapped in only
     when the export succeeded: until then OUT holds the previous bundle, untouched. An interrupted or failed
     run stays in the staging folder, where --resume continues it."""
     options = TrainOptions(**overrides)
     out = Path(out_dir)
+    start = starting.plan(options, set(overrides))  # sizes, weights, --init-from: resolved and checked first
     folder = check_inputs(data_dir, out, options)
     started = time.monotonic()
     chief = _is_chief()
@@ -265,28 +269,34 @@ def train_bundle(data_dir, out_dir, **overrides) -> Path:
     try:
         if not options.resume:
             layout.clear_entries(work)  # the copy keeps only files that are not part of a bundle
-        model, test_accuracy = _train(folder, work, options)
+        model, test_accuracy, sources, architecture = _train(folder, work, options, start)
         if chief:
-            export_bundle(model, work, folder, options, test_accuracy, time.monotonic() - started, name=out.name)
+            export_bundle(model, work, folder, options, test_accuracy, time.monotonic() - started, name=out.name,
+                          architecture=architecture, sources=sources if len(sources) > 1 else [])
     except BaseException:
         stage.leave()  # the run stays resumable; OUT is untouched
         raise
     if not chief:
         stage.leave()
         shutil.rmtree(work, ignore_errors=True)
-    else:
-        stage.commit()
-        print(f"held-out accuracy: {test_accuracy:.4f} on {len(folder.test)} images | bundle: {out} "
-              f"| {time.monotonic() - started:.0f} s", flush=True)
+        return out
+    stage.commit()
+    if len(sources) > 1:
+        for source in sources:
+            shown = "-" if source["test_accuracy"] is None else f"{source['test_accuracy']:.4f}"
+            print(f"held-out accuracy {shown} on {source['num_test']} images of {source['root']}", flush=True)
+    print(f"held-out accuracy: {test_accuracy:.4f} on {len(folder.test)} images | bundle: {out} "
+          f"| {time.monotonic() - started:.0f} s", flush=True)
     return out
 
 
-def _train(folder: ImageFolder, work: Path, options: TrainOptions):
-    """Fit (or continue fitting) in WORK; -> (the best epoch's model, its held-out accuracy)."""
+def _train(folder, work: Path, options: TrainOptions, start):
+    """Fit (or continue fitting) in WORK; -> (the best epoch's model, its held-out accuracy, accuracy per
+    --data folder, the manifest's ArchitectureInfo)."""
     import keras
     import tensorflow as tf
 
-    from train.model import build_augmenter, build_model
+    from train.model import build_augmenter
 
     strategy = make_strategy(options)  # must come before any other TF op (logical CPU devices)
     keras.utils.set_random_seed(options.seed)
@@ -299,9 +309,12 @@ def _train(folder: ImageFolder, work: Path, options: TrainOptions):
         + (f" | skipped {len(folder.skipped)} unreadable file(s)" if folder.skipped else ""),
         flush=True,
     )
+    if len(folder.sources) > 1 or options.data_weight:
+        print(folder.summary(), flush=True)
     augmenter = build_augmenter(options.seed) if options.augment else None
+    weighted = any(source.weight != 1 for source in folder.sources)
     train_ds = make_dataset(folder.train, size, options.batch_size, shuffle=True, seed=options.seed,
-                            augment=augmenter)
+                            augment=augmenter, sample_weights=folder.sample_weights("train") if weighted else None)
     val_ds = make_dataset(folder.validation, size, options.batch_size, shuffle=False, seed=options.seed)
 
     checkpoints = work / layout.CHECKPOINTS
@@ -319,22 +332,30 @@ def _train(folder: ImageFolder, work: Path, options: TrainOptions):
             model = keras.models.load_model(last)
             print(f"resuming after epoch {initial_epoch} ({last})", flush=True)
         else:
-            model = build_model(options.model, size, len(folder.class_names))
-            model.compile(optimizer=keras.optimizers.Adam(learning_rate_schedule(options, len(folder.train))),
-                          loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            model, state["new_head"] = starting.build(start, folder.class_names)
+            if not start.two_phases:
+                model.compile(optimizer=keras.optimizers.Adam(learning_rate_schedule(options, len(folder.train))),
+                              loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     verbose = options.verbose if options.verbose >= 0 else (1 if sys.stdout.isatty() else 2)
-    if initial_epoch < options.epochs and options.strategy == "multi-worker":  # Keras 3's fit cannot (see there)
-        from train.multiworker import fit_multi_worker
+    if initial_epoch < options.epochs:
+        callbacks = _callbacks(work, options, state, len(folder.validation))
+        if options.strategy == "multi-worker":  # Keras 3's fit cannot (train/multiworker.py)
+            from train.multiworker import fit_multi_worker
 
-        callbacks = [c for c in _callbacks(work, options, state) if not isinstance(c, keras.callbacks.TensorBoard)]
-        fit_multi_worker(model, strategy, train_ds, val_ds, epochs=options.epochs, initial_epoch=initial_epoch,
-                         callbacks=callbacks, verbose=verbose)
-    elif initial_epoch < options.epochs:
-        model.fit(train_ds, validation_data=val_ds, epochs=options.epochs, initial_epoch=initial_epoch, shuffle=False,
-                  callbacks=_callbacks(work, options, state), verbose=verbose)
+            callbacks = [c for c in callbacks if not isinstance(c, keras.callbacks.TensorBoard)]
+            fit_multi_worker(model, strategy, train_ds, val_ds, epochs=options.epochs, initial_epoch=initial_epoch,
+                             callbacks=callbacks, verbose=verbose)
+        elif start.two_phases:
+            with strategy.scope():
+                fit_phases(model, train_ds, val_ds, options, callbacks, state, initial_epoch, verbose,
+                           len(folder.train))
+        else:
+            model.fit(train_ds, validation_data=val_ds, epochs=options.epochs, initial_epoch=initial_epoch,
+                      shuffle=False, callbacks=callbacks, verbose=verbose)
 
-    # Export the best epoch (by validation accuracy), not merely the last one. Multi-worker: always a file,
-    # so that the chief alone never runs the distributed model (its collectives would wait for the others).
+    # Export the best epoch (by validation accuracy, ties by validation loss), not merely the last one.
+    # Multi-worker: always a file, so that the chief alone never runs the distributed model (its collectives
+    # would wait for the others).
     best = checkpoints / "best.keras"
     if best.is_file():
         model = keras.models.load_model(best)
@@ -342,12 +363,15 @@ def _train(folder: ImageFolder, work: Path, options: TrainOptions):
         model = keras.models.load_model(last)
     test_ds = make_dataset(folder.test, size, options.batch_size, shuffle=False, seed=options.seed)
     probabilities = model.predict(test_ds, verbose=0)
-    test_accuracy = float(np.mean(np.argmax(probabilities, axis=1) == np.asarray(folder.test.labels)))
-    return model, test_accuracy
+    predicted = np.argmax(probabilities, axis=1)
+    test_accuracy = float(np.mean(predicted == np.asarray(folder.test.labels)))
+    sources = folder.accuracy_per_source(predicted)
+    architecture = starting.architecture_info(start, model, state.get("new_head", False))
+    return model, test_accuracy, sources, architecture
 
 
 def export_bundle(model, out: Path, folder, options: TrainOptions, test_accuracy: float, seconds: float,
-                  name: str | None = None):
+                  name: str | None = None, architecture=None, sources=()):
     """SavedModel (serving signature: float32 NHWC RGB 0..255) + model.keras + labels + held-out list +
     plot + manifest, the manifest last so a bundle with a manifest is always complete. NAME: the bundle's
     name (default: OUT's folder name; train_bundle exports into the staging folder and passes it)."""
@@ -377,6 +401,7 @@ def export_bundle(model, out: Path, folder, options: TrainOptions, test_accuracy
             num_validation=len(folder.validation), num_test=len(folder.test),
             heldout_source=folder.heldout_source, skipped_files=len(folder.skipped),
             train_folder=getattr(folder, "train_folder", "."),
+            validation_grouping=getattr(folder, "validation_grouping", ""), sources=list(sources),
         ),
         training={**asdict(options), "epochs_run": _epochs_in_history(out / layout.HISTORY),
                   "wall_time_s": round(seconds, 1)},
@@ -384,6 +409,8 @@ def export_bundle(model, out: Path, folder, options: TrainOptions, test_accuracy
                   "keras": keras.__version__, "numpy": np.__version__},
         created_utc=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
     )
+    if architecture is not None:
+        manifest.architecture = architecture
     save_manifest(manifest, out)
 
 

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +51,7 @@ class ImageFolder:
     heldout_source: str  # "test-folder" or "validation-split"
     skipped: list  # (path, reason)
     train_folder: str = "."  # where the training images are, relative to root ("train" or ".")
+    validation_grouping: str = "random"  # "file-name group" when frames come in runs (see group_key)
 
     def fingerprint(self) -> str:
         """sha256 over every used file's relative path, class and content: changes when the data does."""
@@ -149,20 +151,7 @@ def scan_image_folder(root, validation_split: float = 0.1, seed: int = 0) -> Ima
         log.warning("skipped %d file(s) that are not readable images (listed above); nothing was changed",
                     len(skipped))
 
-    train, validation = Split(), Split()
-    rng = random.Random(seed)
-    for index in range(len(class_names)):
-        members = [p for p, label in zip(pool.paths, pool.labels) if label == index]
-        rng.shuffle(members)
-        count = int(round(len(members) * validation_split))
-        if validation_split > 0 and len(members) >= 2:
-            count = max(1, min(count, len(members) - 1))
-        for path in members[:count]:
-            validation.paths.append(path)
-            validation.labels.append(index)
-        for path in members[count:]:
-            train.paths.append(path)
-            train.labels.append(index)
+    train, validation, grouping = split_validation(pool, len(class_names), validation_split, seed)
     if test_dir is None:
         if not validation:
             raise DataError(
@@ -181,7 +170,54 @@ def scan_image_folder(root, validation_split: float = 0.1, seed: int = 0) -> Ima
                 "validation is cut from train/, or add more images per class."
             )
     return ImageFolder(root, class_names, train, validation, test, heldout, skipped,
-                       train_folder=os.path.relpath(train_dir, root))
+                       train_folder=os.path.relpath(train_dir, root), validation_grouping=grouping)
+
+
+_FRAME_NUMBER = re.compile(r"[-_ .]*\d+$")
+MIN_GROUPS = 5  # fewer file-name groups than this in a class: split image by image
+
+
+def group_key(path) -> str:
+    """The file name without its trailing frame number: ``paper01-007.png`` -> ``paper01``,
+    ``rock_20261128-0102_0003.jpg`` -> ``rock_20261128-0102``. Frames of one run share a key."""
+    return _FRAME_NUMBER.sub("", Path(path).stem) or Path(path).stem
+
+
+def split_validation(pool: Split, num_classes: int, validation_split: float, seed: int) -> tuple:
+    """Stratified, seeded train/validation split -> (train, validation, grouping). Sets filmed as video hold
+    near-identical consecutive frames: a random cut puts a frame's neighbour in validation, which then measures
+    memory, saturates at 100% and picks the checkpoint on noise. So when a class's file names form at least
+    MIN_GROUPS runs (group_key), whole runs go to one side; otherwise (e.g. rock_0001.png ... one run) the
+    cut is image by image."""
+    train, validation = Split(), Split()
+    rng = random.Random(seed)
+    groupings = set()
+    for index in range(num_classes):
+        members = [p for p, label in zip(pool.paths, pool.labels) if label == index]
+        rng.shuffle(members)
+        groups: dict = {}
+        for path in members:
+            groups.setdefault(group_key(path), []).append(path)
+        target = int(round(len(members) * validation_split))
+        if validation_split > 0 and len(members) >= 2:
+            target = max(1, min(target, len(members) - 1))
+        chosen: list = []
+        if validation_split > 0 and len(groups) >= MIN_GROUPS:
+            groupings.add("file-name group")
+            for key in sorted(groups, key=lambda k: rng.random()):  # whole runs until the target is met
+                if len(chosen) >= target:
+                    break
+                if len(chosen) + len(groups[key]) < len(members):  # never the whole class
+                    chosen.extend(groups[key])
+        else:
+            groupings.add("random")
+            chosen = members[:target]
+        picked = set(chosen)
+        for path in members:
+            side = validation if path in picked else train
+            side.paths.append(path)
+            side.labels.append(index)
+    return train, validation, "+".join(sorted(groupings)) or "random"
 
 
 def decode_rgb(path) -> np.ndarray:
@@ -193,9 +229,10 @@ def decode_rgb(path) -> np.ndarray:
 
 
 def make_dataset(split: Split, image_size: tuple, batch_size: int, *, shuffle: bool, seed: int,
-                 augment=None, cache: bool = True):
+                 augment=None, cache: bool = True, sample_weights=None):
     """tf.data: decode once (Pillow) -> resize (bilinear, as the device) -> cache -> shuffle -> batch ->
-    augment (training only) -> prefetch. Pixel values stay 0..255 float32: the model normalises."""
+    augment (training only) -> prefetch. Pixel values stay 0..255 float32: the model normalises.
+    SAMPLE_WEIGHTS (one float per image, e.g. a per-folder weight) makes the elements (image, label, weight)."""
     import tensorflow as tf
 
     height, width = image_size
@@ -207,14 +244,16 @@ def make_dataset(split: Split, image_size: tuple, batch_size: int, *, shuffle: b
 
     paths = tf.data.Dataset.from_tensor_slices(split.paths)
     labels = tf.data.Dataset.from_tensor_slices(np.asarray(split.labels, dtype=np.int32))
-    dataset = tf.data.Dataset.zip((paths.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True),
-                                   labels))
+    parts = (paths.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True), labels)
+    if sample_weights is not None:
+        parts += (tf.data.Dataset.from_tensor_slices(np.asarray(sample_weights, dtype=np.float32)),)
+    dataset = tf.data.Dataset.zip(parts)
     if cache:
         dataset = dataset.cache()
     if shuffle:
         dataset = dataset.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
     if augment is not None:
-        dataset = dataset.map(lambda x, y: (augment(x, training=True), y),
+        dataset = dataset.map(lambda x, *rest: (augment(x, training=True), *rest),
                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
