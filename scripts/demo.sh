@@ -41,4 +41,5 @@ fi
 echo "Next:"
 echo "  make kiosk     # live page + rock-paper-scissors game at http://127.0.0.1:$PORT/ (replays $DATA/test)"
 echo "  make bench     # daemon vs raw interpreter: latency, memory, cold start"
+echo "  make teach-demo  # teach the model on camera-style frames it reads poorly: built-in vs taught accuracy"
 echo "  make bundle    # dist/edgecam-device-rps.tar.gz for a Raspberry Pi (see README)"
