@@ -88,14 +88,20 @@ def file_version(body: bytes) -> str:
 
 def render_page(template: str, token: str | None) -> str:
     """index.html with every ``/static/NAME`` link stamped ``?v=HASH`` (and ``&token=`` when given)."""
+    return stamp_links(template, token, STATIC_LINK, "/static/", kiosk_file)
+
+
+def stamp_links(template: str, token: str | None, pattern: re.Pattern, prefix: str, find) -> str:
+    """Every ``PREFIX NAME`` link that PATTERN matches gets ``?v=HASH`` of FIND(NAME)'s content (so it can be
+    cached for good) and ``&token=`` when the page was opened with one. Shared by the kiosk and the Teach view."""
     suffix = f"&token={quote(token, safe='')}" if token else ""
 
     def stamp(match: re.Match) -> str:
-        path = kiosk_file(match.group(2))
+        path = find(match.group(2))
         version = file_version(path.read_bytes()) if path else "missing"
-        return f'{match.group(1)}="/static/{match.group(2)}?{html.escape(f"v={version}{suffix}")}"'
+        return f'{match.group(1)}="{prefix}{match.group(2)}?{html.escape(f"v={version}{suffix}")}"'
 
-    return STATIC_LINK.sub(stamp, template)
+    return pattern.sub(stamp, template)
 
 
 def send_page(request_handler, query: dict) -> None:

@@ -9,12 +9,11 @@ Content-Security-Policy (only this daemon).
 
 from __future__ import annotations
 
-import html
 import re
 from pathlib import Path
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
-from device.web import CONTENT_TYPES, SAFE_NAME, SECURITY_HEADERS, file_version, send
+from device.web import CONTENT_TYPES, SAFE_NAME, SECURITY_HEADERS, file_version, send, stamp_links
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 PAGE = "teach.html"
@@ -41,14 +40,7 @@ def static_file(name: str) -> Path | None:
 
 def render_page(template: str, token: str | None) -> str:
     """teach.html with every ``/teach/static/NAME`` link stamped ``?v=HASH`` (and ``&token=`` when given)."""
-    suffix = f"&token={quote(token, safe='')}" if token else ""
-
-    def stamp(match: re.Match) -> str:
-        path = static_file(match.group(2))
-        version = file_version(path.read_bytes()) if path else "missing"
-        return f'{match.group(1)}="{PREFIX}{match.group(2)}?{html.escape(f"v={version}{suffix}")}"'
-
-    return STATIC_LINK.sub(stamp, template)
+    return stamp_links(template, token, STATIC_LINK, PREFIX, static_file)
 
 
 def send_page(request_handler, query: dict) -> bool:
