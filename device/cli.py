@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="results in the log file: every frame, label changes (spares a Pi's SD card), or off")
     output_settings.add_arguments(parser, positive_int, non_negative_float)
     add("--log-level", choices=("debug", "info", "warning", "error"), default="info", help="stderr verbosity")
+    add("--state-dir", default=argparse.SUPPRESS,
+        help="folder for what this device learns (taught heads, tuning; device/state.py); default: "
+             "$EDGECAM_STATE_DIR, else systemd's $STATE_DIRECTORY, else none")
     add_limits(parser)
     teach = parser.add_argument_group("teaching (the Teach view, /api/*)")
     teach.add_argument("--dataset", default=argparse.SUPPRESS,
@@ -186,7 +189,7 @@ def main(argv: list | None = None) -> int:
         log_backups=args.log_backups, log_emit=args.log_emit, outputs=outputs,
         max_image_pixels=args.max_image_pixels, max_connections=args.max_connections,
         max_sse_clients=args.max_sse_clients, request_timeout=args.request_timeout,
-        allow_hosts=tuple(args.allow_host),
+        allow_hosts=tuple(args.allow_host), state_dir=getattr(args, "state_dir", None),
         teach=TeachOptions(dataset=getattr(args, "dataset", None), keep_uncertain=args.keep_uncertain,
                            uncertain_mb=args.uncertain_mb, capture_fps=args.capture_fps,
                            dataset_limit_mb=args.dataset_limit_mb, min_free_mb=args.min_free_mb),

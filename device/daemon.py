@@ -59,6 +59,7 @@ class Options:
     max_sse_clients: int = 8
     request_timeout: float = 10.0
     allow_hosts: tuple = ()
+    state_dir: str | None = None  # --state-dir; resolved with device.state.resolve_state_dir
     outputs: OutputSettings = field(default_factory=OutputSettings)  # MQTT, webhook (device/outputs/)
     teach: TeachOptions = field(default_factory=TeachOptions)  # data set, capture, uncertain ring (device/teach/)
 
