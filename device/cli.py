@@ -14,6 +14,7 @@ from device.outputs import EMIT_MODES
 from device.outputs import settings as output_settings
 
 SUBCOMMANDS = {"doctor": "device.doctor", "capture": "device.teach.cli:capture", "teach": "device.teach.cli:teach",
+               "undo": "device.teach.cli:undo", "status": "device.teach.cli:status",
                "evaluate": "device.teach.cli:evaluate"}
 
 
@@ -57,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m device",
         description="Classify camera frames with an edgecam bundle, offline. Results go to stdout as JSON "
                     "lines and to a local HTTP API. Subcommands: doctor (check this device), capture "
-                    "(record labelled frames), teach (fit a new head on them), evaluate (score on a folder).",
+                    "(record labelled frames), teach (fit a new head on them), undo (go back one head), status (which "
+                    "head serves), evaluate (score on a folder).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument

@@ -27,6 +27,7 @@ from device.pipeline import Capture, Classifier, FrameSlot, Stats
 from device.runtime import ModelError, load_model, parse_model_spec
 from device.server import AddressInUse, EventHub, Limits, Server, parse_address
 from device.sources import MAX_IMAGE_PIXELS, open_source
+from device.state import device_state_dir
 from device.teach import revisions
 from device.teach.service import TeachOptions, TeachService
 
@@ -90,19 +91,19 @@ class Daemon:
         self.log_handler: logging.Handler | None = None
         self.teach: TeachService | None = None
         self.reloads = 0
+        self.state_dir = device_state_dir(options.state_dir)  # taught heads, data set (device/state.py)
+        self.head_store: revisions.HeadStore | None = None  # the loaded model's head revisions
 
     # ---- building ------------------------------------------------------------------------
     def load(self) -> Classifier:
-        """Manifest + sha256 + interpreter -> a ready Classifier (raises ManifestError/ModelError)."""
+        """Manifest + sha256 + interpreter -> a ready Classifier (raises ManifestError/ModelError), with the head
+        that serves: the current taught one from the model's head store, or the bundle's own (revision 0)."""
         try:
             manifest = load_manifest(self.options.bundle)
             model = load_model(self.options.model, self.options.bundle, threads=self.options.threads,
                                manifest=manifest)
-            head = revisions.active_head(self.options.bundle, manifest)  # None: the model's own head (revision 0)
             classifier = Classifier(model, manifest, self.options.smoothing, self.options.threshold,
-                                    self.options.top_k, head=head)
-            classifier.head_info = revisions.describe(self.options.bundle, manifest, model.format)
-            return classifier
+                                    self.options.top_k)
         except BUNDLE_ERRORS:
             raise
         except Exception as error:  # noqa: BLE001 - a malformed manifest may raise anything (AttributeError...)
@@ -111,6 +112,34 @@ class Daemon:
                 "manifest.json is malformed. Re-export the bundle (python -m train / python -m convert) or copy "
                 "a good one again."
             ) from error
+        return self.with_head(classifier)
+
+    def with_head(self, classifier: Classifier) -> Classifier:
+        """The classifier with its model's taught head, when one is in use and sound. A damaged or mismatched
+        head never stops the daemon: the bundle's own head serves, and the log and /status head.fallback say
+        why."""
+        manifest, model = classifier.manifest, classifier.model
+        try:
+            store = revisions.open_store(self.options.bundle, manifest, model.format or "", self.state_dir,
+                                         model.sha256)
+        except ValueError as error:
+            log.error("no taught head can serve: %s", error)
+            classifier.head_info = {"revision": 0, "source": "bundle", "labels": list(manifest.labels),
+                                    "fallback": str(error)}
+            return classifier
+        self.head_store = store
+        active, problem = revisions.serving_head(store, manifest)
+        if active is not None:
+            try:
+                classifier = Classifier(model, manifest, self.options.smoothing, self.options.threshold,
+                                        self.options.top_k, head=active)
+            except ValueError as error:  # a model without an embedding output
+                active, problem = None, str(error)
+        classifier.head_info = store.describe(manifest, model.format, active)
+        if problem:
+            classifier.head_info["fallback"] = problem
+            log.error("the taught head is not served, the bundle's own head is: %s", problem)
+        return classifier
 
     def start(self) -> None:
         """Everything that can fail for a configuration reason fails here, before READY=1."""
@@ -145,6 +174,7 @@ class Daemon:
         log.info("serving %s (%s, %s) from %s%s", model.path, model.format, model.runtime, options.source, where)
         self.event("start", model=model.describe(), source=options.source, http=options.http, pid=os.getpid())
         self.notifier.ready(f"serving {model.format} on {model.runtime}")
+        self.teach.refit_if_new_model()  # a release with another model: its head re-fitted from the data set
 
     def open_outputs(self, chosen: list | None = None) -> None:
         """Open the outputs (device/outputs/) for the loaded bundle; a ValueError means a bad setting."""
@@ -181,7 +211,8 @@ class Daemon:
         return {
             "state": self.state(),
             "model": model,
-            "head": getattr(classifier, "head_info", None),
+            "head": self.head_status(classifier),
+            "state_dir": str(self.state_dir) if self.state_dir is not None else None,
             "fps": round(self.stats.fps(), 2),
             "latency_ms": self.stats.percentiles(),
             "frames": self.frame_number,
@@ -196,6 +227,11 @@ class Daemon:
             "outputs": self.outputs.describe() if self.outputs is not None else {},
             "pid": os.getpid(),
         }
+
+    def head_status(self, classifier) -> dict | None:
+        info = getattr(classifier, "head_info", None)
+        refit = self.teach.refit if self.teach is not None else None
+        return dict(info, refit=refit) if info is not None and refit is not None else info
 
     def check_state(self) -> None:
         """Publish a status event when the state changes (called from both threads)."""

@@ -171,7 +171,7 @@ class Stage:
 
     def open(self) -> Path:
         self.bundle.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = _acquire_lock(self._lock_target)
+        self._lock = acquire_lock(self._lock_target)
         if self.path.exists():
             if self.keep_staging:
                 return self.path
@@ -254,7 +254,10 @@ def iter_failed(bundle: os.PathLike) -> Iterator[Path]:
     yield from sorted(bundle.parent.glob(f"{bundle.name}.failed-*"))
 
 
-def _acquire_lock(bundle: Path):
+def acquire_lock(target: os.PathLike):
+    """Hold ``.NAME.lock`` beside TARGET (a bundle, or a head store in the state folder) -> the open lock file;
+    closing it releases the lock. StageError when another command holds it; OSError when it cannot be made."""
+    bundle = Path(target)
     lock = open(bundle.with_name(f".{bundle.name}.lock"), "a+")
     try:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

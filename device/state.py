@@ -13,6 +13,8 @@ place the service may write that survives restarts, upgrades and rollbacks. Its 
 
 Which folder: ``--state-dir``, else ``$EDGECAM_STATE_DIR``, else ``$STATE_DIRECTORY`` (set by systemd for a unit
 with ``StateDirectory=``; its first entry), else none (the caller decides: a laptop run without a state folder).
+:func:`device_state_dir` adds the installed device's folder (``/var/lib/edgecam``, when it exists and this user may
+write it), so that ``sudo -u edgecam python -m device teach ...`` in a shell finds what the service keeps.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 STATE_DIR_ENV = "EDGECAM_STATE_DIR"
 SYSTEMD_STATE_ENV = "STATE_DIRECTORY"  # systemd.exec(5): colon-separated, one entry per StateDirectory=
+SYSTEM_STATE_DIR = Path("/var/lib/edgecam")  # the unit's StateDirectory=edgecam (install.sh's device)
 MODELS = "models"
 DATASET = "dataset"
 TUNING = "tuning"
@@ -33,6 +36,17 @@ def resolve_state_dir(explicit: str | os.PathLike | None = None, environ=None) -
     for value in (explicit, environ.get(STATE_DIR_ENV), (environ.get(SYSTEMD_STATE_ENV) or "").split(":")[0]):
         if value:
             return Path(value)
+    return None
+
+
+def device_state_dir(explicit: str | os.PathLike | None = None, environ=None) -> Path | None:
+    """resolve_state_dir(), else SYSTEM_STATE_DIR when it is a folder this user may write (an installed device,
+    from a shell: no systemd variables there), else None (a laptop run: taught heads stay beside the bundle)."""
+    resolved = resolve_state_dir(explicit, environ)
+    if resolved is not None:
+        return resolved
+    if SYSTEM_STATE_DIR.is_dir() and os.access(SYSTEM_STATE_DIR, os.W_OK | os.X_OK):
+        return SYSTEM_STATE_DIR
     return None
 
 

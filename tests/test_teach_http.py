@@ -101,8 +101,9 @@ def setup(tmp_path_factory, tmp_path):
 def test_teach_api_end_to_end_switches_the_running_daemons_head(setup):
     daemon, bundle, dataset = setup
     status = daemon.wait_for(lambda s: s["frames"] > 0)
-    assert status["head"] == {"revision": 0, "source": "bundle", "accuracy": None,
-                              "labels": ["paper", "rock", "scissors"]}
+    assert {key: status["head"][key] for key in ("revision", "source", "accuracy", "labels")} == {
+        "revision": 0, "source": "bundle", "accuracy": None, "labels": ["paper", "rock", "scissors"]}
+    assert status["head"]["store"] == str(bundle / "heads") and len(status["head"]["model_sha256"]) == 64
 
     # state-changing calls: token, Host, Origin/Referer and a JSON body are checked
     assert daemon.post("/api/classes", {"name": "x"}, token=None)[0] == 401

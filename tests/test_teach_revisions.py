@@ -51,10 +51,11 @@ def misleading(tmp_path_factory, root: Path) -> Path:
     return root
 
 
-def current(bundle) -> int:
-    from device.teach.revisions import current_revision
+def current(bundle, state_dir=None) -> int:
+    from device.manifest import load_manifest
+    from device.teach.revisions import open_store
 
-    return current_revision(bundle)
+    return open_store(bundle, load_manifest(bundle), "int8", state_dir).current_revision()
 
 
 def test_accept_refuse_force_and_undo(bundle_copy, lessons, tmp_path_factory, tmp_path, capsys):

@@ -90,7 +90,11 @@ def capture(argv: list) -> int:
     return 0
 
 
-# ---- teach --------------------------------------------------------------------------------------
+# ---- teach, undo, status ------------------------------------------------------------------------
+STATE_DIR_HELP = ("state folder that keeps the taught heads (default: $EDGECAM_STATE_DIR, systemd's $STATE_DIRECTORY, "
+                  "/var/lib/edgecam when this user may write it, else the heads stay in BUNDLE/heads)")
+
+
 def teach(argv: list) -> int:
     parser = argparse.ArgumentParser(prog="python -m device teach", formatter_class=FORMATTER,
                                      description="Fit a new classifier head on a data set's frames (numpy, on "
@@ -100,38 +104,149 @@ def teach(argv: list) -> int:
                         help="data set: a folder of class folders (default: the same as capture's --dataset)")
     parser.add_argument("--model", default="int8", help="model format that embeds the frames (as the daemon runs)")
     parser.add_argument("--force", action="store_true", help="keep the new head even when it scores worse")
-    parser.add_argument("--undo", action="store_true", help="go back one head revision instead of teaching")
+    parser.add_argument("--undo", action="store_true", help="go back one head revision instead of teaching "
+                                                            "(the same as python -m device undo)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the held-out split and the fit")
     parser.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1, help="interpreter threads")
+    parser.add_argument("--state-dir", default=None, help=STATE_DIR_HELP)
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line (the daemon uses it)")
     args = parser.parse_args(argv)
+    if args.undo:
+        return _undo(args)
     from device.manifest import load_manifest
-    from device.teach import revisions
     from device.teach.dataset import default_root
 
-    try:
-        if args.undo:
-            revision = revisions.undo(args.bundle)
-            labels = revisions.describe(args.bundle, load_manifest(args.bundle))["labels"]
-            kind = "the bundle's own" if revision == 0 else "taught"
-            print(json.dumps({"revision": revision, "labels": labels}) if args.json else
-                  f"now using head revision {revision} ({kind}): {', '.join(labels)}")
-            return 0
+    def run() -> dict:
         from device.teach.teaching import teach as run_teach
 
-        data = args.data or default_root(load_manifest(args.bundle).name)
-        result = run_teach(args.bundle, data, args.model, args.force, args.seed, args.threads,
-                           progress=None if args.json else _progress("embedding"))
-    except ValueError as error:
-        if args.json:
-            print(json.dumps({"error": str(error)}))
-        print(f"edgecam teach: {error}", file=sys.stderr)
-        return 3 if "is being written by another" in str(error) else 2
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(summary(result))
+        data = args.data or default_root(load_manifest(args.bundle).name, args.state_dir)
+        return run_teach(args.bundle, data, args.model, args.force, args.seed, args.threads,
+                         progress=None if args.json else _progress("embedding"), state_dir=args.state_dir)
+
+    result = _guarded("teach", args.json, run)
+    if isinstance(result, int):
+        return result
+    print(json.dumps(result) if args.json else summary(result))
     return 0 if result["accepted"] else 1
+
+
+def undo(argv: list) -> int:
+    parser = argparse.ArgumentParser(prog="python -m device undo", formatter_class=FORMATTER,
+                                     description="Go back one taught head revision (to the one that was in use "
+                                                 "before it); at revision 0 the bundle's own head serves.")
+    parser.add_argument("--bundle", required=True, help="bundle folder")
+    parser.add_argument("--model", default="int8", help="model format whose heads to undo (as the daemon runs)")
+    parser.add_argument("--state-dir", default=None, help=STATE_DIR_HELP)
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON line (the daemon uses it)")
+    return _undo(parser.parse_args(argv))
+
+
+def _undo(args) -> int:
+    def run() -> dict:
+        store, manifest = _store(args)
+        revision = store.undo()
+        return {"revision": revision, "labels": _serving(store, manifest)["labels"]}
+
+    result = _guarded("undo", args.json, run)
+    if isinstance(result, int):
+        return result
+    kind = "the bundle's own" if result["revision"] == 0 else "taught"
+    print(json.dumps(result) if args.json else
+          f"now using head revision {result['revision']} ({kind}): {', '.join(result['labels'])}")
+    return 0
+
+
+def status(argv: list) -> int:
+    parser = argparse.ArgumentParser(prog="python -m device status", formatter_class=FORMATTER,
+                                     description="Which head serves the bundle's model (revision, labels), for which "
+                                                 "model, fitted on which frames, and where its revisions are kept.")
+    parser.add_argument("--bundle", required=True, help="bundle folder")
+    parser.add_argument("--model", default="int8", help="model format (as the daemon runs)")
+    parser.add_argument("--state-dir", default=None, help=STATE_DIR_HELP)
+    parser.add_argument("--json", action="store_true", help="print the head as one JSON object")
+    args = parser.parse_args(argv)
+
+    def run() -> dict:
+        store, manifest = _store(args)
+        return _serving(store, manifest, args.model)
+
+    head = _guarded("status", args.json, run)
+    if isinstance(head, int):
+        return head
+    print(json.dumps(head) if args.json else describe_head(head))
+    return 0
+
+
+def describe_head(head: dict) -> str:
+    """``python -m device status`` in words."""
+    if head["source"] == "taught":
+        lines = [f"head revision {head['revision']} (taught): {', '.join(head['labels'])}",
+                 f"fitted on {head.get('frames') or '?'} frames from {head.get('data') or '?'} at "
+                 f"{head.get('fitted') or '?'}; held-out accuracy {_percent(head.get('accuracy'))}"]
+    else:
+        lines = [f"head revision 0 (the bundle's own): {', '.join(head['labels'])}; accuracy "
+                 f"{_percent(head.get('accuracy'))}"]
+    lines.append(f"model sha256 {head['model_sha256']}; revisions kept in {head['store']}")
+    for key, title in (("store_note", "store"), ("fallback", "NOT SERVED")):
+        if head.get(key):
+            lines.append(f"{title}: {head[key]}")
+    return "\n".join(lines)
+
+
+def _percent(value) -> str:
+    return f"{value:.1%}" if isinstance(value, (int, float)) else "unknown"
+
+
+def _store(args):
+    from device.manifest import load_manifest, sha256_file
+    from device.teach import revisions
+
+    manifest = load_manifest(args.bundle)
+    spec = _spec(args.model)
+    loaded = sha256_file(spec.path) if spec.path else ""  # a .tflite path: its heads are keyed by its own hash
+    return revisions.open_store(args.bundle, manifest, spec.format or "", args.state_dir, loaded), manifest
+
+
+def _spec(model: str):
+    """--model as the daemon takes it (int8, edgetpu@usb:0, float32, a .tflite path) -> its ModelSpec."""
+    from device.runtime import parse_model_spec
+
+    return parse_model_spec(model)
+
+
+def _format(model: str) -> str:
+    return _spec(model).format or ""
+
+
+def _serving(store, manifest, model_format: str = "") -> dict:
+    from device.teach import revisions
+
+    active, problem = revisions.serving_head(store, manifest)
+    head = store.describe(manifest, _format(model_format) if model_format else None, active)
+    if problem:
+        head["fallback"] = problem
+    return head
+
+
+def _guarded(command: str, as_json: bool, run):
+    """RUN() -> its result, or the exit code after one clear line (stderr; and a JSON ``error`` line with its
+    ``kind`` for the daemon): 2 bad input or a store a person must fix (read-only, full), 3 locked (retry)."""
+    from device.teach.revisions import StoreLocked, StoreUnwritable
+
+    try:
+        return run()
+    except StoreLocked as error:
+        kind, code, message = "locked", 3, str(error)
+    except StoreUnwritable as error:
+        kind, code, message = "storage", 2, error.strerror
+    except ValueError as error:
+        kind, code, message = "input", 2, str(error)
+    except OSError as error:  # a data set or bundle file that cannot be read
+        kind, code, message = "storage", 2, f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")
+    if as_json:
+        print(json.dumps({"error": message, "kind": kind}))
+    print(f"edgecam {command}: {message}", file=sys.stderr)
+    return code
 
 
 def summary(result: dict) -> str:

@@ -48,9 +48,15 @@ class DatasetFull(RuntimeError):
     """Recording stopped: the size limit or the free-space floor would be crossed."""
 
 
-def default_root(name: str) -> Path:
-    """/var/lib/edgecam/dataset when it exists and is writable (install.sh makes it on a Pi), else
-    ./data/NAME-own."""
+def default_root(name: str, state_dir=None) -> Path:
+    """STATE/dataset with a state folder (--state-dir, $EDGECAM_STATE_DIR, systemd's $STATE_DIRECTORY:
+    device/state.py), else /var/lib/edgecam/dataset when it exists and is writable (install.sh makes it on a
+    Pi), else ./data/NAME-own."""
+    from device.state import DATASET, resolve_state_dir
+
+    folder = resolve_state_dir(state_dir)
+    if folder is not None:
+        return Path(folder) / DATASET
     if DEFAULT_ROOT.is_dir() and os.access(DEFAULT_ROOT, os.W_OK):
         return DEFAULT_ROOT
     return Path("data") / f"{name}-own"

@@ -74,9 +74,10 @@ class Head:
         except (OSError, KeyError, ValueError) as error:
             raise ValueError(f"{path} is not a classifier head ({error}). Re-convert the bundle "
                              "(python -m convert) or teach again (python -m device teach).") from None
-        if weights.ndim != 2 or bias.shape != (weights.shape[1],) or mean.shape != scale.shape != (weights.shape[0],):
-            raise ValueError(f"{path}: inconsistent head shapes (weights {weights.shape}, bias {bias.shape}). "
-                             "Re-convert the bundle or teach again.")
+        size = (weights.shape[0],) if weights.ndim == 2 else None
+        if size is None or bias.shape != (weights.shape[1],) or mean.shape != size or scale.shape != size:
+            raise ValueError(f"{path}: inconsistent head shapes (weights {weights.shape}, bias {bias.shape}, mean "
+                             f"{mean.shape}, scale {scale.shape}). Re-convert the bundle or teach again.")
         return cls(weights, bias, mean.astype(np.float32), scale.astype(np.float32))
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from device.teach.dataset import DatasetError, DatasetFull
-from device.teach.service import NoFrame, RateLimited, TeachBusy, TeachRefused
+from device.teach.service import NoFrame, RateLimited, TeachBusy, TeachRefused, TeachStorage
 
 MAX_BODY = 64 * 1024
 THUMB_SIZE = 160
@@ -179,6 +179,8 @@ def _call(action):
         raise Refused(409, str(error)) from None
     except TeachRefused as error:
         raise Refused(409, str(error)) from None
+    except TeachStorage as error:  # the state folder read-only, not the service's, or full: a person must act
+        raise Refused(507, str(error)) from None
     except DatasetError as error:
         message = str(error)
         raise Refused(404 if "does not exist" in message or "is gone" in message or "not in the ring" in message

@@ -35,7 +35,7 @@ RELOAD_WAIT_S = 15.0
 
 
 class TeachBusy(RuntimeError):
-    """Another teach or undo is running."""
+    """Another teach or undo is running, or holds the head store's lock (HTTP 409)."""
 
 
 class TeachRefused(ValueError):
@@ -62,13 +62,14 @@ class TeachService:
         self.last_uncertain = 0.0
         self.next_poll = 0.0
         self.head_stamp = self._stamp()
+        self.refit: dict | None = None  # /status head.refit: a new model's head re-fitted at start
 
     @property
     def dataset(self) -> Dataset:
         """Made on first use, so a daemon nobody teaches creates no folder (unless --keep-uncertain)."""
         if self._dataset is None:
             options = self.options
-            root = options.dataset or default_root(self.daemon.classifier.manifest.name)
+            root = options.dataset or default_root(self.daemon.classifier.manifest.name, self.daemon.state_dir)
             self._dataset = Dataset(root, int(options.dataset_limit_mb * 1e6), int(options.min_free_mb * 1e6),
                                     options.keep_uncertain, int(options.uncertain_mb * 1e6))
         return self._dataset
@@ -119,38 +120,14 @@ class TeachService:
                 "recording_blocked": dataset.blocked()}
 
     # ---- teaching -------------------------------------------------------------------------------
-    def teach(self, force: bool = False) -> dict:
-        """Run ``python -m device teach --json`` and switch to its head when accepted."""
+    def teach(self, force: bool = False, data=None) -> dict:
+        """Run ``python -m device teach --json`` and switch to its head when accepted. Raises TeachBusy (another
+        teach, or the head store locked), TeachRefused (too little data, ...), TeachStorage (the state folder is
+        read-only or full) or TeachFailed, each with one line that says what to do; the daemon's log has it too."""
         if not self.lock.acquire(blocking=False):
             raise TeachBusy("teaching is already running: wait for it to finish.")
         try:
-            options = self.daemon.options
-            model = options.model.split("@")[0]
-            if "edgetpu" in model:  # the daemon holds the Edge TPU: embed with the same int8 graph on the CPU
-                model = "int8"
-            command = [sys.executable, "-m", "device", "teach", "--bundle", str(options.bundle), "--data",
-                       str(self.dataset.root), "--model", model, "--json"]
-            if options.threads:
-                command += ["--threads", str(options.threads)]
-            if force:
-                command.append("--force")
-            package_parent = str(Path(__file__).resolve().parent.parent.parent)
-            environment = dict(os.environ, PYTHONPATH=os.pathsep.join(
-                [package_parent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-            try:
-                done = subprocess.run(command, capture_output=True, text=True, timeout=TEACH_TIMEOUT_S,
-                                      env=environment, check=False)
-            except subprocess.TimeoutExpired:
-                raise RuntimeError(f"teaching took longer than {TEACH_TIMEOUT_S} s and was stopped; "
-                                   "teach on fewer frames.") from None
-            lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-            try:
-                result = json.loads(lines[-1])
-            except (IndexError, ValueError):
-                raise RuntimeError(f"teaching failed (exit {done.returncode}): "
-                                   f"{done.stderr.strip()[-500:] or 'no output'}") from None
-            if "error" in result:
-                raise TeachRefused(result["error"])
+            result = self._child("teach", ["--data", str(data or self.dataset.root)] + (["--force"] if force else []))
             if result.get("accepted"):
                 self.switch()
             return result
@@ -162,23 +139,70 @@ class TeachService:
             raise TeachBusy("teaching is running: undo when it has finished.")
         try:
             try:
-                revision = revisions.undo(self.daemon.options.bundle)
+                revision = self.daemon.head_store.undo()
             except revisions.NothingToUndo as error:
                 raise TeachRefused(str(error)) from None
+            except revisions.StoreLocked as error:
+                raise self._failed(TeachBusy(str(error))) from None
+            except revisions.StoreUnwritable as error:
+                raise self._failed(TeachStorage(error.strerror)) from None
             self.switch()
             return {"revision": revision, "labels": list(self.daemon.classifier.labels)}
         finally:
             self.lock.release()
 
+    def _child(self, command: str, arguments: list) -> dict:
+        """``python -m device COMMAND --bundle B --model M --state-dir S --json ARGUMENTS`` in its own process
+        (teaching's memory never adds to the daemon's) -> its JSON answer, or a typed error (logged)."""
+        options = self.daemon.options
+        model = options.model.split("@")[0]
+        if "edgetpu" in model:  # the daemon holds the Edge TPU: embed with the same int8 graph on the CPU
+            model = "int8"
+        line = [sys.executable, "-m", "device", command, "--bundle", str(options.bundle), "--model", model, "--json"]
+        if self.daemon.state_dir is not None:
+            line += ["--state-dir", str(self.daemon.state_dir)]
+        if command == "teach" and options.threads:
+            line += ["--threads", str(options.threads)]
+        package_parent = str(Path(__file__).resolve().parent.parent.parent)
+        environment = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [package_parent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+        try:
+            done = subprocess.run(line + arguments, capture_output=True, text=True, timeout=TEACH_TIMEOUT_S,
+                                  env=environment, check=False)
+        except subprocess.TimeoutExpired:
+            raise self._failed(TeachFailed(f"{command} took longer than {TEACH_TIMEOUT_S} s and was stopped; "
+                                           "teach on fewer frames.")) from None
+        except OSError as error:  # no memory for a new process, ...
+            raise self._failed(TeachFailed(f"{command} could not start ({error}); try again.")) from None
+        lines = [text for text in done.stdout.splitlines() if text.startswith("{")]
+        try:
+            result = json.loads(lines[-1])
+        except (IndexError, ValueError):
+            raise self._failed(TeachFailed(f"{command} failed (exit {done.returncode}): {last_line(done.stderr)}. "
+                                           "The daemon's log has its output."), done.stderr) from None
+        if "error" in result:
+            kind = ERROR_KINDS.get(result.get("kind"), TeachRefused)
+            raise self._failed(kind(result["error"]), done.stderr)
+        return result
+
+    @staticmethod
+    def _failed(error: Exception, stderr: str = "") -> Exception:
+        """The journal is where an operator looks: one line why, and the child's own output when it crashed."""
+        log.error("teaching failed: %s", error)
+        if stderr.strip() and "Traceback" in stderr:
+            log.warning("the teach process's output:\n%s", stderr.strip()[-4000:])
+        return error
+
     def switch(self) -> None:
         """Reload through the daemon's SIGHUP path and wait until the new head serves (or the reload failed)."""
-        self.head_stamp = self._stamp()
         self.daemon.reload_and_wait(RELOAD_WAIT_S)
+        self.head_stamp = self._stamp()
         if self.daemon.errors:
-            raise RuntimeError(self.daemon.errors)
+            raise TeachFailed(self.daemon.errors)
 
     def head_changed(self) -> bool:
-        """Polled by the inference loop: True when heads/current.json changed (a teach or undo from the CLI)."""
+        """Polled by the inference loop: True when the head store's current.json changed (a teach or undo from the
+        command line)."""
         now = time.monotonic()
         if now < self.next_poll:
             return False
@@ -190,11 +214,69 @@ class TeachService:
         return True
 
     def _stamp(self):
-        try:
-            stats = (revisions.heads_dir(self.daemon.options.bundle) / revisions.CURRENT).stat()
-            return stats.st_mtime_ns, stats.st_ino, stats.st_size
-        except OSError:
+        store = self.daemon.head_store
+        if store is None:
             return None
+        try:
+            stats = (store.root / revisions.CURRENT).stat()
+            return str(store.root), stats.st_mtime_ns, stats.st_ino, stats.st_size
+        except OSError:
+            return str(store.root), None
+
+    # ---- a new model: re-fit the head from the data set -------------------------------------------
+    def refit_if_new_model(self) -> None:
+        """At start: a model with no head of its own in the state folder, where another model has a taught head
+        in use (a release with another model), gets one re-fitted from that head's data set, in the background
+        (seconds; the release's own head serves meanwhile). Said in the log and /status ``head.refit``."""
+        store = self.daemon.head_store
+        if store is None or store.state_dir is None or (store.root / revisions.CURRENT).exists():
+            return
+        previous = revisions.other_models(store.state_dir, store.model_sha256)
+        if not previous:
+            return
+        root, meta = previous[0]
+        data = Path(meta["data"]) if isinstance(meta.get("data"), str) else self.dataset.root
+        self.refit = {"state": "running", "from": str(root), "data": str(data), "labels": meta.get("labels"),
+                      "started": round(time.time(), 3)}
+        if not data.is_dir():
+            self._refit_done("skipped", f"the data set {data} that the previous model's head was fitted on is gone: "
+                                        "serving this release's own head. Record frames and teach again.")
+            return
+        log.info("a new model (sha256 %s...): re-fitting its head from %s, as the previous model's head %s was; "
+                 "its own head serves meanwhile", store.model_sha256[:12], data, root)
+        threading.Thread(target=self._refit, args=(data,), name="edgecam-refit", daemon=True).start()
+
+    def _refit(self, data: Path) -> None:
+        try:
+            result = self.teach(False, data)
+        except Exception as error:  # noqa: BLE001 - a failed re-fit leaves the release's own head serving
+            self._refit_done("failed", f"{error} Serving this release's own head.")
+            return
+        if result.get("accepted"):
+            frames = result.get("trained", 0) + result.get("heldout", 0)
+            self._refit_done("done", f"head revision {result['revision']} re-fitted on {frames} frames from {data}: "
+                                     f"{result.get('reason', '')}")
+        else:
+            self._refit_done("refused", f"{result.get('reason', 'refused')} Serving this release's own head.")
+
+    def _refit_done(self, state: str, reason: str) -> None:
+        self.refit = dict(self.refit or {}, state=state, reason=reason, finished=round(time.time(), 3))
+        (log.info if state == "done" else log.warning)("head re-fit for the new model %s: %s", state, reason)
+
+
+def last_line(text: str) -> str:
+    """The last non-empty line of a child's stderr (a traceback's exception line), shortened: one clear line."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    line = lines[-1] if lines else "no output"
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+class TeachFailed(RuntimeError):
+    """Teaching crashed or timed out (HTTP 500); the daemon's log has the details."""
+
+
+class TeachStorage(OSError):
+    """The head store or data set cannot be written: read-only, not the service's, or full (HTTP 507)."""
 
 
 class RateLimited(RuntimeError):
@@ -203,3 +285,6 @@ class RateLimited(RuntimeError):
 
 class NoFrame(RuntimeError):
     """The camera has not delivered a frame yet (HTTP 503)."""
+
+
+ERROR_KINDS = {"locked": TeachBusy, "storage": TeachStorage, "input": TeachRefused}  # the CLI's JSON "kind"

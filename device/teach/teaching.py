@@ -71,22 +71,25 @@ def embed(classifier, paths, progress=None) -> tuple:
     return np.stack(probabilities), np.stack(embeddings)
 
 
-def load_classifier_any(bundle, model: str = "int8", threads: int | None = None):
-    """The bundle's model with its current head, as the daemon loads them (no smoothing, no threshold)."""
+def load_classifier_any(bundle, model: str = "int8", threads: int | None = None, state_dir=None):
+    """The bundle's model with the head that serves it, as the daemon loads them (no smoothing, no threshold):
+    the current taught head from its store (device/teach/revisions.py), or the bundle's own when that is damaged."""
     from device.pipeline import Classifier
     from device.runtime import load_model
 
     manifest = load_manifest(bundle)
     loaded = load_model(model, bundle, threads=threads, manifest=manifest)
-    return Classifier(loaded, manifest, head=revisions.active_head(bundle, manifest))
+    store = revisions.open_store(bundle, manifest, loaded.format, state_dir, loaded.sha256)
+    active, _problem = revisions.serving_head(store, manifest)
+    return Classifier(loaded, manifest, head=active)
 
 
-def load_classifier(bundle, model: str = "int8", threads: int | None = None):
+def load_classifier(bundle, model: str = "int8", threads: int | None = None, state_dir=None):
     """load_classifier_any(), refusing a bundle converted without an embedding output (it cannot be taught)."""
     manifest = load_manifest(bundle)
     if manifest.embedding is None:
         raise ValueError(revisions.no_embedding_message(bundle))
-    classifier = load_classifier_any(bundle, model, threads)
+    classifier = load_classifier_any(bundle, model, threads, state_dir)
     if classifier.model.embedding_index is None:
         raise ValueError(revisions.no_embedding_message(bundle))
     return classifier
@@ -99,11 +102,14 @@ def confusion(truth: np.ndarray, predicted: np.ndarray, classes: int) -> list:
 
 
 def teach(bundle, data, model: str = "int8", force: bool = False, seed: int = 0, threads: int | None = None,
-          progress=None) -> dict:
-    """Fit, compare, and write a new revision when accepted -> the /api/teach answer (a dict)."""
+          progress=None, state_dir=None) -> dict:
+    """Fit, compare, and write a new revision when accepted -> the /api/teach answer (a dict). The revision goes
+    into the model's head store: STATE_DIR (or the one device.state.device_state_dir finds), else the bundle."""
     started = time.monotonic()
     labels, items = collect(data)
-    classifier = load_classifier(bundle, model, threads)
+    classifier = load_classifier(bundle, model, threads, state_dir)
+    store = revisions.open_store(bundle, classifier.manifest, classifier.model.format, state_dir,
+                                 classifier.model.sha256)
     truth = np.array([index for index, _ in items])
     own, embeddings = embed(classifier, [path for _, path in items], progress)
     embedded = time.monotonic()
@@ -120,7 +126,7 @@ def teach(bundle, data, model: str = "int8", force: bool = False, seed: int = 0,
     accepted = force or accuracy_new >= accuracy_current
     result = {
         "accepted": bool(accepted), "labels": labels, "accuracy_new": round(accuracy_new, 4),
-        "accuracy_current": round(accuracy_current, 4), "current_revision": revisions.current_revision(bundle),
+        "accuracy_current": round(accuracy_current, 4), "current_revision": current.revision if current else 0,
         "heldout": int(len(heldout)), "trained": int(len(train)), "steps": int(steps),
         "confusion": {"labels": labels, "matrix": confusion(truth[heldout], new_predicted, len(labels))},
         "model": classifier.model.format, "embed_seconds": round(embedded - started, 3),
@@ -131,8 +137,9 @@ def teach(bundle, data, model: str = "int8", force: bool = False, seed: int = 0,
                             f"{accuracy_current:.1%}")
         meta = {key: result[key] for key in ("accuracy_new", "accuracy_current", "heldout", "trained", "confusion",
                                              "model", "steps")}
-        meta.update(accuracy=result["accuracy_new"], data=str(Path(data).resolve()), seed=seed, forced=bool(force))
-        result["revision"] = revisions.write_revision(bundle, head, labels, meta)
+        meta.update(accuracy=result["accuracy_new"], data=str(Path(data).resolve()), frames=len(items), seed=seed,
+                    forced=bool(force))
+        result["revision"] = store.write_revision(head, labels, meta)
     else:
         result["reason"] = (f"refused: the new head scores {accuracy_new:.1%} on the held-out fifth, worse than the "
                             f"current head's {accuracy_current:.1%}. Record more (or cleaner) frames, or force it.")
