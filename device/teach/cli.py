@@ -119,6 +119,7 @@ def teach(argv: list) -> int:
     def run() -> dict:
         from device.teach.teaching import teach as run_teach
 
+        _store(args)[0].check_writable()  # a locked, read-only or full store fails now, not after embedding
         data = args.data or default_root(load_manifest(args.bundle).name, args.state_dir)
         return run_teach(args.bundle, data, args.model, args.force, args.seed, args.threads,
                          progress=None if args.json else _progress("embedding"), state_dir=args.state_dir)

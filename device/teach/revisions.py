@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,6 +199,17 @@ class HeadStore:
             except OSError as error:
                 raise self.unwritable(error) from None
         return parent
+
+    def check_writable(self) -> None:
+        """Before teaching's seconds of embedding: StoreLocked when another writer holds the lock, StoreUnwritable
+        when the store cannot be made or written (a read-only or full file system, another user's folder)."""
+        with self.locked():
+            try:
+                handle, probe = tempfile.mkstemp(prefix=".write-test-", dir=self.root)
+                os.close(handle)
+                os.unlink(probe)
+            except OSError as error:
+                raise self.unwritable(error) from None
 
     def _parent(self) -> int:
         """The revision in use now (a damaged current.json: 0, the bundle's own head, which is what serves)."""
