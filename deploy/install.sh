@@ -5,8 +5,10 @@
 # its own venv; PREFIX/current and PREFIX/previous are links. A release becomes `current` only after its pip
 # install and `device doctor` succeeded, and the service is switched back if it fails to start, so an upgrade
 # never leaves the device without a working version. Running it twice with the same archive changes nothing.
-# The Teach view's dataset folder (/var/lib/edgecam/dataset) lives outside the releases: it is created once,
-# owned by the service user, and no install, rollback or prune ever deletes it.
+# What the device learns lives outside the releases, in the state folder /var/lib/edgecam (the unit's
+# StateDirectory=): the Teach view's dataset/ and the taught heads (models/<model key>/heads/). It is created
+# once, owned by the service user, and no install, rollback or prune ever deletes it; a person teaching from a
+# shell runs as that user (sudo -u edgecam .../venv/bin/python -m device teach ...) and finds the same folder.
 set -euo pipefail
 
 usage() {
@@ -205,6 +207,7 @@ show_status() {
   echo "current:  $(release_of current)"
   echo "previous: $(release_of previous)"
   echo "dataset:  $DATASET_DIR$([ -d "$DATASET_DIR" ] || echo ' (missing)')"
+  echo "heads:    $(dirname "$DATASET_DIR")/models (taught heads, per model; python -m device status shows which serves)"
   echo "releases:"
   [ -d "$RELEASES" ] && ls -1 "$RELEASES" | sed 's/^/  /'
   return 0
@@ -320,6 +323,7 @@ install() {
   say "current release: $id (runtime: $(json_field "$RELEASES/$id/state/runtime.json" runtime))"
   if [ "$SYSTEMD" = yes ]; then
     say "check: systemctl status edgecam; curl -s http://127.0.0.1:8080/status; journalctl -u edgecam -f"
+    say "teach from a shell: sudo -u $SERVICE_USER $BASE/current/venv/bin/python -m device teach --bundle $BASE/current/bundle"
   fi
 }
 

@@ -288,3 +288,26 @@ def test_a_failed_teach_answers_one_line_and_says_why_in_the_log(device_root):
         assert f"teaching failed: {answer['error']}" in daemon.log()
     finally:
         daemon.stop()
+
+
+def test_root_does_not_teach_into_the_service_users_state_folder(device_root):
+    release, state = device_root
+    os.chown(state, 65534, 65534)  # /var/lib/edgecam belongs to the service user (systemd's StateDirectory=)
+    done = run(device("teach", "--bundle", release / "bundle", "--state-dir", state, "--json"))
+    assert done.returncode == 2, done.stderr
+    answer = json.loads(done.stdout.splitlines()[-1])
+    assert answer["kind"] == "storage" and "not root: run as that user (sudo -u " in answer["error"]
+    assert not (state / "models").exists()
+
+
+def test_the_installed_devices_state_folder_is_found_from_a_shell(tmp_path, monkeypatch):
+    """`sudo -u edgecam python -m device teach` has no systemd variables: /var/lib/edgecam is found when this user
+    may write it (here a stand-in folder: the host's /var/lib is not the test's to change)."""
+    from device import state
+
+    monkeypatch.setattr(state, "SYSTEM_STATE_DIR", tmp_path / "var-lib-edgecam")
+    assert state.device_state_dir(environ={}) is None  # a laptop: no state folder, heads beside the bundle
+    (tmp_path / "var-lib-edgecam").mkdir()
+    assert state.device_state_dir(environ={}) == tmp_path / "var-lib-edgecam"
+    assert state.device_state_dir(environ={"STATE_DIRECTORY": "/run/x:/run/y"}) == Path("/run/x")
+    assert state.device_state_dir(tmp_path / "flag", environ={"EDGECAM_STATE_DIR": "/env"}) == tmp_path / "flag"

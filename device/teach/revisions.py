@@ -211,6 +211,26 @@ class HeadStore:
             except OSError as error:
                 raise self.unwritable(error) from None
 
+    def check_owner(self) -> None:
+        """root writing into a state folder that belongs to the service's user would leave files the service cannot
+        replace (its next teach or undo fails): refuse, and name the user to run as."""
+        if self.state_dir is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
+            return
+        try:
+            owner = self.state_dir.stat().st_uid
+        except OSError:
+            return
+        if owner != 0:
+            import pwd
+
+            try:
+                name = pwd.getpwuid(owner).pw_name
+            except KeyError:
+                name = str(owner)
+            raise StoreUnwritable(None, f"{self.state_dir} belongs to {name}, not root: run as that user "
+                                        f"(sudo -u {name} python -m device ...) so that the service can still "
+                                        "write what you teach.")
+
     def _parent(self) -> int:
         """The revision in use now (a damaged current.json: 0, the bundle's own head, which is what serves)."""
         try:
@@ -253,6 +273,7 @@ class _Lock:
         self.store = store
 
     def __enter__(self):
+        self.store.check_owner()
         try:
             self.store.root.mkdir(parents=True, exist_ok=True)
             self.handle = acquire_lock(self.store.lock_target)
