@@ -7,7 +7,8 @@ Everything a Raspberry Pi needs to run a bundle, and nothing of the host side::
       release.json        name, release id (a hash of the contents), models, creation time
       requirements.txt    pinned device requirements (default: deploy/requirements-pi.txt)
       device/             the device package, with device/systemd/edgecam.service
-      bundle/             manifest.json (listing only the models shipped), labels.txt, tflite/model_*.tflite
+      bundle/             manifest.json (listing only the models shipped), labels.txt, tflite/model_*.tflite,
+                          tflite/head.npz (the bundle's own head in numpy): every file the manifest names
       kiosk/              the optional full-screen kiosk launcher for the Pi's desktop (deploy/kiosk/)
       wheels/             only with --wheelhouse: wheels for an offline install
 
@@ -105,23 +106,27 @@ def bundle_entries(bundle: Path, models: list | None, force: bool = False) -> tu
         raise BundleError(str(error)) from None
     check_parity(manifest, bundle, force)
     chosen = choose_models(manifest, models, bundle)
-    entries = []
-    for fmt in chosen:
-        entry = manifest.models[fmt]
-        path = bundle / entry.file
-        if not path.is_file():
-            raise BundleError(f"{path} is missing although the manifest lists it: "
-                              f"re-run python -m convert {bundle}.")
-        if entry.sha256 and sha256_file(path) != entry.sha256:
-            raise BundleError(f"{path} does not match its sha256 in the manifest: "
-                              f"re-run python -m convert {bundle}.")
-        entries.append((f"bundle/{entry.file}", path))
+    entries = [(f"bundle/{manifest.models[fmt].file}", checked(bundle, manifest.models[fmt].file,
+                                                              manifest.models[fmt].sha256)) for fmt in chosen]
+    if manifest.embedding is not None and manifest.embedding.head_file:  # the bundle's own head in numpy
+        entries.append((f"bundle/{manifest.embedding.head_file}",
+                        checked(bundle, manifest.embedding.head_file, manifest.embedding.head_sha256)))
     manifest.models = {fmt: manifest.models[fmt] for fmt in chosen}  # the device sees only what it has
     entries.append((f"bundle/{MANIFEST}", manifest.to_json().encode()))
     labels = bundle / LABELS_FILENAME
     entries.append((f"bundle/{LABELS_FILENAME}",
                     labels if labels.is_file() else ("\n".join(manifest.labels) + "\n").encode()))
     return manifest.name, chosen, entries
+
+
+def checked(bundle: Path, relative: str, sha256: str) -> Path:
+    """A file the manifest names, present and matching its sha256 (the device checks them again)."""
+    path = bundle / relative
+    if not path.is_file():
+        raise BundleError(f"{path} is missing although the manifest lists it: re-run python -m convert {bundle}.")
+    if sha256 and sha256_file(path) != sha256:
+        raise BundleError(f"{path} does not match its sha256 in the manifest: re-run python -m convert {bundle}.")
+    return path
 
 
 def read(source) -> bytes:
@@ -200,7 +205,8 @@ def build(bundle, out, models: list | None = None, requirements=DEFAULT_REQUIREM
     top, info, entries = collect(bundle, models, Path(requirements), Path(wheelhouse) if wheelhouse else None,
                                  force)
     write_archive(out, top, entries)
-    model_bytes = sum(len(read(source)) for name, source in entries if name.startswith(f"bundle/{TFLITE_DIR}/"))
+    model_bytes = sum(len(read(source)) for name, source in entries
+                      if name.startswith(f"bundle/{TFLITE_DIR}/") and name.endswith(".tflite"))
     return dict(info, archive=str(out), size_bytes=out.stat().st_size, model_bytes=model_bytes,
                 files=len(entries))
 

@@ -68,3 +68,28 @@ def test_a_damaged_taught_head_falls_back_to_the_bundles_own_head(device_bundle_
     assert {result["label"] for result in results} <= {"paper", "rock", "scissors", "unknown"}
     assert "the taught head is not served, the bundle's own head is" in stderr
     assert "inconsistent head shapes" in stderr and "python -m device undo --bundle" in stderr
+
+
+def test_the_device_archive_ships_every_file_its_manifest_names_and_the_device_reads_the_bundle_head(
+        tmp_path_factory, tmp_path):
+    """Issue 19 item 17: the manifest names tflite/head.npz (the bundle's own head in numpy, with its sha256); the
+    archive ships it, and `python -m device status` on the unpacked bundle reads and checks it."""
+    import tarfile
+
+    from deploy.bundle import build
+
+    info = build(teach_bundle.shared_teach_bundle(tmp_path_factory), tmp_path / "device.tar.gz", ["int8"],
+                 force=True)  # the teach bundle's parity was skipped (test_convert covers parity)
+    with tarfile.open(info["archive"]) as archive:
+        archive.extractall(tmp_path / "unpacked", filter="data")
+    bundle = next((tmp_path / "unpacked").iterdir()) / "bundle"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    named = [entry["file"] for entry in manifest["models"].values()] + [manifest["embedding"]["head_file"]]
+    assert named == ["tflite/model_int8.tflite", "tflite/head.npz"]
+    for relative in named:
+        assert (bundle / relative).is_file(), f"the manifest names {relative} but the archive lacks it"
+    shown = subprocess.run([sys.executable, "-m", "device", "status", "--bundle", str(bundle), "--json"], cwd=REPO,
+                           capture_output=True, text=True, timeout=60, check=False,
+                           env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["bundle_head"] == "tflite/head.npz: 8 x 3, sha256 as in the manifest"

@@ -169,13 +169,24 @@ def status(argv: list) -> int:
 
     def run() -> dict:
         store, manifest = _store(args)
-        return _serving(store, manifest, args.model)
+        return dict(_serving(store, manifest, args.model), bundle_head=_bundle_head(args.bundle, manifest))
 
     head = _guarded("status", args.json, run)
     if isinstance(head, int):
         return head
     print(json.dumps(head) if args.json else describe_head(head))
     return 0
+
+
+def _bundle_head(bundle, manifest) -> str:
+    """Revision 0 in numpy (tflite/head.npz, which the manifest names with its sha256), read and checked."""
+    from device.teach.revisions import bundle_head
+
+    try:
+        head = bundle_head(bundle, manifest)
+    except ValueError as error:
+        return f"unusable: {error}"
+    return f"{manifest.embedding.head_file}: {head.size} x {head.classes}, sha256 as in the manifest"
 
 
 def describe_head(head: dict) -> str:
@@ -188,7 +199,7 @@ def describe_head(head: dict) -> str:
         lines = [f"head revision 0 (the bundle's own): {', '.join(head['labels'])}; accuracy "
                  f"{_percent(head.get('accuracy'))}"]
     lines.append(f"model sha256 {head['model_sha256']}; revisions kept in {head['store']}")
-    for key, title in (("store_note", "store"), ("fallback", "NOT SERVED")):
+    for key, title in (("bundle_head", "the bundle's own head"), ("store_note", "store"), ("fallback", "NOT SERVED")):
         if head.get(key):
             lines.append(f"{title}: {head[key]}")
     return "\n".join(lines)
