@@ -172,6 +172,7 @@ class Daemon:
                         model.path)
         where = f" on http://{options.http.rsplit(':', 1)[0]}:{self.server.port}" if self.server else ""
         log.info("serving %s (%s, %s) from %s%s", model.path, model.format, model.runtime, options.source, where)
+        log.info("head: %s", describe_head(self.classifier.head_info))
         self.event("start", model=model.describe(), source=options.source, http=options.http, pid=os.getpid())
         self.notifier.ready(f"serving {model.format} on {model.runtime}")
         self.teach.refit_if_new_model()  # a release with another model: its head re-fitted from the data set
@@ -321,7 +322,10 @@ class Daemon:
         else:
             self.classifier = classifier
             self.errors = None
-            log.info("reloaded %s (%s)", classifier.model.path, classifier.model.sha256[:12])
+            if self.teach is not None:
+                self.teach.head_stamp = self.teach.stamp()  # this reload read the store: no second one for it
+            log.info("reloaded %s (%s); head: %s", classifier.model.path, classifier.model.sha256[:12],
+                     describe_head(classifier.head_info))
             self.event("reloaded", model=classifier.model.describe())
         finally:
             self.reloading = False
@@ -352,6 +356,19 @@ class Daemon:
         if self.outputs is not None:
             self.outputs.close()  # drains what is queued, bounded in time
         self.notifier.close()
+
+
+def describe_head(info: dict | None) -> str:
+    """The log's words for /status head: which head serves, for which model, fitted on which frames."""
+    if not info:
+        return "none"
+    if info.get("source") == "taught":
+        text = (f"taught revision {info['revision']} ({', '.join(info['labels'])}), fitted on {info.get('frames')} "
+                f"frames from {info.get('data')} at {info.get('fitted')}")
+    else:
+        text = f"the bundle's own (revision 0: {', '.join(info.get('labels') or [])})"
+    sha = info.get("model_sha256") or ""
+    return text + (f", model sha256 {sha[:12]}..., revisions in {info.get('store')}" if sha else "")
 
 
 class EventLogHandler(logging.Handler):

@@ -203,6 +203,7 @@ class HeadStore:
     def check_writable(self) -> None:
         """Before teaching's seconds of embedding: StoreLocked when another writer holds the lock, StoreUnwritable
         when the store cannot be made or written (a read-only or full file system, another user's folder)."""
+        made = not self.root.exists()
         with self.locked():
             try:
                 handle, probe = tempfile.mkstemp(prefix=".write-test-", dir=self.root)
@@ -210,6 +211,9 @@ class HeadStore:
                 os.unlink(probe)
             except OSError as error:
                 raise self.unwritable(error) from None
+            finally:
+                if made:  # made only to try: a teach that stops later (no embedding, too few frames) leaves none
+                    shutil.rmtree(self.root, ignore_errors=True)
 
     def check_owner(self) -> None:
         """root writing into a state folder that belongs to the service's user would leave files the service cannot

@@ -61,7 +61,7 @@ class TeachService:
         self.last_capture = 0.0
         self.last_uncertain = 0.0
         self.next_poll = 0.0
-        self.head_stamp = self._stamp()
+        self.head_stamp = self.stamp()
         self.refit: dict | None = None  # /status head.refit: a new model's head re-fitted at start
 
     @property
@@ -196,7 +196,7 @@ class TeachService:
     def switch(self) -> None:
         """Reload through the daemon's SIGHUP path and wait until the new head serves (or the reload failed)."""
         self.daemon.reload_and_wait(RELOAD_WAIT_S)
-        self.head_stamp = self._stamp()
+        self.head_stamp = self.stamp()
         if self.daemon.errors:
             raise TeachFailed(self.daemon.errors)
 
@@ -207,13 +207,13 @@ class TeachService:
         if now < self.next_poll:
             return False
         self.next_poll = now + HEAD_POLL_S
-        stamp = self._stamp()
+        stamp = self.stamp()
         if stamp == self.head_stamp:
             return False
         self.head_stamp = stamp
         return True
 
-    def _stamp(self):
+    def stamp(self):
         store = self.daemon.head_store
         if store is None:
             return None
