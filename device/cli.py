@@ -96,8 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     output_settings.add_arguments(parser, positive_int, non_negative_float)
     add("--log-level", choices=("debug", "info", "warning", "error"), default="info", help="stderr verbosity")
     add("--state-dir", default=argparse.SUPPRESS,
-        help="folder for what this device learns (taught heads, tuning; device/state.py); default: "
-             "$EDGECAM_STATE_DIR, else systemd's $STATE_DIRECTORY, else none")
+        help="folder for what this device learns (taught heads, the data set, tuning; device/state.py); default: "
+             "$EDGECAM_STATE_DIR, else systemd's $STATE_DIRECTORY, else /var/lib/edgecam when this user may "
+             "write it, else none (taught heads stay in BUNDLE/heads)")
     add_limits(parser)
     teach = parser.add_argument_group("teaching (the Teach view, /api/*)")
     teach.add_argument("--dataset", default=argparse.SUPPRESS,
