@@ -123,6 +123,7 @@ class Daemon:
             store = revisions.open_store(self.options.bundle, manifest, model.format or "", self.state_dir,
                                          model.sha256)
         except ValueError as error:
+            self.head_store = None
             log.error("no taught head can serve: %s", error)
             classifier.head_info = {"revision": 0, "source": "bundle", "labels": list(manifest.labels),
                                     "fallback": str(error)}

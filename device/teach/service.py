@@ -127,7 +127,7 @@ class TeachService:
         if not self.lock.acquire(blocking=False):
             raise TeachBusy("teaching is already running: wait for it to finish.")
         try:
-            result = self._child("teach", ["--data", str(data or self.dataset.root)] + (["--force"] if force else []))
+            result = self._run_teach(["--data", str(data or self.dataset.root)] + (["--force"] if force else []))
             if result.get("accepted"):
                 self.switch()
             return result
@@ -138,8 +138,11 @@ class TeachService:
         if not self.lock.acquire(blocking=False):
             raise TeachBusy("teaching is running: undo when it has finished.")
         try:
+            store = self.daemon.head_store
+            if store is None:
+                raise TeachRefused((self.daemon.classifier.head_info or {}).get("fallback") or "no head store.")
             try:
-                revision = self.daemon.head_store.undo()
+                revision = store.undo()
             except revisions.NothingToUndo as error:
                 raise TeachRefused(str(error)) from None
             except revisions.StoreLocked as error:
@@ -151,17 +154,17 @@ class TeachService:
         finally:
             self.lock.release()
 
-    def _child(self, command: str, arguments: list) -> dict:
-        """``python -m device COMMAND --bundle B --model M --state-dir S --json ARGUMENTS`` in its own process
+    def _run_teach(self, arguments: list) -> dict:
+        """``python -m device teach --bundle B --model M --state-dir S --json ARGUMENTS`` in its own process
         (teaching's memory never adds to the daemon's) -> its JSON answer, or a typed error (logged)."""
         options = self.daemon.options
         model = options.model.split("@")[0]
         if "edgetpu" in model:  # the daemon holds the Edge TPU: embed with the same int8 graph on the CPU
             model = "int8"
-        line = [sys.executable, "-m", "device", command, "--bundle", str(options.bundle), "--model", model, "--json"]
+        line = [sys.executable, "-m", "device", "teach", "--bundle", str(options.bundle), "--model", model, "--json"]
         if self.daemon.state_dir is not None:
             line += ["--state-dir", str(self.daemon.state_dir)]
-        if command == "teach" and options.threads:
+        if options.threads:
             line += ["--threads", str(options.threads)]
         package_parent = str(Path(__file__).resolve().parent.parent.parent)
         environment = dict(os.environ, PYTHONPATH=os.pathsep.join(
@@ -170,15 +173,15 @@ class TeachService:
             done = subprocess.run(line + arguments, capture_output=True, text=True, timeout=TEACH_TIMEOUT_S,
                                   env=environment, check=False)
         except subprocess.TimeoutExpired:
-            raise self._failed(TeachFailed(f"{command} took longer than {TEACH_TIMEOUT_S} s and was stopped; "
+            raise self._failed(TeachFailed(f"teaching took longer than {TEACH_TIMEOUT_S} s and was stopped; "
                                            "teach on fewer frames.")) from None
         except OSError as error:  # no memory for a new process, ...
-            raise self._failed(TeachFailed(f"{command} could not start ({error}); try again.")) from None
+            raise self._failed(TeachFailed(f"teaching could not start ({error}); try again.")) from None
         lines = [text for text in done.stdout.splitlines() if text.startswith("{")]
         try:
             result = json.loads(lines[-1])
         except (IndexError, ValueError):
-            raise self._failed(TeachFailed(f"{command} failed (exit {done.returncode}): {last_line(done.stderr)}. "
+            raise self._failed(TeachFailed(f"teaching failed (exit {done.returncode}): {last_line(done.stderr)}. "
                                            "The daemon's log has its output."), done.stderr) from None
         if "error" in result:
             kind = ERROR_KINDS.get(result.get("kind"), TeachRefused)
@@ -253,8 +256,7 @@ class TeachService:
             self._refit_done("failed", f"{error} Serving this release's own head.")
             return
         if result.get("accepted"):
-            frames = result.get("trained", 0) + result.get("heldout", 0)
-            self._refit_done("done", f"head revision {result['revision']} re-fitted on {frames} frames from {data}: "
+            self._refit_done("done", f"head revision {result['revision']} re-fitted from {data}: "
                                      f"{result.get('reason', '')}")
         else:
             self._refit_done("refused", f"{result.get('reason', 'refused')} Serving this release's own head.")
