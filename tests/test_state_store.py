@@ -311,3 +311,21 @@ def test_the_installed_devices_state_folder_is_found_from_a_shell(tmp_path, monk
     assert state.device_state_dir(environ={}) == tmp_path / "var-lib-edgecam"
     assert state.device_state_dir(environ={"STATE_DIRECTORY": "/run/x:/run/y"}) == Path("/run/x")
     assert state.device_state_dir(tmp_path / "flag", environ={"EDGECAM_STATE_DIR": "/env"}) == tmp_path / "flag"
+
+
+def test_a_damaged_head_in_the_state_folder_is_not_served_and_status_says_why(device_root):
+    release, state = device_root
+    shutil.copytree(state / "dataset" / "red", release / "bundle" / "frames")
+    heads = model_heads(state, release / "bundle")
+    heads.mkdir(parents=True)
+    (heads / "current.json").write_text('{"revision": 7}')  # names a revision that is not there
+    daemon = Daemon(release, state)
+    try:
+        status = daemon.wait_for(lambda s: s["last_result"] is not None)
+        assert status["last_result"]["model"] == "tiny:int8" and status["head"]["revision"] == 0
+        assert f"head revision {heads / 'r0007'} is damaged" in status["head"]["fallback"]
+        assert "the taught head is not served, the bundle's own head is" in daemon.log()
+    finally:
+        daemon.stop()
+    words = run(read_only([release], device("status", "--bundle", release / "bundle", "--state-dir", state)))
+    assert words.returncode == 0 and "NOT SERVED: head revision" in words.stdout

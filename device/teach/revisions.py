@@ -57,6 +57,9 @@ class StoreLocked(RuntimeError):
 class StoreUnwritable(OSError):
     """The head store cannot be written (read-only, not this user's, or full): a person must act (exit 2, 507)."""
 
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
 
 @dataclass
 class ActiveHead:
