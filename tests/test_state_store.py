@@ -183,6 +183,13 @@ class Daemon:
     def log(self) -> str:
         return "".join(self.lines)
 
+    def logged(self, text: str, timeout: float = 10) -> bool:
+        """TEXT in the daemon's log (stderr, read by a thread: a line may arrive just after the HTTP answer)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return text in self.log()
+
     def stop(self):
         self.process.terminate()
         self.process.wait(10)
@@ -240,7 +247,7 @@ def test_a_release_with_another_model_refits_its_head_from_the_data_set_at_start
         status = daemon.wait_for(lambda s: s["last_result"]["model"] == "tiny:float32+head1")
         assert status["head"]["labels"] == ["blue", "green", "red"]
         assert status["head"]["store"] == str(model_heads(state, release / "bundle", "float32"))
-        assert "re-fitting its head from" in daemon.log() and "head re-fit for the new model done" in daemon.log()
+        assert daemon.logged("re-fitting its head from") and daemon.logged("head re-fit for the new model done")
     finally:
         daemon.stop()
 
@@ -275,7 +282,7 @@ def test_a_failed_teach_answers_one_line_and_says_why_in_the_log(device_root):
             code, answer = daemon.request("POST", "/api/teach", {"force": True})
         assert code == 409 and "is being written by another edgecam command" in answer["error"]
         assert "\n" not in answer["error"] and "Traceback" not in answer["error"]
-        assert "teaching failed: " in daemon.log()
+        assert daemon.logged("teaching failed: ")
     finally:
         daemon.stop()
     daemon = Daemon(release, state, read_only_too=[state])  # the state folder read-only too (or full)
@@ -285,7 +292,7 @@ def test_a_failed_teach_answers_one_line_and_says_why_in_the_log(device_root):
         assert code == 507, answer
         assert "read-only file system" in answer["error"] and f"make {state} writable" in answer["error"]
         assert "\n" not in answer["error"] and "Traceback" not in answer["error"]
-        assert f"teaching failed: {answer['error']}" in daemon.log()
+        assert daemon.logged(f"teaching failed: {answer['error']}")
     finally:
         daemon.stop()
 
@@ -324,7 +331,7 @@ def test_a_damaged_head_in_the_state_folder_is_not_served_and_status_says_why(de
         status = daemon.wait_for(lambda s: s["last_result"] is not None)
         assert status["last_result"]["model"] == "tiny:int8" and status["head"]["revision"] == 0
         assert f"head revision {heads / 'r0007'} is damaged" in status["head"]["fallback"]
-        assert "the taught head is not served, the bundle's own head is" in daemon.log()
+        assert daemon.logged("the taught head is not served, the bundle's own head is")
     finally:
         daemon.stop()
     words = run(read_only([release], device("status", "--bundle", release / "bundle", "--state-dir", state)))

@@ -124,9 +124,9 @@ def teach(argv: list) -> int:
         return run_teach(args.bundle, data, args.model, args.force, args.seed, args.threads,
                          progress=None if args.json else _progress("embedding"), state_dir=args.state_dir)
 
-    result = _guarded("teach", args.json, run)
-    if isinstance(result, int):
-        return result
+    result, code = _guarded("teach", args.json, run)
+    if result is None:
+        return code
     print(json.dumps(result) if args.json else summary(result))
     return 0 if result["accepted"] else 1
 
@@ -148,9 +148,9 @@ def _undo(args) -> int:
         revision = store.undo()
         return {"revision": revision, "labels": _serving(store, manifest)["labels"]}
 
-    result = _guarded("undo", args.json, run)
-    if isinstance(result, int):
-        return result
+    result, code = _guarded("undo", args.json, run)
+    if result is None:
+        return code
     kind = "the bundle's own" if result["revision"] == 0 else "taught"
     print(json.dumps(result) if args.json else
           f"now using head revision {result['revision']} ({kind}): {', '.join(result['labels'])}")
@@ -171,9 +171,9 @@ def status(argv: list) -> int:
         store, manifest = _store(args)
         return dict(_serving(store, manifest, args.model), bundle_head=_bundle_head(args.bundle, manifest))
 
-    head = _guarded("status", args.json, run)
-    if isinstance(head, int):
-        return head
+    head, code = _guarded("status", args.json, run)
+    if head is None:
+        return code
     print(json.dumps(head) if args.json else describe_head(head))
     return 0
 
@@ -241,12 +241,12 @@ def _serving(store, manifest, model_format: str = "") -> dict:
 
 
 def _guarded(command: str, as_json: bool, run):
-    """RUN() -> its result, or the exit code after one clear line (stderr; and a JSON ``error`` line with its
-    ``kind`` for the daemon): 2 bad input or a store a person must fix (read-only, full), 3 locked (retry)."""
+    """RUN() -> (its result, None), or (None, the exit code) after one clear line (stderr; and a JSON ``error``
+    line with its ``kind`` for the daemon): 2 bad input or a store a person must fix (read-only, full), 3 locked."""
     from device.teach.revisions import StoreLocked, StoreUnwritable
 
     try:
-        return run()
+        return run(), None
     except StoreLocked as error:
         kind, code, message = "locked", 3, str(error)
     except StoreUnwritable as error:
@@ -258,7 +258,7 @@ def _guarded(command: str, as_json: bool, run):
     if as_json:
         print(json.dumps({"error": message, "kind": kind}))
     print(f"edgecam {command}: {message}", file=sys.stderr)
-    return code
+    return None, code
 
 
 def summary(result: dict) -> str:

@@ -49,12 +49,12 @@ class DatasetFull(RuntimeError):
 
 
 def default_root(name: str, state_dir=None) -> Path:
-    """STATE/dataset with a state folder (--state-dir, $EDGECAM_STATE_DIR, systemd's $STATE_DIRECTORY:
-    device/state.py), else /var/lib/edgecam/dataset when it exists and is writable (install.sh makes it on a
-    Pi), else ./data/NAME-own."""
-    from device.state import DATASET, resolve_state_dir
+    """STATE/dataset with a state folder (--state-dir, $EDGECAM_STATE_DIR, systemd's $STATE_DIRECTORY, an
+    installed /var/lib/edgecam this user may write: device/state.py), else /var/lib/edgecam/dataset when it
+    exists and is writable, else ./data/NAME-own."""
+    from device.state import DATASET, device_state_dir
 
-    folder = resolve_state_dir(state_dir)
+    folder = device_state_dir(state_dir)
     if folder is not None:
         return Path(folder) / DATASET
     if DEFAULT_ROOT.is_dir() and os.access(DEFAULT_ROOT, os.W_OK):
