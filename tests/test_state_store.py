@@ -336,3 +336,22 @@ def test_a_damaged_head_in_the_state_folder_is_not_served_and_status_says_why(de
         daemon.stop()
     words = run(read_only([release], device("status", "--bundle", release / "bundle", "--state-dir", state)))
     assert words.returncode == 0 and "NOT SERVED: head revision" in words.stdout
+
+
+def test_teach_on_a_full_disk_answers_one_line_and_leaves_no_half_revision(device_root):
+    """The state folder on a full file system (a 256 KiB tmpfs, filled): exit 2 with what to free, and no
+    temporary revision folder left behind (issue 19 item 7)."""
+    release, state = device_root
+    full = state.parent / "full-state"
+    full.mkdir()
+    script = (f'mount -t tmpfs -o size=256k tmpfs "{full}" && (dd if=/dev/zero of="{full}/fill" bs=4k 2>/dev/null; '
+              f'true) && "$@"; code=$?; find "{full}" -name "*tmp*"; exit $code')
+    done = run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+                *device("teach", "--bundle", release / "bundle", "--data", state / "dataset", "--state-dir", full,
+                        "--force", "--threads", 1, "--json")])
+    assert done.returncode == 2, done.stderr
+    answer = json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
+    assert answer["kind"] == "storage" and f"the disk holding {full}" in answer["error"] and "free some space" in \
+        answer["error"]
+    assert "Traceback" not in done.stderr
+    assert [line for line in done.stdout.splitlines() if not line.startswith("{")] == []  # no .rNNNN.tmp-PID left
