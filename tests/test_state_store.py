@@ -250,6 +250,22 @@ def test_a_release_with_another_model_refits_its_head_from_the_data_set_at_start
         assert daemon.logged("re-fitting its head from") and daemon.logged("head re-fit for the new model done")
     finally:
         daemon.stop()
+    daemon = Daemon(release, state, "--model", "float32")  # once re-fitted, a restart serves it without re-fitting
+    try:
+        status = daemon.wait_for(lambda s: s["last_result"] is not None)
+        assert status["last_result"]["model"] == "tiny:float32+head1" and "refit" not in status["head"]
+    finally:
+        daemon.stop()
+    from device.manifest import load_manifest
+    from device.teach.revisions import HeadStore, open_store
+
+    # a re-fit the gate refused records the model's own head as chosen, so the next start does not try again
+    untouched = HeadStore(state / "models" / "0123456789abcdef" / "heads", release / "bundle", "0" * 64, state)
+    untouched.choose_own_head()
+    assert json.loads((untouched.root / "current.json").read_text()) == {"revision": 0}
+    float32 = open_store(release / "bundle", load_manifest(release / "bundle"), "float32", state)
+    float32.choose_own_head()
+    assert float32.current_revision() == 1  # a head in use is never replaced by it
 
 
 def test_a_new_model_without_its_data_set_serves_its_own_head_and_says_why(device_root):

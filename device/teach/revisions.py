@@ -245,6 +245,12 @@ class HeadStore:
         except ValueError:
             return 0
 
+    def choose_own_head(self) -> None:
+        """Record revision 0 as current where no revision was ever current (a re-fit the gate refused)."""
+        with self.locked():
+            if not (self.root / CURRENT).exists():
+                self._set_current(0)
+
     def locked(self):
         return _Lock(self)
 

@@ -258,7 +258,11 @@ class TeachService:
         if result.get("accepted"):
             self._refit_done("done", f"head revision {result['revision']} re-fitted from {data}: "
                                      f"{result.get('reason', '')}")
-        else:
+        else:  # the gate chose this model's own head: say so in its store, so the next start does not re-fit again
+            try:
+                self.daemon.head_store.choose_own_head()
+            except (OSError, RuntimeError) as error:
+                log.warning("could not record the refused re-fit: %s", error)
             self._refit_done("refused", f"{result.get('reason', 'refused')} Serving this release's own head.")
 
     def _refit_done(self, state: str, reason: str) -> None:
