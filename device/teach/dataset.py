@@ -118,6 +118,10 @@ class Dataset:
             return (f"the data set is full: {self.bytes / 1e6:.1f} MB of its {self.limit_bytes / 1e6:.1f} MB limit. "
                     "Delete frames you do not need, pull it to your computer (make pull) and clear it, "
                     "or raise --dataset-limit-mb.")
+        stats = os.statvfs(self.root)
+        if stats.f_files and stats.f_favail < 2:  # bytes to spare, but no file entries (inodes) left
+            return ("the disk has no room for new files (every inode is taken). Delete files you do not need "
+                    "or pull the data set to your computer and clear it.")
         free = self.free_bytes()
         if free - extra < self.min_free_bytes:
             return (f"the disk is nearly full: {free / 1e6:.1f} MB free, and recording stops at "

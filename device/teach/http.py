@@ -13,7 +13,7 @@ The server has checked the Host allow-list (a DNS-rebinding name is refused) and
 form cannot send without a CORS preflight this server never grants) and, when the browser sends an Origin or a
 Referer, come from that same host.
 So no other web page open in the kiosk's browser can record, delete or retrain. Errors are JSON
-``{"error": "what happened and what to do"}``.
+``{"error": "what happened and what to do"}``, one short line, statuses from device/http_errors.py's one map.
 """
 
 from __future__ import annotations
@@ -24,18 +24,11 @@ import tarfile
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from device.teach.dataset import DatasetError, DatasetFull
-from device.teach.service import NoFrame, RateLimited, TeachBusy, TeachRefused
+from device.http_errors import HttpError as Refused
 
 MAX_BODY = 64 * 1024
 THUMB_SIZE = 160
 GET_PATHS = ("/teach", "/api/dataset", "/api/dataset/image", "/dataset.tar")
-
-
-class Refused(Exception):
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 def handle(request_handler, method: str, path: str, daemon) -> bool:
@@ -45,23 +38,14 @@ def handle(request_handler, method: str, path: str, daemon) -> bool:
     if method == "GET":
         if path not in GET_PATHS and not path.startswith("/teach/static/"):
             return False
-        return _answer(request_handler, lambda: _get(request_handler, path, daemon))
+        _get(request_handler, path, daemon)
+        return True
     if method == "POST":
         if path not in POSTS:
             return False
-        return _answer(request_handler, lambda: _post(request_handler, path, daemon))
+        _post(request_handler, path, daemon)
+        return True
     return False
-
-
-def _answer(request_handler, action) -> bool:
-    try:
-        action()
-    except Refused as refused:
-        request_handler.close_connection = True  # a refused POST's body may be unread: never reuse the socket
-        request_handler.send_json(refused.code, {"error": str(refused)})
-    except (BrokenPipeError, ConnectionResetError):
-        pass
-    return True
 
 
 # ---- GET --------------------------------------------------------------------------------------
@@ -73,10 +57,10 @@ def _get(request_handler, path: str, daemon) -> None:
     if path.startswith("/teach/static/"):
         return _static(request_handler, path[len("/teach/static/"):], query)
     if path == "/api/dataset":
-        return request_handler.send_json(200, _call(service.describe))
+        return request_handler.send_json(200, service.describe())
     if path == "/api/dataset/image":
         relative = (query.get("file") or [""])[0]
-        file = _call(lambda: service.dataset.resolve_any(relative))
+        file = service.dataset.resolve_any(relative)
         body = file.read_bytes()
         if (query.get("thumb") or ["0"])[0] not in ("", "0"):
             body = _thumbnail(body)
@@ -155,36 +139,15 @@ def read_json(request_handler) -> dict:
         raise Refused(400, "Content-Length is not a number.") from None
     if length < 0 or length > MAX_BODY:
         raise Refused(413, f"the JSON body is limited to {MAX_BODY} bytes.")
-    raw = request_handler.rfile.read(length) if length else b"{}"
+    raw = request_handler.read_body(length)
     try:
         body = json.loads(raw or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        raise Refused(400, "the body is not valid JSON.") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise Refused(400, "the body is not valid JSON (or nested too deeply): send an object such as "
+                           "{\"label\": \"paper\"}.") from None
     if not isinstance(body, dict):
         raise Refused(400, "the JSON body must be an object such as {\"label\": \"paper\"}.")
     return body
-
-
-def _call(action):
-    """Run a service call, turning its exceptions into HTTP answers."""
-    try:
-        return action()
-    except RateLimited as error:
-        raise Refused(429, str(error)) from None
-    except DatasetFull as error:
-        raise Refused(507, f"recording stopped: {error}") from None
-    except NoFrame as error:
-        raise Refused(503, str(error)) from None
-    except TeachBusy as error:
-        raise Refused(409, str(error)) from None
-    except TeachRefused as error:
-        raise Refused(409, str(error)) from None
-    except DatasetError as error:
-        message = str(error)
-        raise Refused(404 if "does not exist" in message or "is gone" in message or "not in the ring" in message
-                      else 400, message) from None
-    except (RuntimeError, OSError, ValueError) as error:
-        raise Refused(500, f"{error}") from None
 
 
 def _field(body: dict, name: str, kind=str):
@@ -196,39 +159,39 @@ def _field(body: dict, name: str, kind=str):
 
 def _classes(service, body):
     name = _field(body, "name")
-    return {"name": _call(lambda: service.dataset.add_class(name))}
+    return {"name": service.dataset.add_class(name)}
 
 
 def _capture(service, body):
     label = _field(body, "label")
-    relative, count = _call(lambda: service.capture(label))
+    relative, count = service.capture(label)
     return {"file": relative, "count": count}
 
 
 def _delete(service, body):
     relative = _field(body, "file")
-    return {"deleted": _call(lambda: service.dataset.delete(relative))}
+    return {"deleted": service.dataset.delete(relative)}
 
 
 def _label(service, body):
     identifier, label = _field(body, "id"), _field(body, "label")
-    return {"file": _call(lambda: service.dataset.label_uncertain(identifier, label))}
+    return {"file": service.dataset.label_uncertain(identifier, label)}
 
 
 def _discard(service, body):
     identifier = _field(body, "id")
-    return {"discarded": _call(lambda: service.dataset.discard_uncertain(identifier))}
+    return {"discarded": service.dataset.discard_uncertain(identifier)}
 
 
 def _teach(service, body):
     force = body.get("force", False)
     if not isinstance(force, bool):
         raise Refused(400, "'force' must be true or false.")
-    return _call(lambda: service.teach(force))
+    return service.teach(force)
 
 
 def _undo(service, body):
-    return _call(service.undo)
+    return service.undo()
 
 
 POSTS = {"/api/classes": _classes, "/api/capture": _capture, "/api/dataset/delete": _delete,
