@@ -307,7 +307,7 @@ def test_a_worse_teach_is_refused_used_anyway_and_undone(setup, tabs):
 TOKEN = "s3cret-teach-token-0123"  # the daemon refuses tokens under 16 characters
 
 
-def test_a_token_is_passed_on_and_a_full_disk_stops_recording(browser, setup, tmp_path_factory):  # noqa: F811
+def test_a_token_goes_as_a_cookie_and_a_full_disk_stops_recording(browser, setup, tmp_path_factory):  # noqa: F811
     """A second daemon that requires a token and whose free-space floor is above any disk's free space."""
     folder = tmp_path_factory.mktemp("teach-token")
     dataset = folder / "dataset"
@@ -319,7 +319,7 @@ def test_a_token_is_passed_on_and_a_full_disk_stops_recording(browser, setup, tm
         requests = []
         teach.page.on("request", lambda request: requests.append(request.url))
         teach.testid("teach-link").click()
-        teach.page.wait_for_url(secured.base + f"/teach?token={TOKEN}")
+        teach.page.wait_for_url(secured.base + "/teach")  # the token went with the cookie, not the link
         banner = teach.testid("banner")
         wait_for(lambda: banner.is_visible() and banner.inner_text().startswith("Recording is stopped:"), 8,
                  "no banner for the full disk")
@@ -332,13 +332,20 @@ def test_a_token_is_passed_on_and_a_full_disk_stops_recording(browser, setup, tm
         time.sleep(0.5)
         teach.page.keyboard.up("Space")
         assert files(dataset, "red") == [] and (dataset / "red").is_dir()
-        assert requests and all(f"token={TOKEN}" in url for url in requests), requests
-        assert teach.testid("back").get_attribute("href") == f"/?token={TOKEN}"  # back to the kiosk, same token
-        assert teach.testid("download").get_attribute("href") == f"/dataset.tar?token={TOKEN}"
+        assert requests and not any("token" in url for url in requests), requests
+        assert teach.testid("back").get_attribute("href") == "/"  # back to the kiosk: the cookie goes along
+        assert teach.testid("download").get_attribute("href") == "/dataset.tar"
+        download = context.request.get(secured.base + "/dataset.tar")
+        assert download.status == 200 and download.headers["content-type"] == "application/x-tar"
         assert teach.blocked == [] and teach.errors == []
+        assert TOKEN not in (folder / "daemon.log").read_text()
 
-        anonymous = context.new_page().goto(secured.base + "/teach")
-        assert anonymous.status == 401 and "token required" in anonymous.text()
+        stranger = browser.new_context()  # no cookie
+        try:
+            anonymous = stranger.new_page().goto(secured.base + "/teach")
+            assert anonymous.status == 401 and "token required" in anonymous.text()
+        finally:
+            stranger.close()
     finally:
         context.close()
         secured.stop()

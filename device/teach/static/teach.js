@@ -1,12 +1,17 @@
 /* edgecam Teach view: record labelled camera frames, label the frames the model was unsure about, teach a new
  * classifier head and undo it. Talks only to the daemon (the Teach HTTP API, /status, /events, /stream.mjpg).
  * Recording: while the record button, the live view or Space is held, POST /api/capture repeats at up to the
- * daemon's capture_fps. Query parameter: token (passed on to the daemon, as the kiosk page does). */
+ * daemon's capture_fps. Query parameter: token (once: the daemon answers with a same-site cookie). */
 (function () {
   "use strict";
 
   const params = new URLSearchParams(location.search);
-  const token = params.get("token");
+  // Opened as ?token=TOKEN, the page got the token back as an HttpOnly, same-site cookie that every request
+  // of this page carries: take it out of the address bar, so it is in no later URL, log or bookmark.
+  if (params.has("token")) {
+    params.delete("token");
+    history.replaceState(null, "", location.pathname + (params.toString() ? "?" + params : "") + location.hash);
+  }
   const DATASET_POLL_MS = 4000;
   const STATUS_POLL_MS = 3000;
   const THUMBS = 8;
@@ -24,10 +29,6 @@
   };
 
   // ---- talking to the daemon ----------------------------------------------------------------
-  function api(path) {
-    if (!token) return path;
-    return path + (path.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
-  }
 
   function reply(response) {
     return response.json().catch(() => ({})).then((data) => {
@@ -38,10 +39,10 @@
     });
   }
 
-  function get(path) { return fetch(api(path), { cache: "no-store" }).then(reply); }
+  function get(path) { return fetch(path, { cache: "no-store" }).then(reply); }
 
   function post(path, body) {
-    return fetch(api(path), {
+    return fetch(path, {
       method: "POST", cache: "no-store", headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body || {}),
     }).then(reply);
@@ -72,7 +73,7 @@
   }
 
   function listen() {
-    const events = new EventSource(api("/events"));
+    const events = new EventSource("/events");
     events.addEventListener("result", (event) => showReading(JSON.parse(event.data)));
     events.addEventListener("error", () => { events.close(); setTimeout(listen, 2000); });
   }
@@ -209,7 +210,7 @@
 
   function image(file) {
     const picture = document.createElement("img");
-    picture.src = api("/api/dataset/image?file=" + encodeURIComponent(file) + "&thumb=1");
+    picture.src = "/api/dataset/image?file=" + encodeURIComponent(file) + "&thumb=1";
     picture.alt = file;
     picture.loading = "lazy";
     return picture;
@@ -479,10 +480,8 @@
   document.querySelectorAll(".tab").forEach((tab) => tab.addEventListener("click", () => showTab(tab.dataset.tab)));
 
   // ---- start ----------------------------------------------------------------------------------
-  el.back.href = api("/");
-  el.download.href = api("/dataset.tar");
-  window.addEventListener("load", () => { el.live.src = api("/stream.mjpg"); }); // an endless response: after load
-  el.live.addEventListener("error", () => setTimeout(() => { el.live.src = api("/stream.mjpg?n=" + Date.now()); }, 2000));
+  window.addEventListener("load", () => { el.live.src = "/stream.mjpg"; }); // an endless response: after load
+  el.live.addEventListener("error", () => setTimeout(() => { el.live.src = "/stream.mjpg?n=" + Date.now(); }, 2000));
   showTab(app.tab);
   render();
   refreshDataset();
