@@ -251,3 +251,45 @@ def test_errors_map_to_one_status_table_in_one_short_line(tmp_path_factory, tmp_
         assert "Traceback" not in "".join(daemon.lines)
     finally:
         daemon.stop()
+
+
+def test_bulk_move_remove_restore_pages_and_classes_over_http(tmp_path_factory, tmp_path):
+    """Issue 20 item 4: one request, one answer, atomic per frame, a bounded batch; paging the whole data set."""
+    from bench.teach import light_copy
+
+    bundle = light_copy(teach_bundle.shared_teach_bundle(tmp_path_factory), tmp_path / "bundle")
+    images = teach_bundle.images_root(tmp_path_factory)
+    dataset = tmp_path / "dataset"
+    for label in ("paper", "rock"):
+        shutil.copytree(images / "train" / label, dataset / label)
+    daemon = DaemonProcess("--bundle", bundle, "--source", f"images:{images / 'test'}", "--http", "127.0.0.1:0",
+                           "--token", TOKEN, "--max-fps", 5, "--threads", 1, "--emit", "off", "--dataset", dataset,
+                           "--min-free-mb", 0)
+    try:
+        rock = sorted(f"rock/{path.name}" for path in (dataset / "rock").iterdir())
+        pages = [json.loads(daemon.request("GET", f"/api/dataset/frames?label=rock&offset={offset}&limit=20")[1])
+                 for offset in range(0, len(rock), 20)]
+        assert sorted(sum((page["files"] for page in pages), [])) == rock and pages[0]["total"] == len(rock)
+        assert daemon.request("GET", "/api/dataset/frames?label=rock&offset=x")[0] == 400
+
+        code, answer = daemon.post("/api/dataset/move", {"files": rock[:5] + ["rock/gone.png"], "label": "paper"})
+        assert code == 200 and len(answer["moved"]) == 5 and answer["failed"][0]["file"] == "rock/gone.png"
+        assert all((dataset / item["to"]).is_file() and not (dataset / item["file"]).exists()
+                   for item in answer["moved"])
+        code, answer = daemon.post("/api/dataset/remove", {"files": rock[5:8]})
+        assert code == 200 and answer["removed"] == rock[5:8] and answer["undo"]
+        assert not any((dataset / name).exists() for name in rock[5:8])
+        assert daemon.post("/api/dataset/restore", {"undo": answer["undo"]})[1]["restored"] == rock[5:8]
+        assert all((dataset / name).is_file() for name in rock[5:8])
+        code, answer = daemon.post("/api/dataset/remove", {"files": ["rock/x.png"] * 501})
+        assert code == 400 and "at most 500" in answer["error"]
+
+        assert daemon.post("/api/classes/rename", {"name": "rock", "to": "stone"}) == (200, {"name": "stone"})
+        code, answer = daemon.post("/api/classes/delete", {"name": "stone"})
+        assert code == 200 and not (dataset / "stone").exists()
+        listing = json.loads(daemon.request("GET", "/api/dataset")[1])
+        assert [c["name"] for c in listing["classes"]] == ["paper"]
+        assert daemon.post("/api/dataset/restore", {"undo": answer["undo"]})[0] == 200
+        assert len(list((dataset / "stone").iterdir())) == len(rock) - 5
+    finally:
+        daemon.stop()

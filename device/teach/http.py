@@ -3,10 +3,17 @@
     GET  /teach, /teach/static/NAME        the Teach page and its files (device/teach/static/)
     GET  /api/dataset                      classes, counts, newest files, uncertain frames, space
     GET  /api/dataset/image?file=REL[&thumb=1]
+    GET  /api/dataset/frames?label=L[&offset=N&limit=M]   one page of a class's frames, newest first
     GET  /dataset.tar                      the whole data set as one archive
     POST /api/classes {"name"}             POST /api/capture {"label"}        POST /api/dataset/delete {"file"}
     POST /api/uncertain/label {"id", "label"}   POST /api/uncertain/discard {"id"}
     POST /api/teach {"force"}              POST /api/teach/undo {}
+    POST /api/dataset/move {"files", "label"}      POST /api/dataset/remove {"files"}  (at most 500 files)
+    POST /api/dataset/restore {"undo"}             (the newest remove, or class delete, undone)
+    POST /api/classes/rename {"name", "to"}        POST /api/classes/delete {"name"}
+
+A bulk call answers once for all its frames, each moved or deleted by one rename (atomic per frame):
+``{"moved"|"removed": [...], "failed": [{"file", "error"}]}``; a remove also gives ``"undo"``.
 
 The server has checked the Host allow-list (a DNS-rebinding name is refused) and the token for every request
 (device/server.py). A POST must also carry a JSON body (``Content-Type: application/json``, which a cross-site
@@ -28,7 +35,7 @@ from device.http_errors import HttpError as Refused
 
 MAX_BODY = 64 * 1024
 THUMB_SIZE = 160
-GET_PATHS = ("/teach", "/api/dataset", "/api/dataset/image", "/dataset.tar")
+GET_PATHS = ("/teach", "/api/dataset", "/api/dataset/image", "/api/dataset/frames", "/dataset.tar")
 
 
 def handle(request_handler, method: str, path: str, daemon) -> bool:
@@ -58,6 +65,12 @@ def _get(request_handler, path: str, daemon) -> None:
         return _static(request_handler, path[len("/teach/static/"):], query)
     if path == "/api/dataset":
         return request_handler.send_json(200, service.describe())
+    if path == "/api/dataset/frames":
+        numbers = [(query.get(name) or ["0"])[0] for name in ("offset", "limit")]
+        if not all(number.isdigit() and len(number) < 7 for number in numbers):
+            raise Refused(400, "offset and limit must be whole numbers, e.g. ?label=paper&offset=0&limit=48.")
+        label = (query.get("label") or [""])[0]
+        return request_handler.send_json(200, service.dataset.frames(label, int(numbers[0]), int(numbers[1])))
     if path == "/api/dataset/image":
         relative = (query.get("file") or [""])[0]
         file = service.dataset.resolve_any(relative)
@@ -194,6 +207,27 @@ def _undo(service, body):
     return service.undo()
 
 
+def _move(service, body):
+    return service.dataset.move(_field(body, "files", list), _field(body, "label"))
+
+
+def _remove(service, body):
+    return service.dataset.remove(_field(body, "files", list))
+
+
+def _restore(service, body):
+    return service.dataset.restore(_field(body, "undo"))
+
+
+def _rename_class(service, body):
+    return {"name": service.dataset.rename_class(_field(body, "name"), _field(body, "to"))}
+
+
+def _delete_class(service, body):
+    return service.dataset.remove_class(_field(body, "name"))
+
+
 POSTS = {"/api/classes": _classes, "/api/capture": _capture, "/api/dataset/delete": _delete,
          "/api/uncertain/label": _label, "/api/uncertain/discard": _discard, "/api/teach": _teach,
-         "/api/teach/undo": _undo}
+         "/api/teach/undo": _undo, "/api/dataset/move": _move, "/api/dataset/remove": _remove,
+         "/api/dataset/restore": _restore, "/api/classes/rename": _rename_class, "/api/classes/delete": _delete_class}
