@@ -64,7 +64,9 @@ def _get(request_handler, path: str, daemon) -> None:
     if path.startswith("/teach/static/"):
         return _static(request_handler, path[len("/teach/static/"):], query)
     if path == "/api/dataset":
-        return request_handler.send_json(200, service.describe())
+        answer = service.describe()
+        answer["keep_uncertain"] = service.dataset.keep_uncertain  # 0: the view says the ring is off
+        return request_handler.send_json(200, answer)
     if path == "/api/dataset/frames":
         numbers = [(query.get(name) or ["0"])[0] for name in ("offset", "limit")]
         if not all(number.isdigit() and len(number) < 7 for number in numbers):
