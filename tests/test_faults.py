@@ -495,8 +495,16 @@ def test_19_why_a_50_mb_body_is_refused_unread(loose):
     with socket.create_connection(("127.0.0.1", loose.port), timeout=5) as connection:
         connection.sendall(b"POST /api/capture HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                            b"Content-Length: 50000000\r\n\r\n" + b"x" * 65536)
-        answer = connection.recv(4096)
-    assert answer.startswith(b"HTTP/1.1 413") and b"limited to" in answer
+        answer = b""
+        while b"limited to" not in answer:  # the headers and the body may come in two segments
+            try:
+                chunk = connection.recv(4096)
+            except ConnectionResetError:  # the unread body makes the close a reset, after the answer
+                break
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413") and b"limited to" in answer, answer
     assert get(loose.port, "/healthz")[0] == 200
 
 
