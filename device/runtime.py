@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,11 +200,22 @@ def edgetpu_delegate(load_delegate, device: str | None):
 
 
 # ---- loading --------------------------------------------------------------------------------
+def read_regular(path: Path) -> bytes:
+    """The bytes of PATH, a regular file; opened without blocking, so a FIFO or a device is refused at once
+    (reading a FIFO would wait for a writer, deaf to SIGTERM)."""
+    handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(handle, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(handle).st_mode):
+            raise ModelError(f"Model file {path} is not a regular file (a FIFO, a device or a socket): put the "
+                             "converted .tflite file there, e.g. copy the bundle again.")
+        return stream.read()
+
+
 def read_verified(path: Path, entry: ModelFile | None, bundle) -> tuple:
     """-> (model bytes, sha256, verified). The hash is taken over the very bytes the interpreter loads, so
     a file replaced on disk later can neither fool the check nor change the running model."""
     try:
-        content = path.read_bytes()
+        content = read_regular(path)
     except FileNotFoundError:
         raise ModelError(f"Model file {path} does not exist. Convert the bundle: python -m convert {bundle or ''}"
                          ) from None

@@ -4,8 +4,8 @@ device/server.py hands every path that is not its own API to ``handle(request_ha
 after it checked the token. This module answers:
 
 - ``/`` (and ``/index.html``): device/kiosk/index.html. Its ``/static/`` links are stamped with each file's
-  content hash (so they can be cached for good) and, when the page was opened with ``?token=``, with that
-  token, so that a daemon which requires one can still serve the page its own files.
+  content hash (so they can be cached for good). A daemon that requires a token serves the page opened with
+  ``?token=`` and sets it as a same-site cookie (device/guard.py), which the page's own requests carry.
 - ``/static/NAME``: a file directly inside device/kiosk/ whose name is listed there; sub-folders,
   dot-files, ``..`` and anything percent-encoded simply do not match, so there is no traversal.
 - ``/frame.jpg``: the newest camera frame as a JPEG (503 until the first frame arrives).
@@ -27,7 +27,7 @@ import select
 import socket
 import time
 from pathlib import Path
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 KIOSK_DIR = Path(__file__).resolve().parent / "kiosk"
 STREAM_MAX_FPS = 8.0
@@ -86,20 +86,19 @@ def file_version(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()[:16]
 
 
-def render_page(template: str, token: str | None) -> str:
-    """index.html with every ``/static/NAME`` link stamped ``?v=HASH`` (and ``&token=`` when given)."""
-    return stamp_links(template, token, STATIC_LINK, "/static/", kiosk_file)
+def render_page(template: str) -> str:
+    """index.html with every ``/static/NAME`` link stamped ``?v=HASH``."""
+    return stamp_links(template, STATIC_LINK, "/static/", kiosk_file)
 
 
-def stamp_links(template: str, token: str | None, pattern: re.Pattern, prefix: str, find) -> str:
+def stamp_links(template: str, pattern: re.Pattern, prefix: str, find) -> str:
     """Every ``PREFIX NAME`` link that PATTERN matches gets ``?v=HASH`` of FIND(NAME)'s content (so it can be
-    cached for good) and ``&token=`` when the page was opened with one. Shared by the kiosk and the Teach view."""
-    suffix = f"&token={quote(token, safe='')}" if token else ""
+    cached for good); never a token (the cookie carries it). Shared by the kiosk and the Teach view."""
 
     def stamp(match: re.Match) -> str:
         path = find(match.group(2))
         version = file_version(path.read_bytes()) if path else "missing"
-        return f'{match.group(1)}="{prefix}{match.group(2)}?{html.escape(f"v={version}{suffix}")}"'
+        return f'{match.group(1)}="{prefix}{match.group(2)}?{html.escape(f"v={version}")}"'
 
     return pattern.sub(stamp, template)
 
@@ -110,8 +109,7 @@ def send_page(request_handler, query: dict) -> None:
                 b'reinstall the device package; the API still works"}')
         send(request_handler, 503, body, "application/json", {"Cache-Control": "no-store"})
         return
-    token = (query.get("token") or [None])[0]
-    body = render_page((KIOSK_DIR / "index.html").read_text(encoding="utf-8"), token).encode("utf-8")
+    body = render_page((KIOSK_DIR / "index.html").read_text(encoding="utf-8")).encode("utf-8")
     headers = {"Cache-Control": "no-cache", **SECURITY_HEADERS}
     send(request_handler, 200, body, CONTENT_TYPES[".html"], headers)
 

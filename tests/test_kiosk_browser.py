@@ -288,15 +288,22 @@ def test_the_page_reconnects_after_the_daemon_restarts(kiosk, daemon):
 
 def test_a_daemon_that_requires_a_token(browser, images, tmp_path_factory):
     bundle = device_bundle.shared_bundle(tmp_path_factory)
-    secured = DaemonProcess(bundle, images, images.parent / "daemon-token.log", "--token", "s3cret-kiosk-token-0123").start()
+    """Opened once as ?token=: the daemon sets an HttpOnly same-site cookie, the page drops the token from its
+    address and no later request carries it in a URL; at --log-level debug no log line holds it."""
+    log = images.parent / "daemon-token.log"
+    secured = DaemonProcess(bundle, images, log, "--token", "s3cret-kiosk-token-0123", "--log-level", "debug").start()
     tab = Kiosk(browser, secured)
     try:
         tab.open("?token=s3cret-kiosk-token-0123")
         tab.wait_for(lambda: tab.testid("label").get_attribute("data-label") in GESTURES, 3,
                      "no label through a token-protected daemon")
         assert tab.testid("banner").is_hidden()
-        assert all("token=s3cret-kiosk-token-0123" in url for url in tab.requests), tab.requests
+        assert tab.page.url == secured.base + "/"
+        assert tab.requests[0].endswith("?token=s3cret-kiosk-token-0123")
+        assert len(tab.requests) > 3 and not any("token" in url for url in tab.requests[1:]), tab.requests
+        assert tab.page.evaluate("document.cookie") == ""  # HttpOnly: no script reads it
         assert tab.blocked == [] and tab.errors == []
+        assert "GET /events" in log.read_text() and "s3cret-kiosk-token-0123" not in log.read_text()
     finally:
         tab.close()
         secured.stop()

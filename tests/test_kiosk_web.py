@@ -108,16 +108,25 @@ def test_no_directory_traversal_and_unknown_paths_are_404(running):
         assert b"import" not in body, path
 
 
-def test_the_token_goes_into_the_pages_own_links(bundle):
+def test_a_page_opened_with_the_token_gets_it_as_a_same_site_cookie_not_in_links(bundle):
     runner = Running(bundle, token="s3cret-kiosk-token-0123&x")
     try:
         assert runner.get("/")[0] == 401
-        code, _, body = runner.get("/?token=s3cret-kiosk-token-0123%26x")
+        code, headers, body = runner.get("/?token=s3cret-kiosk-token-0123%26x")
         assert code == 200
+        cookie = headers["Set-Cookie"]
+        name = f"edgecam_token_{runner.daemon.server.port}"
+        assert cookie.startswith(f"{name}=s3cret-kiosk-token-0123%26x;")
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
         links = [link.replace("&amp;", "&") for link in static_links(body.decode())]
-        assert links and all(link.endswith("&token=s3cret-kiosk-token-0123%26x") for link in links)
-        assert all(runner.get(link)[0] == 200 for link in links)
+        assert links and not any("token" in link for link in links)
+        jar = {"Cookie": cookie.split(";")[0]}
+        assert all(runner.get(link, jar)[0] == 200 for link in links)
+        assert runner.get("/status", jar)[0] == 200 and "Set-Cookie" not in runner.get("/status", jar)[1]
         assert runner.get("/static/kiosk.js")[0] == 401
+        code, headers, _ = runner.get("/status", {"Cookie": f"{name}=stale-token-from-before-0123"})
+        assert code == 401 and "Max-Age=0" in headers["Set-Cookie"]  # a stale cookie is dropped
+        assert runner.get("/status", {"Cookie": f"edgecam_token_1={'s3cret-kiosk-token-0123%26x'}"})[0] == 401
     finally:
         runner.stop()
 

@@ -44,8 +44,8 @@ class DaemonProcess:
         threading.Thread(target=read, daemon=True).start()
         assert found.wait(30), "".join(self.lines)
 
-    def request(self, method, path, body=None, token=TOKEN, headers=None):
-        data = None if body is None else json.dumps(body).encode()
+    def request(self, method, path, body=None, token=TOKEN, headers=None, data=None):
+        data = data if body is None else json.dumps(body).encode()
         heads = {"Content-Type": "application/json"} if body is not None else {}
         if token:
             heads["Authorization"] = f"Bearer {token}"
@@ -183,3 +183,114 @@ def test_teach_api_end_to_end_switches_the_running_daemons_head(setup):
     assert "dataset/index.jsonl" in names and sum(n.startswith("dataset/red/") for n in names) == 32
     assert not any(".uncertain" in n for n in names)
     assert daemon.request("GET", "/dataset.tar", token=None)[0] == 401
+
+
+# ---- issue 19 item 9: one error-to-status map -------------------------------------------------
+@pytest.fixture()
+def full_disk(tmp_path):
+    """A real tmpfs (root only: skipped elsewhere) with bytes to spare but every inode taken, holding a data set
+    with one class: the next file any writer creates fails with ENOSPC, as on a full SD card."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,nr_inodes=64", "tmpfs", str(mount)],
+                      capture_output=True, check=False).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        dataset = mount / "dataset"
+        (dataset / "red").mkdir(parents=True)
+        (dataset / "index.jsonl").write_text("")
+        filler = mount / "filler"
+        filler.mkdir()
+        for index in range(200):
+            try:
+                (filler / str(index)).touch()
+            except OSError:
+                break
+        else:
+            raise AssertionError("the tmpfs never ran out of inodes")
+        yield dataset
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_errors_map_to_one_status_table_in_one_short_line(tmp_path_factory, tmp_path, full_disk):
+    from bench.teach import light_copy
+    from device.layout import acquire_lock
+
+    bundle = light_copy(teach_bundle.shared_teach_bundle(tmp_path_factory), tmp_path / "bundle")
+    images = teach_bundle.images_root(tmp_path_factory)
+    daemon = DaemonProcess("--bundle", bundle, "--source", f"images:{images / 'test'}", "--http", "127.0.0.1:0",
+                           "--token", TOKEN, "--max-fps", 20, "--threads", 1, "--emit", "off", "--dataset",
+                           full_disk, "--min-free-mb", 0, "--capture-fps", 0)
+    try:
+        daemon.wait_for(lambda s: s["frames"] > 0)
+        # disk full: 507 for a capture and for a new class, and the view's "recording stopped" field says why
+        code, answer = daemon.post("/api/capture", {"label": "red"})
+        assert code == 507 and answer["error"].startswith("recording stopped"), answer
+        code, answer = daemon.post("/api/classes", {"name": "green"})
+        assert code == 507 and answer["error"].startswith("recording stopped"), answer
+        listing = json.loads(daemon.request("GET", "/api/dataset")[1])
+        assert listing["recording_blocked"], listing
+        # a file name longer than the file system allows is bad input
+        code, answer = daemon.post("/api/dataset/delete", {"file": "red/" + "a" * 5000 + ".jpg"})
+        assert code == 400, answer
+        # 30,000 nested brackets: an answer, not a closed connection
+        code, raw, _ = daemon.request("POST", "/api/classes", None, headers={"Content-Type": "application/json"},
+                                      data=b"[" * 30000)
+        assert code == 400 and "JSON" in json.loads(raw)["error"]
+        # undo while another command holds the bundle's lock: 409, as /api/teach answers
+        lock = acquire_lock(bundle)
+        try:
+            code, answer = daemon.post("/api/teach/undo", {})
+            assert code == 409 and "another edgecam command" in answer["error"], answer
+        finally:
+            lock.close()
+        for error in [answer["error"]] + [json.loads(daemon.request("POST", path, None, headers={
+                "Content-Type": "application/json"}, data=body)[1])["error"]
+                for path, body in [("/api/capture", b'{"label": "red"}'), ("/api/classes", b'{"name": "a\\nb"}')]]:
+            assert "\n" not in error and str(tmp_path) not in error and len(error) <= 300, error
+        assert "Traceback" not in "".join(daemon.lines)
+    finally:
+        daemon.stop()
+
+
+def test_bulk_move_remove_restore_pages_and_classes_over_http(tmp_path_factory, tmp_path):
+    """Issue 20 item 4: one request, one answer, atomic per frame, a bounded batch; paging the whole data set."""
+    from bench.teach import light_copy
+
+    bundle = light_copy(teach_bundle.shared_teach_bundle(tmp_path_factory), tmp_path / "bundle")
+    images = teach_bundle.images_root(tmp_path_factory)
+    dataset = tmp_path / "dataset"
+    for label in ("paper", "rock"):
+        shutil.copytree(images / "train" / label, dataset / label)
+    daemon = DaemonProcess("--bundle", bundle, "--source", f"images:{images / 'test'}", "--http", "127.0.0.1:0",
+                           "--token", TOKEN, "--max-fps", 5, "--threads", 1, "--emit", "off", "--dataset", dataset,
+                           "--min-free-mb", 0)
+    try:
+        rock = sorted(f"rock/{path.name}" for path in (dataset / "rock").iterdir())
+        pages = [json.loads(daemon.request("GET", f"/api/dataset/frames?label=rock&offset={offset}&limit=20")[1])
+                 for offset in range(0, len(rock), 20)]
+        assert sorted(sum((page["files"] for page in pages), [])) == rock and pages[0]["total"] == len(rock)
+        assert daemon.request("GET", "/api/dataset/frames?label=rock&offset=x")[0] == 400
+
+        code, answer = daemon.post("/api/dataset/move", {"files": rock[:5] + ["rock/gone.png"], "label": "paper"})
+        assert code == 200 and len(answer["moved"]) == 5 and answer["failed"][0]["file"] == "rock/gone.png"
+        assert all((dataset / item["to"]).is_file() and not (dataset / item["file"]).exists()
+                   for item in answer["moved"])
+        code, answer = daemon.post("/api/dataset/remove", {"files": rock[5:8]})
+        assert code == 200 and answer["removed"] == rock[5:8] and answer["undo"]
+        assert not any((dataset / name).exists() for name in rock[5:8])
+        assert daemon.post("/api/dataset/restore", {"undo": answer["undo"]})[1]["restored"] == rock[5:8]
+        assert all((dataset / name).is_file() for name in rock[5:8])
+        code, answer = daemon.post("/api/dataset/remove", {"files": ["rock/x.png"] * 501})
+        assert code == 400 and "at most 500" in answer["error"]
+
+        assert daemon.post("/api/classes/rename", {"name": "rock", "to": "stone"}) == (200, {"name": "stone"})
+        code, answer = daemon.post("/api/classes/delete", {"name": "stone"})
+        assert code == 200 and not (dataset / "stone").exists()
+        listing = json.loads(daemon.request("GET", "/api/dataset")[1])
+        assert [c["name"] for c in listing["classes"]] == ["paper"]
+        assert daemon.post("/api/dataset/restore", {"undo": answer["undo"]})[0] == 200
+        assert len(list((dataset / "stone").iterdir())) == len(rock) - 5
+    finally:
+        daemon.stop()

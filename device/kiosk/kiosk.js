@@ -1,12 +1,17 @@
 /* edgecam kiosk page: live view, current reading, probability bars and the game, fed by the daemon's
  * /events stream (Server-Sent Events). When the stream drops it reconnects with backoff (1 s doubling to
  * 10 s) and re-reads /status; when the daemon is degraded the banner says so in plain words.
- * Query parameters: token (passed on to the daemon), countdown (ms per 3-2-1 step), min_confidence. */
+ * Query parameters: token (once: the daemon answers with a same-site cookie), countdown (ms per 3-2-1 step), min_confidence. */
 (function () {
   "use strict";
 
   const params = new URLSearchParams(location.search);
-  const token = params.get("token");
+  // Opened as ?token=TOKEN, the page got the token back as an HttpOnly, same-site cookie that every request
+  // of this page carries: take it out of the address bar, so it is in no later URL, log or bookmark.
+  if (params.has("token")) {
+    params.delete("token");
+    history.replaceState(null, "", location.pathname + (params.toString() ? "?" + params : "") + location.hash);
+  }
   const COUNTDOWN_MS = numberParam("countdown", 900, 50, 5000);
   const MIN_CONFIDENCE = numberParam("min_confidence", 0.6, 0, 2); // above 1: never sure enough
   const STALE_MS = 5000;          // running, yet no result for this long: say so
@@ -41,16 +46,12 @@
     return params.has(name) && Number.isFinite(value) ? Math.min(max, Math.max(min, value)) : fallback;
   }
 
-  function api(path) {
-    if (!token) return path;
-    return path + (path.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
-  }
 
   // ---- talking to the daemon ----------------------------------------------------------------
   function connect() {
     clearTimeout(reconnectTimer);
     if (events) events.close();
-    events = new EventSource(api("/events"));
+    events = new EventSource("/events");
     events.addEventListener("open", () => {
       backoff = BACKOFF_MIN_MS;
       app.connected = app.everConnected = true;
@@ -77,7 +78,7 @@
   }
 
   function refreshStatus() {
-    return fetch(api("/status"), { cache: "no-store" })
+    return fetch("/status", { cache: "no-store" })
       .then((response) => {
         app.unauthorised = response.status === 401;
         if (!response.ok) throw new Error("status " + response.status);
@@ -132,7 +133,7 @@
     clearTimeout(liveTimer);
     if (!app.pageLoaded || document.hidden) return;
     liveAttempt += 1;
-    el.live.src = api("/stream.mjpg?n=" + liveAttempt);
+    el.live.src = "/stream.mjpg?n=" + liveAttempt;
   }
 
   function stopLive() {
@@ -321,7 +322,7 @@
     }
   });
 
-  document.getElementById("teach-link").href = api("/teach"); // the Teach view (device/teach/), same token
+  document.getElementById("teach-link").href = "/teach"; // the Teach view (device/teach/): the token cookie goes along
   setInterval(() => { if (app.connected) refreshStatus(); }, STATUS_POLL_MS);
   setInterval(render, 1000); // fps decays and the stale-camera message appears without new events
   connect();

@@ -124,6 +124,10 @@ class Dataset:
             return (f"the data set is full: {self.bytes / 1e6:.1f} MB of its {self.limit_bytes / 1e6:.1f} MB limit. "
                     "Delete frames you do not need, pull it to your computer (make pull) and clear it, "
                     "or raise --dataset-limit-mb.")
+        stats = os.statvfs(self.root)
+        if stats.f_files and stats.f_favail < 2:  # bytes to spare, but no file entries (inodes) left
+            return ("the disk has no room for new files (every inode is taken). Delete files you do not need "
+                    "or pull the data set to your computer and clear it.")
         free = self.free_bytes()
         if free - extra < self.min_free_bytes:
             return (f"the disk is nearly full: {free / 1e6:.1f} MB free, and recording stops at "
@@ -301,3 +305,155 @@ class Dataset:
                 raise DatasetError(f"uncertain frame {relative!r} is gone (dropped or handled). Reload the list.")
             return self._ring_dir() / entry["id"]
         return self.resolve(relative)
+
+    # ---- many frames at once, paging, classes (the Teach view's bulk tools; python -m device dataset) ------
+    def frames(self, label: str, offset: int = 0, limit: int | None = None) -> dict:
+        """One page of class LABEL's frames, newest first -> {"label", "total", "offset", "files": [...]}."""
+        self.require_class(label)
+        files = sorted((path.name for path in (self.root / label).iterdir()
+                        if path.is_file() and not path.name.startswith(".") and is_image_file(path)), reverse=True)
+        offset, limit = max(0, int(offset)), max(1, min(PAGE_MAX, int(limit or PAGE)))
+        return {"label": label, "total": len(files), "offset": offset,
+                "files": [f"{label}/{name}" for name in files[offset:offset + limit]]}
+
+    def move(self, files, label: str) -> dict:
+        """Move each of FILES (class frames or .uncertain/ID) into class LABEL, each by one rename (atomic per
+        frame; a failure leaves that frame where it was) -> {"moved": [{"file", "to"}], "failed": [{"file",
+        "error"}]}."""
+        self.require_class(label)
+        moved, failed = [], []
+        for relative in check_batch(files):
+            try:
+                if isinstance(relative, str) and relative.startswith(f"{UNCERTAIN}/"):
+                    moved.append({"file": relative,
+                                  "to": self.label_uncertain(relative[len(UNCERTAIN) + 1:], label)})
+                    continue
+                path = self.resolve(relative)
+                with self.lock:
+                    target = self.root / label / path.name
+                    if path.parent.name == label:
+                        moved.append({"file": relative, "to": relative})
+                        continue
+                    if target.exists():
+                        raise DatasetError(f"{label}/{path.name} exists already")
+                    os.rename(path, target)
+                    self._index({"file": f"{label}/{path.name}", "label": label, "from": relative,
+                                 "time": round(time.time(), 3)})
+                moved.append({"file": relative, "to": f"{label}/{path.name}"})
+            except (DatasetError, DatasetFull, OSError) as error:
+                failed.append({"file": str(relative), "error": short_error(error)})
+        return {"moved": moved, "failed": failed}
+
+    def remove(self, files) -> dict:
+        """Delete FILES (class frames or .uncertain/ID) so that :meth:`restore` can bring the class frames back:
+        each is renamed into .deleted/ (atomic per frame), which keeps only the newest batch ->
+        {"removed": [...], "failed": [{"file", "error"}], "undo": BATCH or None}."""
+        removed, failed = [], []
+        batch = self._new_batch()
+        for relative in check_batch(files):
+            try:
+                if isinstance(relative, str) and relative.startswith(f"{UNCERTAIN}/"):
+                    self.discard_uncertain(relative[len(UNCERTAIN) + 1:])
+                    removed.append(relative)
+                    continue
+                path = self.resolve(relative)
+                with self.lock:
+                    size = path.stat().st_size
+                    target = self.root / DELETED / batch / relative
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.rename(path, target)
+                    self.bytes = max(0, self.bytes - size)
+                    self._index({"file": relative, "deleted": True, "time": round(time.time(), 3)})
+                removed.append(relative)
+            except (DatasetError, OSError) as error:
+                failed.append({"file": str(relative), "error": short_error(error)})
+        has_frames = (self.root / DELETED / batch).is_dir()
+        return {"removed": removed, "failed": failed, "undo": batch if has_frames else None}
+
+    def restore(self, batch) -> dict:
+        """Undo :meth:`remove` (or :meth:`remove_class`): its frames back where they were ->
+        {"restored": [...], "failed": [...]}."""
+        if not isinstance(batch, str) or not BATCH_NAME.fullmatch(batch) or not (self.root / DELETED / batch).is_dir():
+            raise DatasetError("there is nothing to undo: only the newest delete can be undone.")
+        restored, failed = [], []
+        folder = self.root / DELETED / batch
+        with self.lock:
+            for path in sorted(folder.rglob("*")):
+                if not path.is_file():
+                    continue
+                relative = path.relative_to(folder).as_posix()
+                target = self.root / relative
+                try:
+                    if target.exists():
+                        raise DatasetError(f"{relative} exists again")
+                    target.parent.mkdir(exist_ok=True)
+                    size = path.stat().st_size
+                    os.rename(path, target)
+                    self.bytes += size
+                    self._index({"file": relative, "label": target.parent.name, "restored": True,
+                                 "time": round(time.time(), 3)})
+                    restored.append(relative)
+                except (DatasetError, OSError) as error:
+                    failed.append({"file": relative, "error": short_error(error)})
+            if not failed:
+                shutil.rmtree(folder, ignore_errors=True)
+        return {"restored": restored, "failed": failed}
+
+    def rename_class(self, name: str, new_name: str) -> str:
+        """Rename class NAME to NEW_NAME (one rename of its folder) -> NEW_NAME."""
+        self.require_class(name)
+        check_class_name(new_name)
+        with self.lock:
+            if (self.root / new_name).exists():
+                raise DatasetError(f"class {new_name!r} exists already: move the frames instead (select all, "
+                                   "move to).")
+            os.rename(self.root / name, self.root / new_name)
+            self._index({"class": name, "renamed": new_name, "time": round(time.time(), 3)})
+        return new_name
+
+    def remove_class(self, name: str) -> dict:
+        """Delete class NAME with its frames, undoable like :meth:`remove` -> {"removed", "undo"}."""
+        self.require_class(name)
+        batch = self._new_batch()
+        with self.lock:
+            size = sum(path.stat().st_size for path in find_images(self.root / name))
+            target = self.root / DELETED / batch / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(self.root / name, target)
+            self.bytes = max(0, self.bytes - size)
+            self._index({"class": name, "deleted": True, "time": round(time.time(), 3)})
+        return {"removed": name, "undo": batch}
+
+    def _new_batch(self) -> str:
+        """A fresh .deleted/BATCH folder name; older batches are purged (only the newest delete can be undone)."""
+        with self.lock:
+            deleted = self.root / DELETED
+            if deleted.is_dir():
+                for old in deleted.iterdir():
+                    if old.is_dir():
+                        shutil.rmtree(old, ignore_errors=True)
+                    else:
+                        old.unlink(missing_ok=True)
+            return f"{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(4).hex()}"
+
+
+DELETED = ".deleted"  # the newest deleted frames, until the next delete (undo)
+PAGE = 48  # frames per page of the Teach view's grid
+PAGE_MAX = 500
+MAX_BATCH = 500  # frames one bulk request may name
+BATCH_NAME = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{8}")
+
+
+def check_batch(files) -> list:
+    if not isinstance(files, list) or not files:
+        raise DatasetError("name the frames as a list of data-set paths, e.g. [\"paper/20261129-010203-0007.jpg\"].")
+    if len(files) > MAX_BATCH:
+        raise DatasetError(f"{len(files)} frames in one request: at most {MAX_BATCH}; send them in parts.")
+    return files
+
+
+def short_error(error: Exception) -> str:
+    """One line without the data set's absolute paths."""
+    if isinstance(error, OSError):
+        return error.strerror or type(error).__name__
+    return str(error).splitlines()[0] if str(error) else type(error).__name__

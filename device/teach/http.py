@@ -3,17 +3,24 @@
     GET  /teach, /teach/static/NAME        the Teach page and its files (device/teach/static/)
     GET  /api/dataset                      classes, counts, newest files, uncertain frames, space
     GET  /api/dataset/image?file=REL[&thumb=1]
+    GET  /api/dataset/frames?label=L[&offset=N&limit=M]   one page of a class's frames, newest first
     GET  /dataset.tar                      the whole data set as one archive
     POST /api/classes {"name"}             POST /api/capture {"label"}        POST /api/dataset/delete {"file"}
     POST /api/uncertain/label {"id", "label"}   POST /api/uncertain/discard {"id"}
     POST /api/teach {"force"}              POST /api/teach/undo {}
+    POST /api/dataset/move {"files", "label"}      POST /api/dataset/remove {"files"}  (at most 500 files)
+    POST /api/dataset/restore {"undo"}             (the newest remove, or class delete, undone)
+    POST /api/classes/rename {"name", "to"}        POST /api/classes/delete {"name"}
+
+A bulk call answers once for all its frames, each moved or deleted by one rename (atomic per frame):
+``{"moved"|"removed": [...], "failed": [{"file", "error"}]}``; a remove also gives ``"undo"``.
 
 The server has checked the Host allow-list (a DNS-rebinding name is refused) and the token for every request
 (device/server.py). A POST must also carry a JSON body (``Content-Type: application/json``, which a cross-site
 form cannot send without a CORS preflight this server never grants) and, when the browser sends an Origin or a
 Referer, come from that same host.
 So no other web page open in the kiosk's browser can record, delete or retrain. Errors are JSON
-``{"error": "what happened and what to do"}``.
+``{"error": "what happened and what to do"}``, one short line, statuses from device/http_errors.py's one map.
 """
 
 from __future__ import annotations
@@ -24,18 +31,11 @@ import tarfile
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from device.teach.dataset import DatasetError, DatasetFull
-from device.teach.service import NoFrame, RateLimited, TeachBusy, TeachRefused, TeachStorage
+from device.http_errors import HttpError as Refused
 
 MAX_BODY = 64 * 1024
 THUMB_SIZE = 160
-GET_PATHS = ("/teach", "/api/dataset", "/api/dataset/image", "/dataset.tar")
-
-
-class Refused(Exception):
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code = code
+GET_PATHS = ("/teach", "/api/dataset", "/api/dataset/image", "/api/dataset/frames", "/dataset.tar")
 
 
 def handle(request_handler, method: str, path: str, daemon) -> bool:
@@ -45,23 +45,14 @@ def handle(request_handler, method: str, path: str, daemon) -> bool:
     if method == "GET":
         if path not in GET_PATHS and not path.startswith("/teach/static/"):
             return False
-        return _answer(request_handler, lambda: _get(request_handler, path, daemon))
+        _get(request_handler, path, daemon)
+        return True
     if method == "POST":
         if path not in POSTS:
             return False
-        return _answer(request_handler, lambda: _post(request_handler, path, daemon))
+        _post(request_handler, path, daemon)
+        return True
     return False
-
-
-def _answer(request_handler, action) -> bool:
-    try:
-        action()
-    except Refused as refused:
-        request_handler.close_connection = True  # a refused POST's body may be unread: never reuse the socket
-        request_handler.send_json(refused.code, {"error": str(refused)})
-    except (BrokenPipeError, ConnectionResetError):
-        pass
-    return True
 
 
 # ---- GET --------------------------------------------------------------------------------------
@@ -73,10 +64,18 @@ def _get(request_handler, path: str, daemon) -> None:
     if path.startswith("/teach/static/"):
         return _static(request_handler, path[len("/teach/static/"):], query)
     if path == "/api/dataset":
-        return request_handler.send_json(200, _call(service.describe))
+        answer = service.describe()
+        answer["keep_uncertain"] = service.dataset.keep_uncertain  # 0: the view says the ring is off
+        return request_handler.send_json(200, answer)
+    if path == "/api/dataset/frames":
+        numbers = [(query.get(name) or ["0"])[0] for name in ("offset", "limit")]
+        if not all(number.isdigit() and len(number) < 7 for number in numbers):
+            raise Refused(400, "offset and limit must be whole numbers, e.g. ?label=paper&offset=0&limit=48.")
+        label = (query.get("label") or [""])[0]
+        return request_handler.send_json(200, service.dataset.frames(label, int(numbers[0]), int(numbers[1])))
     if path == "/api/dataset/image":
         relative = (query.get("file") or [""])[0]
-        file = _call(lambda: service.dataset.resolve_any(relative))
+        file = service.dataset.resolve_any(relative)
         body = file.read_bytes()
         if (query.get("thumb") or ["0"])[0] not in ("", "0"):
             body = _thumbnail(body)
@@ -155,38 +154,15 @@ def read_json(request_handler) -> dict:
         raise Refused(400, "Content-Length is not a number.") from None
     if length < 0 or length > MAX_BODY:
         raise Refused(413, f"the JSON body is limited to {MAX_BODY} bytes.")
-    raw = request_handler.rfile.read(length) if length else b"{}"
+    raw = request_handler.read_body(length)
     try:
         body = json.loads(raw or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        raise Refused(400, "the body is not valid JSON.") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise Refused(400, "the body is not valid JSON (or nested too deeply): send an object such as "
+                           "{\"label\": \"paper\"}.") from None
     if not isinstance(body, dict):
         raise Refused(400, "the JSON body must be an object such as {\"label\": \"paper\"}.")
     return body
-
-
-def _call(action):
-    """Run a service call, turning its exceptions into HTTP answers."""
-    try:
-        return action()
-    except RateLimited as error:
-        raise Refused(429, str(error)) from None
-    except DatasetFull as error:
-        raise Refused(507, f"recording stopped: {error}") from None
-    except NoFrame as error:
-        raise Refused(503, str(error)) from None
-    except TeachBusy as error:
-        raise Refused(409, str(error)) from None
-    except TeachRefused as error:
-        raise Refused(409, str(error)) from None
-    except TeachStorage as error:  # the state folder read-only, not the service's, or full: a person must act
-        raise Refused(507, str(error)) from None
-    except DatasetError as error:
-        message = str(error)
-        raise Refused(404 if "does not exist" in message or "is gone" in message or "not in the ring" in message
-                      else 400, message) from None
-    except (RuntimeError, OSError, ValueError) as error:
-        raise Refused(500, f"{error}") from None
 
 
 def _field(body: dict, name: str, kind=str):
@@ -198,41 +174,62 @@ def _field(body: dict, name: str, kind=str):
 
 def _classes(service, body):
     name = _field(body, "name")
-    return {"name": _call(lambda: service.dataset.add_class(name))}
+    return {"name": service.dataset.add_class(name)}
 
 
 def _capture(service, body):
     label = _field(body, "label")
-    relative, count = _call(lambda: service.capture(label))
+    relative, count = service.capture(label)
     return {"file": relative, "count": count}
 
 
 def _delete(service, body):
     relative = _field(body, "file")
-    return {"deleted": _call(lambda: service.dataset.delete(relative))}
+    return {"deleted": service.dataset.delete(relative)}
 
 
 def _label(service, body):
     identifier, label = _field(body, "id"), _field(body, "label")
-    return {"file": _call(lambda: service.dataset.label_uncertain(identifier, label))}
+    return {"file": service.dataset.label_uncertain(identifier, label)}
 
 
 def _discard(service, body):
     identifier = _field(body, "id")
-    return {"discarded": _call(lambda: service.dataset.discard_uncertain(identifier))}
+    return {"discarded": service.dataset.discard_uncertain(identifier)}
 
 
 def _teach(service, body):
     force = body.get("force", False)
     if not isinstance(force, bool):
         raise Refused(400, "'force' must be true or false.")
-    return _call(lambda: service.teach(force))
+    return service.teach(force)
 
 
 def _undo(service, body):
-    return _call(service.undo)
+    return service.undo()
+
+
+def _move(service, body):
+    return service.dataset.move(_field(body, "files", list), _field(body, "label"))
+
+
+def _remove(service, body):
+    return service.dataset.remove(_field(body, "files", list))
+
+
+def _restore(service, body):
+    return service.dataset.restore(_field(body, "undo"))
+
+
+def _rename_class(service, body):
+    return {"name": service.dataset.rename_class(_field(body, "name"), _field(body, "to"))}
+
+
+def _delete_class(service, body):
+    return service.dataset.remove_class(_field(body, "name"))
 
 
 POSTS = {"/api/classes": _classes, "/api/capture": _capture, "/api/dataset/delete": _delete,
          "/api/uncertain/label": _label, "/api/uncertain/discard": _discard, "/api/teach": _teach,
-         "/api/teach/undo": _undo}
+         "/api/teach/undo": _undo, "/api/dataset/move": _move, "/api/dataset/remove": _remove,
+         "/api/dataset/restore": _restore, "/api/classes/rename": _rename_class, "/api/classes/delete": _delete_class}

@@ -2,7 +2,7 @@
 
 device/teach/http.py calls ``handle(request_handler, path) -> bool`` after it checked the token, the same way
 device/web.py serves the kiosk: the page's ``/teach/static/`` links are stamped with each file's content hash
-(cached for good) and with ``?token=`` when the page was opened with one; only files directly inside
+(cached for good; the token travels as the cookie device/guard.py sets, never in a link); only files directly inside
 device/teach/static/ are served (no sub-folders, no dot-files, nothing percent-encoded), with the kiosk's
 Content-Security-Policy (only this daemon).
 """
@@ -38,9 +38,9 @@ def static_file(name: str) -> Path | None:
     return STATIC_DIR / name if name in {p.name for p in STATIC_DIR.iterdir() if p.is_file()} else None
 
 
-def render_page(template: str, token: str | None) -> str:
-    """teach.html with every ``/teach/static/NAME`` link stamped ``?v=HASH`` (and ``&token=`` when given)."""
-    return stamp_links(template, token, STATIC_LINK, PREFIX, static_file)
+def render_page(template: str) -> str:
+    """teach.html with every ``/teach/static/NAME`` link stamped ``?v=HASH``."""
+    return stamp_links(template, STATIC_LINK, PREFIX, static_file)
 
 
 def send_page(request_handler, query: dict) -> bool:
@@ -49,8 +49,7 @@ def send_page(request_handler, query: dict) -> bool:
                 b'reinstall the device package; the API still works"}')
         send(request_handler, 503, body, "application/json", {"Cache-Control": "no-store"})
         return True
-    token = (query.get("token") or [None])[0]
-    body = render_page((STATIC_DIR / PAGE).read_text(encoding="utf-8"), token).encode("utf-8")
+    body = render_page((STATIC_DIR / PAGE).read_text(encoding="utf-8")).encode("utf-8")
     send(request_handler, 200, body, CONTENT_TYPES[".html"], {"Cache-Control": "no-cache", **SECURITY_HEADERS})
     return True
 
