@@ -15,6 +15,7 @@ from device.outputs import settings as output_settings
 
 SUBCOMMANDS = {"doctor": "device.doctor", "capture": "device.teach.cli:capture", "teach": "device.teach.cli:teach",
                "evaluate": "device.teach.cli:evaluate"}
+SUBCOMMANDS["tune"] = "device.tune"  # the fastest model format and thread count here (device/tune.py)
 
 
 def positive_int(text: str) -> int:
@@ -57,15 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m device",
         description="Classify camera frames with an edgecam bundle, offline. Results go to stdout as JSON "
                     "lines and to a local HTTP API. Subcommands: doctor (check this device), capture "
-                    "(record labelled frames), teach (fit a new head on them), evaluate (score on a folder).",
+                    "(record labelled frames), teach (fit a new head on them), evaluate (score on a folder), "
+                    "tune (measure which model format and thread count is fastest here).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
     add("--bundle", required=True, default=argparse.SUPPRESS,
         help="bundle folder written by train/ and convert/ (holds manifest.json)")
-    add("--model", default="int8",
+    add("--model", default=argparse.SUPPRESS,
         help="int8, float32, float16, dynamic, edgetpu, or a .tflite path; Edge TPU models take a device "
-             "suffix such as edgetpu@usb:0 or model_int8_edgetpu.tflite@pci:0")
+             "suffix such as edgetpu@usb:0 or model_int8_edgetpu.tflite@pci:0 (default: the fastest that "
+             "passed parity, as python -m device tune measured it on this device; int8 when nothing is tuned)")
     add("--source", default="picamera2", help="picamera2[:N] | opencv:INDEX|PATH|URL | images:DIR")
     replay = parser.add_mutually_exclusive_group()
     replay.add_argument("--loop", dest="loop", action="store_true", default=argparse.SUPPRESS,
@@ -73,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--once", dest="loop", action="store_false", default=argparse.SUPPRESS,
                         help="replay image folders and video files once, then exit 0")
     add("--max-fps", type=non_negative_float, default=30.0, help="frame rate cap (0: as fast as possible)")
-    add("--threads", type=positive_int, default=os.cpu_count() or 1, help="interpreter threads")
+    add("--threads", type=positive_int, default=argparse.SUPPRESS,
+        help="interpreter threads (default: the tuned choice; all cores when nothing is tuned)")
+    add("--tune-seconds", type=non_negative_float, default=3.0,
+        help="with a state folder and no tuning for this bundle and device, measure for about this long "
+             "before serving (python -m device tune; 0: never at start)")
     add("--smoothing", type=positive_int, default=5, help="average probabilities over this many frames (1: off)")
     add("--threshold", type=probability, default=0.5, help="below this confidence the label is 'unknown'")
     add("--top-k", type=positive_int, default=3, help="classes listed in each result's top_k")
@@ -181,8 +188,9 @@ def main(argv: list | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="edgecam %(levelname)s %(name)s: %(message)s")
     options = Options(
-        bundle=args.bundle, model=args.model, source=args.source, loop=getattr(args, "loop", True),
-        max_fps=args.max_fps, threads=args.threads, smoothing=args.smoothing, threshold=args.threshold,
+        bundle=args.bundle, model=getattr(args, "model", None), source=args.source, loop=getattr(args, "loop", True),
+        max_fps=args.max_fps, threads=getattr(args, "threads", None), tune_seconds=args.tune_seconds,
+        smoothing=args.smoothing, threshold=args.threshold,
         top_k=args.top_k, emit=args.emit, http=args.http,
         token=getattr(args, "token", None) or os.environ.get("EDGECAM_TOKEN") or None,
         log_file=getattr(args, "log_file", None), log_max_bytes=args.log_max_bytes,

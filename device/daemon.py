@@ -27,6 +27,8 @@ from device.pipeline import Capture, Classifier, FrameSlot, Stats
 from device.runtime import ModelError, load_model, parse_model_spec
 from device.server import AddressInUse, EventHub, Limits, Server, parse_address
 from device.sources import MAX_IMAGE_PIXELS, open_source
+from device.state import resolve_state_dir
+from device import tune
 from device.teach import revisions
 from device.teach.service import TeachOptions, TeachService
 
@@ -39,11 +41,12 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_TEMPORARY = 0, 1, 2, 3  # the README's e
 @dataclass
 class Options:
     bundle: str
-    model: str = "int8"
+    model: str | None = None  # None: the tuned choice (device/tune.py), else int8
     source: str = "picamera2"
     loop: bool = True
     max_fps: float = 30.0
-    threads: int | None = None
+    threads: int | None = None  # None: the tuned choice, else all cores
+    tune_seconds: float = 3.0  # first start without a tuning for this bundle and device: measure this long
     smoothing: int = 5
     threshold: float = 0.5
     top_k: int = 3
@@ -96,12 +99,13 @@ class Daemon:
         """Manifest + sha256 + interpreter -> a ready Classifier (raises ManifestError/ModelError)."""
         try:
             manifest = load_manifest(self.options.bundle)
-            model = load_model(self.options.model, self.options.bundle, threads=self.options.threads,
-                               manifest=manifest)
+            choice = self.choose_model(manifest)
+            model = load_model(choice.model, self.options.bundle, threads=choice.threads, manifest=manifest)
             head = revisions.active_head(self.options.bundle, manifest)  # None: the model's own head (revision 0)
             classifier = Classifier(model, manifest, self.options.smoothing, self.options.threshold,
                                     self.options.top_k, head=head)
             classifier.head_info = revisions.describe(self.options.bundle, manifest, model.format)
+            classifier.tuning = choice.describe()
             return classifier
         except BUNDLE_ERRORS:
             raise
@@ -112,10 +116,19 @@ class Daemon:
                 "a good one again."
             ) from error
 
+    def choose_model(self, manifest) -> tune.Choice:
+        """--model and --threads, else this bundle's and device's tuning (made now if missing), else int8."""
+        options = self.options
+        choice = tune.resolve(options.bundle, manifest, options.model, options.threads, options.source,
+                              resolve_state_dir(options.state_dir), options.tune_seconds, log=log.info)
+        log.info("model: %s", choice.summary())
+        return choice
+
     def start(self) -> None:
         """Everything that can fail for a configuration reason fails here, before READY=1."""
         options = self.options
-        parse_model_spec(options.model)
+        if options.model is not None:
+            parse_model_spec(options.model)
         chosen = configure(options)  # flag problems (a bad --mqtt URL) fail before the model loads
         self.classifier = self.load()
         self.open_outputs(chosen)
@@ -182,6 +195,7 @@ class Daemon:
             "state": self.state(),
             "model": model,
             "head": getattr(classifier, "head_info", None),
+            "tuning": getattr(classifier, "tuning", None),
             "fps": round(self.stats.fps(), 2),
             "latency_ms": self.stats.percentiles(),
             "frames": self.frame_number,

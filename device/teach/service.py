@@ -125,13 +125,15 @@ class TeachService:
             raise TeachBusy("teaching is already running: wait for it to finish.")
         try:
             options = self.daemon.options
-            model = options.model.split("@")[0]
+            served = self.daemon.classifier.model if self.daemon.classifier is not None else None
+            model = (options.model or (served.format if served else "int8")).split("@")[0]  # the tuned one too
             if "edgetpu" in model:  # the daemon holds the Edge TPU: embed with the same int8 graph on the CPU
                 model = "int8"
             command = [sys.executable, "-m", "device", "teach", "--bundle", str(options.bundle), "--data",
                        str(self.dataset.root), "--model", model, "--json"]
-            if options.threads:
-                command += ["--threads", str(options.threads)]
+            threads = options.threads or (served.threads if served else None)
+            if threads:
+                command += ["--threads", str(threads)]
             if force:
                 command.append("--force")
             package_parent = str(Path(__file__).resolve().parent.parent.parent)
