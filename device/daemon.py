@@ -106,6 +106,7 @@ class Daemon:
                                     self.options.top_k, head=head)
             classifier.head_info = revisions.describe(self.options.bundle, manifest, model.format)
             classifier.tuning = choice.describe()
+            log.info("model: %s", choice.summary())
             return classifier
         except BUNDLE_ERRORS:
             raise
@@ -121,7 +122,6 @@ class Daemon:
         options = self.options
         choice = tune.resolve(options.bundle, manifest, options.model, options.threads, options.source,
                               resolve_state_dir(options.state_dir), options.tune_seconds, log=log.info)
-        log.info("model: %s", choice.summary())
         return choice
 
     def start(self) -> None:
