@@ -235,3 +235,17 @@ def test_without_a_state_folder_the_daemon_serves_int8_on_every_core_and_says_wh
         daemon.stop()
     assert (status["model"]["format"], status["model"]["threads"]) == ("int8", tune.usable_cores())
     assert status["tuning"]["how"] == "default" and "no state folder" in status["tuning"]["reason"]
+
+
+def test_the_fleet_report_lists_each_devices_tuned_choice():
+    from deploy.fleet import format_report, host_rows
+
+    tuned = {"how": "tuned", "format": "float32", "threads": 2, "median_ms": 4.351, "date": "2026-12-05T08:00:00Z"}
+    told = {"how": "command line", "format": "int8", "threads": 1, "reason": "--model and --threads given"}
+    records = {("after", host): {"result": "updated", "state": {"release": "r1", "model": {"format": tuning["format"]},
+                                                                "tuning": tuning}}
+               for host, tuning in (("pi-1", tuned), ("pi-2", told))}
+    rows = host_rows(["pi-1", "pi-2", "pi-3"], records)
+    assert [row["tuned"] for row in rows] == ["float32 x2 4.35 ms (tuned, 2026-12-05)", "int8 x1 (command line)", "-"]
+    report = format_report("r1", rows)
+    assert "TUNED" in report.splitlines()[1] and "float32 x2 4.35 ms (tuned, 2026-12-05)" in report
