@@ -116,7 +116,8 @@ def format_rows(bundle: Path, size: tuple, seconds: float) -> list:
     table, chosen, excluded = measure.formats(bundle, size, seconds=seconds)
     rows = []
     for entry in table:
-        name = f"{entry.format}, {entry.threads} thread{'s' * (entry.threads > 1)}: pipeline per frame, {size[0]}x{size[1]}"
+        threads = f"{entry.threads} thread{'s' * (entry.threads > 1)}"
+        name = f"{entry.format}, {threads}: pipeline per frame, {size[0]}x{size[1]}"
         if entry.median_ms is None:
             rows.append(row(name, f"not measured: {entry.error}"))
             continue

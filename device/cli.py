@@ -205,9 +205,9 @@ def main(argv: list | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="edgecam %(levelname)s %(name)s: %(message)s")
     options = Options(
-        bundle=args.bundle, model=getattr(args, "model", None), source=args.source, loop=getattr(args, "loop", True),
-        max_fps=args.max_fps, threads=getattr(args, "threads", None), tune_seconds=args.tune_seconds,
-        smoothing=args.smoothing, threshold=args.threshold,
+        bundle=args.bundle, model=getattr(args, "model", None), source=args.source,
+        loop=getattr(args, "loop", True), max_fps=args.max_fps, threads=getattr(args, "threads", None),
+        tune_seconds=args.tune_seconds, smoothing=args.smoothing, threshold=args.threshold,
         top_k=args.top_k, emit=args.emit, http=args.http,
         token=getattr(args, "token", None) or os.environ.get("EDGECAM_TOKEN") or None,
         log_file=getattr(args, "log_file", None), log_max_bytes=args.log_max_bytes,

@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from device import tune
 from device.manifest import ManifestError, load_manifest
 from device.notify import Notifier
 from device.outputs import OutputContext, Outputs, configure, open_outputs
@@ -28,7 +29,6 @@ from device.runtime import ModelError, load_model, parse_model_spec
 from device.server import AddressInUse, EventHub, Limits, Server, parse_address
 from device.sources import MAX_IMAGE_PIXELS, open_source
 from device.state import resolve_state_dir
-from device import tune
 from device.teach import revisions
 from device.teach.service import TeachOptions, TeachService
 
@@ -120,9 +120,8 @@ class Daemon:
     def choose_model(self, manifest) -> tune.Choice:
         """--model and --threads, else this bundle's and device's tuning (made now if missing), else int8."""
         options = self.options
-        choice = tune.resolve(options.bundle, manifest, options.model, options.threads, options.source,
-                              resolve_state_dir(options.state_dir), options.tune_seconds, log=log.info)
-        return choice
+        return tune.resolve(options.bundle, manifest, options.model, options.threads, options.source,
+                            resolve_state_dir(options.state_dir), options.tune_seconds, log=log.info)
 
     def start(self) -> None:
         """Everything that can fail for a configuration reason fails here, before READY=1."""

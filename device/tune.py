@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from device.layout import EDGETPU_FORMAT
-from device.manifest import MODEL_FORMATS, PARITY_PASSED, ManifestError, load_manifest
+from device.manifest import MODEL_FORMATS, PARITY_PASSED, load_manifest
 from device.state import TUNING, resolve_state_dir
 
 SCHEMA = "edgecam-tuning/1"
@@ -301,7 +301,8 @@ class Choice:
 
     def summary(self) -> str:
         measured = f", {self.row['median_ms']:.3f} ms per frame measured {self.record['date']}" if self.row else ""
-        return f"{self.model} with {self.threads} thread{'s' * (self.threads > 1)} ({self.how}{measured}): {self.reason}"
+        threads = f"{self.threads} thread{'s' * (self.threads > 1)}"
+        return f"{self.model} with {threads} ({self.how}{measured}): {self.reason}"
 
 
 def resolve(bundle, manifest, model: str | None, threads: int | None, source: str, state_dir,
@@ -342,9 +343,11 @@ def resolve(bundle, manifest, model: str | None, threads: int | None, source: st
         from device.runtime import parse_model_spec
 
         spec_format = parse_model_spec(model).format
-    rows = [Row(**{key: row.get(key) for key in ("format", "threads", "median_ms", "p25_ms", "p75_ms", "frames")})
-            for row in record["table"] if isinstance(row, dict) and row.get("median_ms") is not None
-            and (model is None or row.get("format") == spec_format) and (threads is None or row.get("threads") == threads)]
+    fields = ("format", "threads", "median_ms", "p25_ms", "p75_ms", "frames")
+    rows = [Row(**{key: row.get(key) for key in fields}) for row in record["table"]
+            if isinstance(row, dict) and row.get("median_ms") is not None
+            and (model is None or row.get("format") == spec_format)
+            and (threads is None or row.get("threads") == threads)]
     chosen = choose(rows)
     if chosen is None:
         fallback.reason = f"the tuning {record_path(state_dir, plan.key)} measured no candidate with --model {model}"

@@ -21,7 +21,8 @@ try:
 except SystemExit as exit:
     code = exit.code
 maps = open("/proc/self/maps").read()
-print(json.dumps({"code": code, "hashlib": "hashlib" in sys.modules, "_hashlib": sys.modules.get("_hashlib") is not None,
+print(json.dumps({"code": code, "hashlib": "hashlib" in sys.modules,
+                  "_hashlib": sys.modules.get("_hashlib") is not None,
                   "libcrypto": "libcrypto" in maps, "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS")}),
       file=sys.stderr)
 """
