@@ -39,3 +39,13 @@ def test_the_daemon_verifies_its_model_without_mapping_libcrypto(bundle):
     assert report["code"] == 0 and report["hashlib"]  # it ran, and hashed the model (sha256 checked)
     assert not report["_hashlib"] and not report["libcrypto"], report
     assert report["blas_threads"] == "1"
+
+
+def test_the_memory_breakdown_groups_resident_pages_by_mapping():
+    from bench.memory import resident_by_mapping
+
+    groups = resident_by_mapping(os.getpid())
+    rss_kb = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
+                  if line.startswith("VmRSS:"))
+    assert abs(sum(groups.values()) - rss_kb) < 0.1 * rss_kb  # every resident page is in one group
+    assert groups["[heap]"] > 0 and groups["site-packages/numpy"] > 0  # numpy: pytest's conftest imports it
