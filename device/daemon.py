@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from device import tune
+from device import choice as model_choice
 from device.manifest import ManifestError, load_manifest
 from device.notify import Notifier
 from device.outputs import OutputContext, Outputs, configure, open_outputs
@@ -117,11 +117,11 @@ class Daemon:
                 "a good one again."
             ) from error
 
-    def choose_model(self, manifest) -> tune.Choice:
+    def choose_model(self, manifest) -> model_choice.Choice:
         """--model and --threads, else this bundle's and device's tuning (made now if missing), else int8."""
         options = self.options
-        return tune.resolve(options.bundle, manifest, options.model, options.threads, options.source,
-                            resolve_state_dir(options.state_dir), options.tune_seconds, log=log.info)
+        return model_choice.resolve(options.bundle, manifest, options.model, options.threads, options.source,
+                                    resolve_state_dir(options.state_dir), options.tune_seconds, log=log.info)
 
     def start(self) -> None:
         """Everything that can fail for a configuration reason fails here, before READY=1."""

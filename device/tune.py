@@ -14,6 +14,7 @@ fastest on this device - measured here, never assumed (README: Which model forma
 - The record (choice, whole table, device, date) goes atomically to STATE/tuning/KEY.json; KEY hashes the
   candidates' sha256s, the device (CPU model, cores, runtime and version, Edge TPU present or not) and the
   frame size, so a new bundle, runtime or board finds no record and is tuned again. Never into the bundle.
+- The daemon reads the record through device/choice.py (--model and --threads win over it).
 
 Lean: numpy and the interpreter only (it runs on the device). Exit status: 0 tuned; 1 nothing to tune (no
 format passed parity, or none could be measured); 2 bad input (bundle, --source, state folder).
@@ -278,113 +279,6 @@ def read_record(state_dir, key: str) -> dict | None:
             or not isinstance(record.get("choice"), dict) or not isinstance(record.get("table"), list):
         return None
     return record
-
-
-# ---- the daemon's choice --------------------------------------------------------------------------
-@dataclass
-class Choice:
-    """The model and thread count the daemon serves, and why (its log line and /status "tuning")."""
-
-    model: str
-    threads: int
-    how: str  # "command line", "tuned", "command line and tuning", "default"
-    reason: str
-    row: dict | None = None  # the tuning table's row it serves
-    record: dict | None = None
-
-    def describe(self) -> dict:
-        described = {"how": self.how, "format": self.model, "threads": self.threads, "reason": self.reason}
-        if self.row is not None:
-            described.update(median_ms=self.row["median_ms"], iqr_ms=self.row["iqr_ms"],
-                             date=self.record["date"], key=self.record["key"])
-        return described
-
-    def summary(self) -> str:
-        measured = f", {self.row['median_ms']:.3f} ms per frame measured {self.record['date']}" if self.row else ""
-        threads = f"{self.threads} thread{'s' * (self.threads > 1)}"
-        return f"{self.model} with {threads} ({self.how}{measured}): {self.reason}"
-
-
-def resolve(bundle, manifest, model: str | None, threads: int | None, source: str, state_dir,
-            seconds: float, log=None) -> Choice:
-    """What the daemon serves. --model and --threads win; what they leave open comes from this bundle's and
-    device's tuning record (tuned first, in a subprocess of at most about SECONDS, when there is none), else
-    int8 with all cores. Without a state folder nothing is tuned: a laptop run starts at once on int8."""
-    say = log or (lambda text: None)
-    fallback = Choice(model or DEFAULT_FORMAT, threads or usable_cores(), "default", "")
-    if model is not None and threads is not None:
-        return Choice(model, threads, "command line", "--model and --threads given")
-    if state_dir is None:
-        fallback.reason = ("no state folder (--state-dir, $EDGECAM_STATE_DIR or systemd's StateDirectory=), so no "
-                           "tuning is kept or made; python -m device tune --state-dir DIR measures the fastest")
-        return fallback
-    try:
-        plan = make_plan(bundle, manifest, source)
-    except ValueError as error:  # no runtime (the loader says it again) or a bad --source (so does the source)
-        fallback.reason = f"not tuned: {error}"
-        return fallback
-    if not plan.candidates:
-        fallback.reason = "not tuned: no model format passed parity (" + "; ".join(
-            f"{fmt}: {why}" for fmt, why in plan.excluded.items()) + ")"
-        return fallback
-    record = read_record(state_dir, plan.key)
-    if record is None and seconds <= 0:
-        fallback.reason = "no tuning for this bundle and device yet (--tune-seconds 0); run python -m device tune"
-        return fallback
-    if record is None:
-        say(f"no tuning for this bundle and device: measuring {', '.join(plan.candidates)} with 1-"
-            f"{plan.device['cores']} threads (about {seconds:g} s, once)")
-        record, problem = tune_in_subprocess(bundle, state_dir, source, seconds, plan.key)
-        if record is None:
-            fallback.reason = f"tuning failed ({problem})"
-            return fallback
-    spec_format = None
-    if model is not None:
-        from device.runtime import parse_model_spec
-
-        spec_format = parse_model_spec(model).format
-    fields = ("format", "threads", "median_ms", "p25_ms", "p75_ms", "frames")
-    rows = [Row(**{key: row.get(key) for key in fields}) for row in record["table"]
-            if isinstance(row, dict) and row.get("median_ms") is not None
-            and (model is None or row.get("format") == spec_format)
-            and (threads is None or row.get("threads") == threads)]
-    chosen = choose(rows)
-    if chosen is None:
-        fallback.reason = f"the tuning {record_path(state_dir, plan.key)} measured no candidate with --model {model}"
-        return fallback
-    given = "--model" if model is not None else "--threads" if threads is not None else None
-    how = "command line and tuning" if given else "tuned"
-    reason = (f"{given} given; the rest from {record_path(state_dir, plan.key)}" if given
-              else f"the fastest of {len(rows)} measured in {record_path(state_dir, plan.key)}")
-    return Choice(model or chosen.format, chosen.threads, how, reason, chosen.to_dict(), record)
-
-
-STARTUP_ALLOWANCE_S = 30.0  # Python, numpy and the interpreter starting on a Pi, and the models loading
-
-
-def tune_in_subprocess(bundle, state_dir, source: str, seconds: float, key: str) -> tuple:
-    """Run ``python -m device tune`` (its interpreters and frames never stay in the daemon's memory) ->
-    (the record filed under KEY, None) or (None, what went wrong)."""
-    import subprocess
-
-    package_parent = str(Path(__file__).resolve().parent.parent)
-    path = os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH", "")) if p)
-    command = [sys.executable, "-m", "device", "tune", "--bundle", str(bundle), "--state-dir", str(state_dir),
-               "--source", source, "--seconds", f"{seconds:g}", "--quiet"]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + STARTUP_ALLOWANCE_S,
-                              env=dict(os.environ, PYTHONPATH=path))
-    except subprocess.TimeoutExpired:
-        return None, f"python -m device tune took over {seconds + STARTUP_ALLOWANCE_S:g} s"
-    except OSError as error:
-        return None, f"python -m device tune could not start: {error}"
-    if done.returncode != 0:
-        lines = (done.stderr or done.stdout or "").strip().splitlines()
-        return None, f"python -m device tune exited {done.returncode}: {lines[-1] if lines else 'no message'}"
-    record = read_record(state_dir, key)
-    if record is None:
-        return None, f"python -m device tune left no record at {record_path(state_dir, key)}"
-    return record, None
 
 
 # ---- the command ------------------------------------------------------------------------------------
