@@ -176,9 +176,15 @@ def make_plan(bundle, manifest, source: str = "picamera2", frame: tuple | None =
     candidates = [fmt for fmt, why in verdicts.items() if why is None]
     models = {fmt: manifest.models[fmt].sha256 for fmt in candidates}
     frame = tuple(frame or frame_size(source, manifest))
+    return Plan(candidates, {f: why for f, why in verdicts.items() if why}, models, device, frame,
+                record_key(models, device, frame))
+
+
+def record_key(models: dict, device: dict, frame: tuple) -> str:
+    """16 hex digits over everything a measurement depends on: another model, CPU, runtime (or version), Edge TPU
+    or frame size gives another key, so the daemon finds no record and tunes again."""
     text = json.dumps({"models": models, "device": device, "frame": list(frame)}, sort_keys=True)
-    key = hashlib.sha256(text.encode()).hexdigest()[:16]
-    return Plan(candidates, {f: why for f, why in verdicts.items() if why}, models, device, frame, key)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # ---- measuring --------------------------------------------------------------------------------------

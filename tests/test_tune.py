@@ -121,6 +121,19 @@ def test_exclusions_follow_each_formats_own_parity_record_and_the_edgetpu_model_
                                                      "float16": "parity not measured (bundle parity: passed)"}
 
 
+def test_a_new_model_runtime_board_edge_tpu_or_frame_size_gets_a_new_record_key():
+    models, frame = {"int8": "a" * 64, "float32": "b" * 64}, (640, 480)
+    device = {"cpu": "Raspberry Pi 4 Model B Rev 1.4", "machine": "aarch64", "cores": 4, "runtime": "ai_edge_litert",
+              "runtime_version": "2.3.0", "edgetpu": False}
+    key = tune.record_key(models, device, frame)
+    assert tune.record_key(dict(reversed(list(models.items()))), dict(device), frame) == key  # order is no change
+    changed = [tune.record_key(dict(models, int8="c" * 64), device, frame), tune.record_key(models, device, (150, 150))]
+    for field, value in (("cpu", "Raspberry Pi 5 Model B Rev 1.0"), ("cores", 2), ("runtime", "tflite_runtime"),
+                         ("runtime_version", "2.4.0"), ("edgetpu", True)):
+        changed.append(tune.record_key(models, dict(device, **{field: value}), frame))
+    assert key not in changed and len(set(changed)) == len(changed)
+
+
 def test_a_formats_parity_record_is_validated():
     manifest = manifest_with("passed", {"int8": {"parity": "fine"}})
     with pytest.raises(ManifestError, match="models.int8.parity must be one of"):
