@@ -35,6 +35,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--candidate", action="append", default=None,
                         help="with --cost: ARCH[:ALPHA]@SIZE to measure untrained, repeatable (default: "
                              "bench/cost.py's list)")
+    parser.add_argument("--format-seconds", type=float, default=60.0,
+                        help="time for the rows per model format and thread count (each gets up to 200 frames)")
     parser.add_argument("--check", action="store_true", help="exit 1 if a limit is missed")
     return parser.parse_args(argv)
 
@@ -102,8 +104,32 @@ def run(args) -> tuple:
             f"<= {LIMITS['rss_growth_mb']:.0f} MB", growth <= LIMITS["rss_growth_mb"]),
     ]
     rows += mqtt_rows(mqtt)
+    rows += format_rows(bundle, size, args.format_seconds)
     rows += teach_rows(bundle, args.threads)
     return rows, manifest
+
+
+def format_rows(bundle: Path, size: tuple, seconds: float) -> list:
+    """A row per model format and thread count (python -m device tune's measurement), then the tuner's choice."""
+    print(f"bench: every model format x 1-{os.cpu_count()} threads, as python -m device tune measures...",
+          file=sys.stderr)
+    table, chosen, excluded = measure.formats(bundle, size, seconds=seconds)
+    rows = []
+    for entry in table:
+        threads = f"{entry.threads} thread{'s' * (entry.threads > 1)}"
+        name = f"{entry.format}, {threads}: pipeline per frame, {size[0]}x{size[1]}"
+        if entry.median_ms is None:
+            rows.append(row(name, f"not measured: {entry.error}"))
+            continue
+        note = f"; not a candidate: {excluded[entry.format]}" if entry.format in excluded else ""
+        rows.append(row(name, f"{entry.median_ms:.3f} ms (IQR {entry.iqr_ms:.3f}, {entry.frames} frames{note})"))
+    fastest = min((entry for entry in table if entry.median_ms is not None), key=lambda entry: entry.median_ms,
+                  default=None)
+    if fastest is not None:
+        rows.append(row("fastest format and threads here", f"{fastest.format}, {fastest.threads} threads"))
+    rows.append(row("python -m device tune would choose (passed parity; fewest threads within 5%)",
+                    f"{chosen.format}, {chosen.threads} threads" if chosen else "nothing: no format passed parity"))
+    return rows
 
 
 def mqtt_rows(mqtt: dict | None) -> list:

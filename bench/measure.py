@@ -108,6 +108,22 @@ def latency(bundle: Path, model: str, threads: int, frames: int = 1000, rounds: 
     return result
 
 
+def formats(bundle: Path, frame: tuple, repetitions: int = 200, seconds: float = 60.0) -> tuple:
+    """Every model format of the bundle with 1 to all cores, measured the way ``python -m device tune`` measures
+    (device/tune.py: the daemon's pipeline, interleaved rounds, median and IQR) -> (rows, the tuner's choice
+    among the formats that passed parity or None, {format: why excluded})."""
+    from device import tune
+    from device.layout import EDGETPU_FORMAT
+    from device.manifest import load_manifest
+
+    manifest = load_manifest(bundle)
+    excluded = {fmt: why for fmt, why in tune.exclusions(manifest, edgetpu=False).items() if why}
+    measurable = [fmt for fmt in manifest.models if fmt != EDGETPU_FORMAT]  # an Edge TPU is not measured here
+    rows = tune.measure(bundle, manifest, measurable, list(range(1, tune.usable_cores() + 1)), frame,
+                        repetitions, seconds)
+    return rows, tune.choose([row for row in rows if row.format not in excluded]), excluded
+
+
 # ---- the daemon as a subprocess -----------------------------------------------------------------
 class DaemonRun:
     """``python -m device`` with its stdout lines counted by a reader thread."""

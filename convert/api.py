@@ -382,11 +382,14 @@ def _record_in_manifest(bundle: Path, manifest, files: dict) -> None:
 
 
 def _record_measurements(bundle: Path, manifest, report: ParityReport) -> None:
-    from device.manifest import save_manifest
+    from device.manifest import PARITY_FAILED, PARITY_PASSED, PARITY_SKIPPED, save_manifest
 
     for row in report.models:
         entry = manifest.models.get(row.format)
-        if entry is None or row.accuracy is None:
+        if entry is None or row.format == EDGETPU_FORMAT:  # its parity needs an Edge TPU: left "" (device/tune.py)
+            continue
+        entry.parity = PARITY_SKIPPED if row.accuracy is None else PARITY_PASSED if row.passed else PARITY_FAILED
+        if row.accuracy is None:
             continue
         entry.accuracy = round(row.accuracy, 6)
         entry.agreement = round(row.agreement, 6)

@@ -7,10 +7,14 @@ previous release, and more failures than --max-fail-percentage in a batch stop t
 which host runs which release and model::
 
     edgecam fleet report: release rps-858ee1854520
-    HOST  RESULT       RELEASE          MODEL    SHA256        RUNTIME         NOTE
-    pi-1  updated      rps-858ee1854520 int8     e96b1610899d  ai_edge_litert  healthy
-    pi-2  rolled back  rps-c7a9d456023d float32  9a5334487d52  ai_edge_litert  /healthz on 127.0.0.1:8080: ...; back on ...
-    pi-3  not reached  rps-c7a9d456023d int8     ...           ...             the rollout stopped before this host's batch
+    HOST  RESULT       RELEASE          MODEL    SHA256        RUNTIME         TUNED                                  NOTE
+    pi-1  updated      rps-858ee1854520 int8     e96b1610899d  ai_edge_litert  int8 x2 9.81 ms (tuned, 2026-12-05)    healthy
+    pi-2  rolled back  rps-c7a9d456023d float32  9a5334487d52  ai_edge_litert  float32 x4 (command line)              /healthz on 127.0.0.1:8080: ...; back on ...
+    pi-3  not reached  rps-c7a9d456023d int8     ...           ...             -                                      the rollout stopped before this host's batch
+
+TUNED is the daemon's /status "tuning" (device/tune.py): the format and interpreter threads it serves, the
+per-frame time ``python -m device tune`` measured on that device, and whether the choice came from the tuning,
+the command line or the default (int8).
 
 Exit codes: 0 every host runs the release; 1 a host failed its check (rolled back) or was not reached
 because the rollout stopped; 2 bad input (no archive, no inventory, no ansible-playbook, a playbook
@@ -110,7 +114,7 @@ def run_playbook(command: list, environment: dict) -> tuple:
 
 
 def host_rows(hosts: list, records: dict) -> list:
-    """One dict per host: result, release, model, sha256, runtime, note."""
+    """One dict per host: result, release, model, sha256, runtime, tuned, note."""
     rows = []
     for host in hosts:
         before, after = records.get(("before", host)), records.get(("after", host))
@@ -132,14 +136,24 @@ def host_rows(hosts: list, records: dict) -> list:
         model = state.get("model") or {}
         rows.append({"host": host, "result": result, "release": state.get("release") or "-",
                      "model": model.get("format") or "-", "sha256": (model.get("sha256") or "-")[:12],
-                     "runtime": model.get("runtime") or "-", "note": note})
+                     "runtime": model.get("runtime") or "-", "tuned": tuned(state.get("tuning")), "note": note})
     return rows
+
+
+def tuned(tuning: dict | None) -> str:
+    """/status "tuning" (device/tune.py's Choice) -> one cell: what the device serves and where that came from."""
+    if not isinstance(tuning, dict) or not tuning.get("format"):
+        return "-"
+    threads = f"{tuning['format']} x{tuning.get('threads')}"
+    if tuning.get("median_ms") is not None:
+        return f"{threads} {tuning['median_ms']:.2f} ms ({tuning.get('how')}, {str(tuning.get('date'))[:10]})"
+    return f"{threads} ({tuning.get('how')})"
 
 
 def format_report(release: str, rows: list) -> str:
     columns = [("HOST", "host"), ("RESULT", "result"), ("RELEASE", "release"), ("MODEL", "model"),
-               ("SHA256", "sha256"), ("RUNTIME", "runtime"), ("NOTE", "note")]
-    cells = [[RESULTS.get(row[key], row[key]) if key == "result" else str(row[key]) for _, key in columns]
+               ("SHA256", "sha256"), ("RUNTIME", "runtime"), ("TUNED", "tuned"), ("NOTE", "note")]
+    cells = [[RESULTS.get(row[key], row[key]) if key == "result" else str(row.get(key, "-")) for _, key in columns]
              for row in rows]
     widths = [max(len(title), *(len(line[index]) for line in cells)) for index, (title, _) in enumerate(columns)]
     lines = [f"edgecam fleet report: release {release}"]

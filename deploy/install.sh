@@ -202,6 +202,17 @@ ensure_dataset_dir() {  # the captured frames: created once, kept across release
   fi
 }
 
+tune_release() {  # the fastest model format and thread count here (device/tune.py); never fails the install
+  local state
+  state=$(dirname "$DATASET_DIR")
+  say "device tune (which of the bundle's model formats, with how many threads, is fastest here)"
+  "$RELEASES/$1/venv/bin/python" -m device tune --bundle "$RELEASES/$1/bundle" --state-dir "$state" --quiet \
+    || { echo "edgecam install: warning: device tune failed; the daemon tunes on its first start" >&2; return 0; }
+  if [ "$SYSTEMD" = yes ] && [ "$(id -u)" = 0 ] && id -u "$SERVICE_USER" >/dev/null 2>&1; then
+    chown -R "$SERVICE_USER:$SERVICE_USER" "$state/tuning"  # the daemon re-tunes there when the board changes
+  fi
+}
+
 show_status() {
   echo "prefix:   $BASE"
   echo "current:  $(release_of current)"
@@ -309,6 +320,7 @@ install() {
   fi
   ensure_service_user
   ensure_dataset_dir
+  tune_release "$id"
   if ! activate "$id"; then
     if [ -n "$old" ] && [ "$old" != "$id" ]; then
       echo "edgecam install: the service did not start with $id; going back to $old" >&2

@@ -15,7 +15,8 @@ from device.outputs import settings as output_settings
 
 SUBCOMMANDS = {"doctor": "device.doctor", "capture": "device.teach.cli:capture", "teach": "device.teach.cli:teach",
                "undo": "device.teach.cli:undo", "status": "device.teach.cli:status",
-               "evaluate": "device.teach.cli:evaluate", "dataset": "device.teach.dataset_cli"}
+               "evaluate": "device.teach.cli:evaluate", "dataset": "device.teach.dataset_cli",
+               "tune": "device.tune"}
 
 
 def positive_int(text: str) -> int:
@@ -59,15 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Classify camera frames with an edgecam bundle, offline. Results go to stdout as JSON "
                     "lines and to a local HTTP API. Subcommands: doctor (check this device), capture "
                     "(record labelled frames), teach (fit a new head on them), undo (go back one head), status (which "
-                    "head serves), evaluate (score on a folder).",
+                    "head serves), evaluate (score on a folder), tune (measure which model format and thread count is "
+                    "fastest here).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
     add("--bundle", required=True, default=argparse.SUPPRESS,
         help="bundle folder written by train/ and convert/ (holds manifest.json)")
-    add("--model", default="int8",
+    add("--model", default=argparse.SUPPRESS,
         help="int8, float32, float16, dynamic, edgetpu, or a .tflite path; Edge TPU models take a device "
-             "suffix such as edgetpu@usb:0 or model_int8_edgetpu.tflite@pci:0")
+             "suffix such as edgetpu@usb:0 or model_int8_edgetpu.tflite@pci:0 (default: the fastest that "
+             "passed parity, as python -m device tune measured it on this device; int8 when nothing is tuned)")
     add("--source", default="picamera2", help="picamera2[:N] | opencv:INDEX|PATH|URL | images:DIR")
     replay = parser.add_mutually_exclusive_group()
     replay.add_argument("--loop", dest="loop", action="store_true", default=argparse.SUPPRESS,
@@ -75,7 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--once", dest="loop", action="store_false", default=argparse.SUPPRESS,
                         help="replay image folders and video files once, then exit 0")
     add("--max-fps", type=non_negative_float, default=30.0, help="frame rate cap (0: as fast as possible)")
-    add("--threads", type=positive_int, default=os.cpu_count() or 1, help="interpreter threads")
+    add("--threads", type=positive_int, default=argparse.SUPPRESS,
+        help="interpreter threads (default: the tuned choice; all cores when nothing is tuned)")
+    add("--tune-seconds", type=non_negative_float, default=3.0,
+        help="with a state folder and no tuning for this bundle and device, measure for about this long "
+             "before serving (python -m device tune; 0: never at start)")
     add("--smoothing", type=positive_int, default=5, help="average probabilities over this many frames (1: off)")
     add("--threshold", type=probability, default=0.5, help="below this confidence the label is 'unknown'")
     add("--top-k", type=positive_int, default=3, help="classes listed in each result's top_k")
@@ -151,6 +158,21 @@ def skip_tls_support() -> None:
         del sys.modules["ssl"]
 
 
+def skip_openssl_hashes() -> None:
+    """hashlib and hmac use OpenSSL's libcrypto when they can (about 3.3 MB of resident pages mapped for one
+    sha256 of the model file); their built-in sha256 gives the same digests (about 3x slower: 0.14 s for a
+    14 MB model on the build machine). Hide _hashlib from the daemon process, in its entry point only, when
+    nothing has loaded it yet; TLS (an https webhook, an mqtts broker) still works: ssl never needs it."""
+    if "_hashlib" not in sys.modules and "hashlib" not in sys.modules and "hmac" not in sys.modules:
+        sys.modules["_hashlib"] = None  # import _hashlib now raises ImportError: hashlib and hmac fall back
+
+
+def single_blas_thread() -> None:
+    """numpy's OpenBLAS starts a thread and a buffer per core at import; the daemon's numpy work (resize,
+    quantize, top-k) never calls BLAS, and the interpreter has its own threads (--threads)."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 def webhook_wants_tls(argv: list) -> bool:
     """An https:// webhook (flag or $EDGECAM_WEBHOOK) needs http.client with TLS; read before parsing, because
     building the parser imports http.server (the limits' defaults)."""
@@ -177,6 +199,8 @@ def main(argv: list | None = None) -> int:
         return getattr(importlib.import_module(module), function or "main")(argv[1:])
     if not webhook_wants_tls(argv):  # before build_parser: its limits' defaults import http.server
         skip_tls_support()
+    skip_openssl_hashes()
+    single_blas_thread()
     args = build_parser().parse_args(argv)
     outputs = output_settings.from_arguments(args)
     from device.daemon import Options, serve  # after skip_tls_support: it imports http.server
@@ -184,8 +208,9 @@ def main(argv: list | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="edgecam %(levelname)s %(name)s: %(message)s")
     options = Options(
-        bundle=args.bundle, model=args.model, source=args.source, loop=getattr(args, "loop", True),
-        max_fps=args.max_fps, threads=args.threads, smoothing=args.smoothing, threshold=args.threshold,
+        bundle=args.bundle, model=getattr(args, "model", None), source=args.source,
+        loop=getattr(args, "loop", True), max_fps=args.max_fps, threads=getattr(args, "threads", None),
+        tune_seconds=args.tune_seconds, smoothing=args.smoothing, threshold=args.threshold,
         top_k=args.top_k, emit=args.emit, http=args.http,
         token=getattr(args, "token", None) or os.environ.get("EDGECAM_TOKEN") or None,
         log_file=getattr(args, "log_file", None), log_max_bytes=args.log_max_bytes,

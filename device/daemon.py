@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from device import choice as model_choice
 from device.manifest import ManifestError, load_manifest
 from device.notify import Notifier
 from device.outputs import OutputContext, Outputs, configure, open_outputs
@@ -40,11 +41,12 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_TEMPORARY = 0, 1, 2, 3  # the README's e
 @dataclass
 class Options:
     bundle: str
-    model: str = "int8"
+    model: str | None = None  # None: the tuned choice (device/tune.py), else int8
     source: str = "picamera2"
     loop: bool = True
     max_fps: float = 30.0
-    threads: int | None = None
+    threads: int | None = None  # None: the tuned choice, else all cores
+    tune_seconds: float = 3.0  # first start without a tuning for this bundle and device: measure this long
     smoothing: int = 5
     threshold: float = 0.5
     top_k: int = 3
@@ -100,10 +102,12 @@ class Daemon:
         that serves: the current taught one from the model's head store, or the bundle's own (revision 0)."""
         try:
             manifest = load_manifest(self.options.bundle)
-            model = load_model(self.options.model, self.options.bundle, threads=self.options.threads,
-                               manifest=manifest)
+            choice = self.choose_model(manifest)
+            model = load_model(choice.model, self.options.bundle, threads=choice.threads, manifest=manifest)
             classifier = Classifier(model, manifest, self.options.smoothing, self.options.threshold,
                                     self.options.top_k)
+            classifier.tuning = choice.describe()
+            log.info("model: %s", choice.summary())
         except BUNDLE_ERRORS:
             raise
         except Exception as error:  # noqa: BLE001 - a malformed manifest may raise anything (AttributeError...)
@@ -142,10 +146,17 @@ class Daemon:
             log.error("the taught head is not served, the bundle's own head is: %s", problem)
         return classifier
 
+    def choose_model(self, manifest) -> model_choice.Choice:
+        """--model and --threads, else this bundle's and device's tuning (made now if missing), else int8."""
+        options = self.options
+        return model_choice.resolve(options.bundle, manifest, options.model, options.threads, options.source,
+                                    self.state_dir, options.tune_seconds, log=log.info)
+
     def start(self) -> None:
         """Everything that can fail for a configuration reason fails here, before READY=1."""
         options = self.options
-        parse_model_spec(options.model)
+        if options.model is not None:
+            parse_model_spec(options.model)
         chosen = configure(options)  # flag problems (a bad --mqtt URL) fail before the model loads
         self.classifier = self.load()
         self.open_outputs(chosen)
@@ -215,6 +226,7 @@ class Daemon:
             "model": model,
             "head": self.head_status(classifier),
             "state_dir": str(self.state_dir) if self.state_dir is not None else None,
+            "tuning": getattr(classifier, "tuning", None),
             "fps": round(self.stats.fps(), 2),
             "latency_ms": self.stats.percentiles(),
             "frames": self.frame_number,

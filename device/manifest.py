@@ -124,6 +124,9 @@ class ModelFile:
     # them all (None: no measured version does); see device/opversions.py. Empty in older bundles.
     ops: dict = field(default_factory=dict)
     min_runtimes: dict = field(default_factory=dict)
+    # This format's own parity verdict (PARITY_STATES; convert/ writes it): "" in bundles converted before it was
+    # recorded, and for the Edge TPU model, whose parity needs an Edge TPU to measure. device/tune.py reads it.
+    parity: str = ""
 
 
 @dataclass
@@ -216,6 +219,9 @@ class Manifest:
                 raise ManifestError(
                     f"{source}: models.{fmt}.file must be a path inside the bundle, got {entry.file!r}."
                 )
+            if entry.parity and entry.parity not in PARITY_STATES:
+                raise ManifestError(f"{source}: models.{fmt}.parity must be one of {PARITY_STATES} (or empty), "
+                                    f"got {entry.parity!r}. {_FIX}")
             if not _SHA256.fullmatch(entry.sha256):
                 raise ManifestError(
                     f"{source}: models.{fmt}.sha256 must be 64 lowercase hex digits (the file's hash), got "

@@ -204,6 +204,7 @@ class Classifier:
         self.manifest = manifest
         self.head = head
         self.head_info: dict | None = None  # /status "head": set by whoever loads the revision (the daemon)
+        self.tuning: dict | None = None  # /status "tuning": how the model and threads were chosen (the daemon)
         self.labels = list(head.labels) if head is not None else list(manifest.labels)
         self.plan = preprocess.InputPlan.for_model(model, manifest.input.colour_order)
         self.workspace = preprocess.Workspace()  # process() runs in one thread: reuse the frame buffers

@@ -138,7 +138,7 @@ class ImagesSource(Source):
                 if width * height > self.max_pixels:
                     return self.skip(path, "too_large", f"{width}x{height} is over --max-image-pixels "
                                                         f"{self.max_pixels}; resize it or raise the limit")
-                return np.asarray(image.convert("RGB"))
+                return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
         except Image.DecompressionBombError as error:
             return self.skip(path, "decompression_bomb", str(error))
         except FileNotFoundError:

@@ -16,15 +16,20 @@ def test_bench_prints_and_writes_the_table(bundle, tmp_path):
     out = tmp_path / "results.md"
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--bundle", str(bundle), "--frames", "30", "--rss-frames", "300",
-         "--threads", "1", "--out", str(out)],
+         "--threads", "1", "--format-seconds", "2", "--out", str(out)],
         cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), check=False, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr
     for text in ("int8 raw interpreter", "640x480 frames", "int8 speed-up over float32", "int8 size / float32 size",
                  "peak RSS", "cold start to first result", "RSS growth over 300 frames", "Machine:"):
         assert text in result.stdout, text
+    for fmt in ("int8", "float32"):  # a row per format and thread count; none passed parity in this bundle
+        assert f"{fmt}, 1 thread: pipeline per frame, 32x32" in result.stdout, fmt
+    assert "not a candidate: parity not measured" in result.stdout
     table = out.read_text()
     assert table.startswith("# edgecam benchmark") and "| measurement | value | limit | |" in table
     assert table.count("\n| ") >= 11
+    assert "| python -m device tune would choose (passed parity; fewest threads within 5%) | nothing: no format " \
+           "passed parity |" in table
 
 
 def test_bench_needs_a_converted_bundle(bundle, tmp_path):

@@ -169,6 +169,7 @@ def test_every_format_holds_the_default_thresholds_and_the_report_is_written(con
     table = (bundle / "parity.md").read_text()
     assert "| int8 | tflite/model_int8.tflite |" in table and "All thresholds hold." in table
     assert load_manifest(bundle).models["int8"].agreement == pytest.approx(report.row("int8").agreement)
+    assert {entry.parity for entry in load_manifest(bundle).models.values()} == {"passed"}  # per format
 
 
 def test_int8_is_full_integer_and_edgetpu_ready_while_the_float_model_is_flagged(converted_bundle, capsys):
@@ -197,6 +198,7 @@ def test_converting_the_same_bundle_twice_gives_byte_identical_files(converted_b
         name = f"tflite/model_{fmt}.tflite"
         assert sha256_file(again / name) == sha256_file(first / name), fmt
     assert not (again / "parity.json").exists()
+    assert {entry.parity for entry in load_manifest(again).models.values()} == {"skipped"}
 
 
 def test_blank_calibration_breaks_int8_parity_exits_1_and_reports_the_worst_layers(
@@ -214,7 +216,7 @@ def test_blank_calibration_breaks_int8_parity_exits_1_and_reports_the_worst_laye
     assert str(failed) in captured.err
     parity = json.loads((failed / "parity.json").read_text())
     assert parity["passed"] is False and parity["models"][0]["failures"]
-    assert load_manifest(failed).parity == "failed"
+    assert load_manifest(failed).parity == "failed" and load_manifest(failed).models["int8"].parity == "failed"
     debug = (failed / "quantization_debug.md").read_text()
     assert "RMSE / scale" in debug and "| 1 | CONV_2D |" in debug  # the first conv sees the unseen range
     assert (failed / "quantization_debug.csv").read_text().startswith("op_name,tensor_name,rmse_over_scale")

@@ -253,7 +253,7 @@ def test_help_shows_defaults_and_doctor_is_dispatched():
                             text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert output.returncode == 0
     for flag in ("--bundle", "--model", "--source", "--max-fps", "--threads", "--smoothing", "--threshold",
-                 "--http", "--token", "--log-file", "--once", "(default: int8)", "(default: 127.0.0.1:8080)"):
+                 "--http", "--token", "--log-file", "--once", "--tune-seconds", "(default: 127.0.0.1:8080)"):
         assert flag in output.stdout
 
 

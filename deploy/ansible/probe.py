@@ -79,6 +79,7 @@ def probe_once(base: Path, http: str, token: str | None, release: str | None) ->
         state["reason"] = f"/status on {http}: {error or 'no model loaded'}"
         return state
     state["model"] = {key: model.get(key) for key in ("format", "sha256", "runtime")}
+    state["tuning"] = body.get("tuning")  # device/tune.py: the format and threads it serves, and why
     expected, problem = expected_sha256(base, model.get("format"), model.get("sha256"))
     if problem:
         state["reason"] = problem

@@ -158,14 +158,16 @@ class TeachService:
         """``python -m device teach --bundle B --model M --state-dir S --json ARGUMENTS`` in its own process
         (teaching's memory never adds to the daemon's) -> its JSON answer, or a typed error (logged)."""
         options = self.daemon.options
-        model = options.model.split("@")[0]
+        served = self.daemon.classifier.model if self.daemon.classifier is not None else None
+        model = (options.model or (served.format if served else None) or "int8").split("@")[0]  # the tuned one too
         if "edgetpu" in model:  # the daemon holds the Edge TPU: embed with the same int8 graph on the CPU
             model = "int8"
         line = [sys.executable, "-m", "device", "teach", "--bundle", str(options.bundle), "--model", model, "--json"]
         if self.daemon.state_dir is not None:
             line += ["--state-dir", str(self.daemon.state_dir)]
-        if options.threads:
-            line += ["--threads", str(options.threads)]
+        threads = options.threads or (served.threads if served else None)
+        if threads:
+            line += ["--threads", str(threads)]
         package_parent = str(Path(__file__).resolve().parent.parent.parent)
         environment = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [package_parent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
