@@ -60,6 +60,11 @@ class Source:
     def read(self) -> np.ndarray:
         raise NotImplementedError
 
+    def read_full(self) -> np.ndarray:
+        """A frame to record (capture): the whole camera frame where the source gives the model a smaller
+        stream (the Pi camera's main stream beside its model-sized lores), else the same as read()."""
+        return self.read()
+
     def close(self) -> None:
         pass
 

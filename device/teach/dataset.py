@@ -54,7 +54,25 @@ class DatasetError(ValueError):
 
 
 class DatasetFull(RuntimeError):
-    """Recording stopped: the size limit or the free-space floor would be crossed."""
+    """Recording stopped: the size limit or the free-space floor would be crossed, or the disk is full."""
+
+
+class disk_full:
+    """``with disk_full(self.root):`` turns ENOSPC/EDQUOT into :class:`DatasetFull` (the disk filled up between
+    the free-space check and the write, e.g. another program wrote meanwhile)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DatasetFull(f"the disk is full: {error.filename or self.root} could not be written "
+                              f"({error.strerror}). Free some space or pull the data set to your computer and "
+                              "clear it.") from None
+        return False
 
 
 def default_root(name: str) -> Path:
@@ -181,7 +199,8 @@ class Dataset:
             if not (self.root / name).is_dir() and len(self.class_names()) >= MAX_CLASSES:
                 raise DatasetError(f"the data set already has {MAX_CLASSES} classes, the most it takes: delete a "
                                    "class you do not need (or start another data set with --dataset DIR).")
-            (self.root / name).mkdir(exist_ok=True)
+            with disk_full(self.root):
+                (self.root / name).mkdir(exist_ok=True)
         return name
 
     def summary(self) -> list:
@@ -242,10 +261,15 @@ class Dataset:
             if reason:
                 raise DatasetFull(reason)
             now = time.time()
-            relative = f"{label}/{self._write_new(self.root / label, content, now)}"
+            with disk_full(self.root):
+                relative = f"{label}/{self._write_new(self.root / label, content, now)}"
+                try:
+                    self._index({"file": relative, "label": label, "time": round(now, 3), "source": source,
+                                 "model": model, "reading": reading})
+                except BaseException:  # a frame is kept only with its index line: what is reported is what is there
+                    (self.root / relative).unlink(missing_ok=True)
+                    raise
             self.bytes += len(content)
-            self._index({"file": relative, "label": label, "time": round(now, 3), "source": source, "model": model,
-                         "reading": reading})
             return relative, self.count(label)
 
     def resolve(self, relative) -> Path:
@@ -346,7 +370,8 @@ class Dataset:
             if reason:
                 raise DatasetFull(reason)
             kept = self._ring_dir() / entry["id"]
-            relative = f"{label}/{self._place(kept, self.root / label, entry['time'], entry['id'])}"  # never over a capture
+            with disk_full(self.root):
+                relative = f"{label}/{self._place(kept, self.root / label, entry['time'], entry['id'])}"  # never over a capture
             kept.unlink()
             del self.ring[identifier]
             self._save_ring()

@@ -140,13 +140,17 @@ def write_revision(bundle, head: Head, labels: list, meta: dict) -> int:
         revision = max(numbers, default=0) + 1
         temporary = folder / f".r{revision:04d}.tmp-{os.getpid()}"
         shutil.rmtree(temporary, ignore_errors=True)
-        temporary.mkdir()
-        head.save(temporary / HEAD)
-        (temporary / LABELS).write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
-        meta = dict(meta, revision=revision, parent=current_revision(bundle), labels=list(labels),
-                    created=round(time.time(), 3))
-        (temporary / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.rename(temporary, revision_dir(bundle, revision))
+        try:
+            temporary.mkdir()
+            head.save(temporary / HEAD)
+            (temporary / LABELS).write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
+            meta = dict(meta, revision=revision, parent=current_revision(bundle), labels=list(labels),
+                        created=round(time.time(), 3))
+            (temporary / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            os.rename(temporary, revision_dir(bundle, revision))
+        except BaseException:  # a full disk, a kill: no half revision is left behind
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise
         _set_current(bundle, revision)
     return revision
 
