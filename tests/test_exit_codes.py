@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 def run(module: str, *arguments, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", *module.split(), *map(str, arguments)]
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False,
-                          env=dict(os.environ, PYTHONPATH=str(REPO), **(env or {})))
+                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
 
 
 def assert_exit(result: subprocess.CompletedProcess, code: int, *texts: str) -> None:
@@ -88,6 +88,37 @@ def test_capture_on_a_full_disk_exits_2_and_says_the_disk_is_full(leave_kb, taug
         reported = sorted(json.loads(line)["file"] for line in result.stdout.splitlines())
         on_disk = sorted(f"paper/{path.name}" for path in (disk / "ds" / "paper").iterdir())
         assert reported == on_disk
+
+
+FAKE_PICAMERA2 = Path(__file__).resolve().parent / "fake_picamera2"  # no Pi camera on a build machine
+
+
+def with_fake_picamera2(mode: str) -> dict:
+    return {"PYTHONPATH": os.pathsep.join([str(REPO), str(FAKE_PICAMERA2)]), "EDGECAM_FAKE_PICAMERA2": mode}
+
+
+def test_capture_from_the_pi_camera_records_its_main_stream_not_the_model_sized_one(taught, tmp_path):
+    """Issue 19, item 18: the data set keeps the camera's main stream (sources.CAPTURE_SIZE), so a host retrain
+    can use a larger input than the model the device runs (32x32 here); the stand-in's main stream is red."""
+    from PIL import Image
+
+    from device.sources import CAPTURE_SIZE
+
+    result = run("device capture", "--bundle", taught, "--source", "picamera2", "--label", "paper", "--count", 2,
+                 "--interval", 0, "--dataset", tmp_path / "ds", "--min-free-mb", 0, env=with_fake_picamera2("pi5"))
+    assert_exit(result, exitcodes.OK, "recorded 2 frames of paper")
+    files = sorted((tmp_path / "ds" / "paper").glob("*.jpg"))
+    assert len(files) == 2
+    with Image.open(files[0]) as image:
+        assert image.size == CAPTURE_SIZE
+        red, green, blue = image.convert("RGB").getpixel((5, 5))
+        assert red > 150 and blue < 60
+
+
+def test_capture_from_a_busy_camera_exits_3(taught, tmp_path):
+    result = run("device capture", "--bundle", taught, "--source", "picamera2", "--label", "paper",
+                 "--dataset", tmp_path / "ds", env=with_fake_picamera2("busy"))
+    assert_exit(result, exitcodes.RETRY, "Device or resource busy", "try again when the camera is free")
 
 
 def test_capture_records_and_exits_0(taught, images, tmp_path):
