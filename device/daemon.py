@@ -172,6 +172,10 @@ class Daemon:
         """The newest RGB frame the source delivered (for the kiosk's live view), or None."""
         return self.capture.last_frame if self.capture is not None else None
 
+    def frame_to_record(self):
+        """The frame a capture records (the Pi camera's main stream; the newest frame for other sources), or None."""
+        return self.capture.frame_to_record() if self.capture is not None else None
+
     def status(self) -> dict:
         classifier = self.classifier
         model = dict(classifier.model.describe(), labels=classifier.labels) if classifier else None

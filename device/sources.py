@@ -61,6 +61,7 @@ class Source:
 
     live = True
     spec = ""
+    has_full_stream = False  # read_full() gives more than read() (a second, larger stream)
 
     def open(self) -> None:
         pass
@@ -271,6 +272,10 @@ class Picamera2Source(Source):
             camera.close()
             raise SourceError(f"{self.spec}: cannot start ({error})") from None
         self.camera = camera
+
+    @property
+    def has_full_stream(self) -> bool:
+        return self.stream == "lores"
 
     def read(self) -> np.ndarray:
         return self._capture(self.stream)

@@ -420,3 +420,60 @@ def test_soak_prints_its_figures_and_passes(bundle):
     for text in ("idle before", "load end", "rss_mb", "fds", "threads", "frame_errors", "SIGTERM -> exit 0",
                  "0 tracebacks", "soak: PASS"):
         assert text in result.stdout, text
+
+
+# ==== issue 19: the cases of the second fault probe that belong to the command line and the capture writer ====
+FAKE_PICAMERA2 = REPO / "tests" / "fake_picamera2"  # a stand-in picamera2 package: no Pi camera here
+
+
+def test_19_18_the_daemon_records_the_pi_cameras_main_stream_and_classifies_its_lores_stream(tmp_path_factory,
+                                                                                             tmp_path):
+    import teach_bundle
+    from PIL import Image
+
+    from device.sources import CAPTURE_SIZE
+
+    bundle = device_bundle.copy_bundle(teach_bundle.shared_teach_bundle(tmp_path_factory), tmp_path / "b")
+    port = device_bundle_free_port()
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(FAKE_PICAMERA2)]),
+                       EDGECAM_FAKE_PICAMERA2="pi5")
+    daemon = subprocess.Popen([sys.executable, "-m", "device", "--bundle", str(bundle), "--source", "picamera2",
+                               "--http", f"127.0.0.1:{port}", "--token", TOKEN, "--emit", "off", "--threads", "1",
+                               "--max-fps", "20", "--dataset", str(tmp_path / "ds"), "--min-free-mb", "0"],
+                              cwd=REPO, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        status = None
+        while time.monotonic() < deadline:
+            try:
+                status = json.loads(get(port, "/status", {"Authorization": f"Bearer {TOKEN}"})[2])
+                if status["frames"] > 2:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.2)
+        assert status and status["frames"] > 2, daemon.stderr.read() if daemon.poll() is not None else status
+        body = json.dumps({"label": "paper"}).encode()
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("POST", "/api/classes", body=json.dumps({"name": "paper"}).encode(),
+                           headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+        assert connection.getresponse().read() is not None
+        connection.request("POST", "/api/capture", body=body,
+                           headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+        connection.close()
+        assert response.status == 200, answer
+        with Image.open(tmp_path / "ds" / answer["file"]) as image:
+            assert image.size == CAPTURE_SIZE  # the main stream, not the model's lores frame
+            red, _, blue = image.convert("RGB").getpixel((3, 3))
+            assert red > 150 and blue < 60  # the stand-in's main stream is red, its lores stream blue
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=10)
+
+
+def device_bundle_free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
