@@ -190,6 +190,11 @@ class Manifest:
             raise ManifestError(f"{source}: every label must be a non-empty string, got {self.labels!r}.")
         if len(set(self.labels)) != len(self.labels):
             raise ManifestError(f"{source}: labels must be unique, got {self.labels!r}.")
+        unfit = [label for label in self.labels if not is_label(label)]
+        if unfit:
+            raise ManifestError(f"{source}: every label must be one line of text, without control characters or "
+                                f"spaces at either end (labels.txt holds one a line), got {unfit!r}. Rename the "
+                                "class folders and train again.")
         spec = self.input
         for name in ("height", "width", "channels"):
             value = getattr(spec, name)
@@ -318,6 +323,15 @@ def _kind(value: Any) -> str:
 def _short(value: Any) -> str:
     text = json.dumps(value) if isinstance(value, (dict, list, str, int, float, bool, type(None))) else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---- labels -----------------------------------------------------------------------------
+LABEL = re.compile(r"[^\x00-\x1f\x7f]+")  # one line of labels.txt: no newline, tab or other control character
+
+
+def is_label(text) -> bool:
+    """Whether TEXT can be a class label: it reads back from labels.txt unchanged (always fullmatch)."""
+    return isinstance(text, str) and LABEL.fullmatch(text) is not None and text == text.strip()
 
 
 # ---- files ------------------------------------------------------------------------------

@@ -477,3 +477,32 @@ def device_bundle_free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("name", ["paper\n", " paper", "pa\tper"])
+def test_19_14_training_refuses_a_class_folder_labels_txt_cannot_hold(name, tmp_path):
+    """Before: a folder "paper\\n" trained for minutes and failed only at export (labels.txt reads back "paper")."""
+    from PIL import Image
+
+    from train.dataset import DataError, scan_image_folder
+
+    for label in (name, "rock"):
+        (tmp_path / label).mkdir()
+        for index in range(3):
+            Image.new("RGB", (8, 8), (index * 40, 0, 0)).save(tmp_path / label / f"{index}.png")
+    with pytest.raises(DataError, match="Rename the folder") as error:
+        scan_image_folder(tmp_path)
+    assert repr(name) in str(error.value)
+
+
+@pytest.mark.parametrize("label", ["paper\n", "paper ", "pa\x00per"])
+def test_19_14_a_manifest_label_labels_txt_cannot_hold_is_refused(label, bundle, tmp_path):
+    from device.manifest import ManifestError, load_manifest
+
+    copy = device_bundle.copy_bundle(bundle, tmp_path / "b")
+    data = json.loads((copy / "manifest.json").read_text())
+    data["labels"][0] = label
+    (copy / "manifest.json").write_text(json.dumps(data))
+    (copy / "labels.txt").unlink(missing_ok=True)
+    with pytest.raises(ManifestError, match="one line of text"):
+        load_manifest(copy)
