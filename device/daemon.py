@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from device.manifest import ManifestError, load_manifest
+from device.manifest import ManifestError, load_manifest, unreadable
 from device.notify import Notifier
 from device.outputs import OutputContext, Outputs, configure, open_outputs
 from device.outputs.settings import OutputSettings
@@ -103,13 +103,15 @@ class Daemon:
                                     self.options.top_k, head=head)
             classifier.head_info = revisions.describe(self.options.bundle, manifest, model.format)
             return classifier
-        except BUNDLE_ERRORS:
+        except ValueError:  # ManifestError, ModelError, a taught head's own message: each says what happened
             raise
-        except Exception as error:  # noqa: BLE001 - a malformed manifest may raise anything (AttributeError...)
+        except OSError as error:  # a file of the bundle that cannot be read: say so, not "malformed"
+            raise ManifestError(f"{self.options.bundle}: {unreadable(error.filename or self.options.bundle, error)}"
+                                ) from error
+        except Exception as error:  # noqa: BLE001 - nothing a bundle holds may escape as a traceback
             raise ManifestError(
-                f"{self.options.bundle}: the bundle cannot be loaded ({type(error).__name__}: {error}); its "
-                "manifest.json is malformed. Re-export the bundle (python -m train / python -m convert) or copy "
-                "a good one again."
+                f"{self.options.bundle}: the bundle cannot be loaded ({type(error).__name__}: {error}). Re-export "
+                "it (python -m train / python -m convert) or copy a good one again."
             ) from error
 
     def start(self) -> None:

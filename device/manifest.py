@@ -17,6 +17,7 @@ Host tools write it with :func:`save_manifest`; the device reads it with :func:`
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -352,14 +353,29 @@ def load_manifest(bundle: os.PathLike) -> Manifest:
             "Point --bundle at a folder written by 'python -m train' (e.g. artifacts/rps)."
         )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ManifestError(unreadable(path, error)) from None
+    except UnicodeDecodeError as error:
+        raise ManifestError(f"{path} is not text ({error}). Restore it from your training machine or re-export "
+                            "the bundle.") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
         raise ManifestError(
             f"{path} is not valid JSON ({error}). Restore it from your training machine or re-export the bundle."
         ) from None
     manifest = Manifest.from_dict(data, source=str(path))
     check_labels_file(bundle, manifest)
     return manifest
+
+
+def unreadable(path: os.PathLike, error: OSError) -> str:
+    """The message for a bundle file that cannot be read: what happened (not "malformed") and what to do."""
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return (f"{path} cannot be read (Permission denied): make the bundle readable for the user that runs "
+                "edgecam (the unit's User=edgecam on a device), e.g. chmod -R a+rX BUNDLE, or copy it again.")
+    return f"{path} cannot be read ({error.strerror or error}). Copy the bundle again."
 
 
 def check_labels_file(bundle: os.PathLike, manifest: Manifest) -> None:
@@ -369,8 +385,10 @@ def check_labels_file(bundle: os.PathLike, manifest: Manifest) -> None:
         return
     try:
         on_disk = read_labels(bundle)
-    except (OSError, UnicodeDecodeError) as error:
-        raise ManifestError(f"{path} cannot be read ({error}). Copy the bundle again.") from None
+    except OSError as error:
+        raise ManifestError(unreadable(path, error)) from None
+    except UnicodeDecodeError as error:
+        raise ManifestError(f"{path} is not text ({error}). Copy the bundle again.") from None
     if on_disk != manifest.labels:
         raise ManifestError(
             f"{path} lists {on_disk} but {manifest_path(bundle)} lists labels {manifest.labels}: the two files "

@@ -506,3 +506,49 @@ def test_19_14_a_manifest_label_labels_txt_cannot_hold_is_refused(label, bundle,
     (copy / "labels.txt").unlink(missing_ok=True)
     with pytest.raises(ManifestError, match="one line of text"):
         load_manifest(copy)
+
+
+# ---- #15: messages that say what happened --------------------------------------------------------------
+def without_file_permission_bypass() -> list:
+    """A command prefix that runs as root without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH: a file of mode 000
+    then fails with EACCES, as it does for the daemon's own user (the test machine's user is root)."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv (util-linux) to take the permission bypass away")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def start_without_permission_bypass(bundle: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    command = [*without_file_permission_bypass(), sys.executable, "-m", "device", "--bundle", str(bundle),
+               "--source", f"images:{tmp_path}", "--http", "off", "--threads", "1"]
+    return subprocess.run(command, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def test_19_15_an_unreadable_manifest_says_permission_denied_not_invalid_json(bundle, tmp_path):
+    copy = device_bundle.copy_bundle(bundle, tmp_path / "b")
+    (copy / "manifest.json").chmod(0)
+    result = start_without_permission_bypass(copy, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "manifest.json cannot be read (Permission denied)" in result.stderr and "user" in result.stderr
+    assert "not valid JSON" not in result.stderr and "malformed" not in result.stderr
+
+
+@pytest.mark.parametrize("locked", ["meta.json", "head.npz"])
+def test_19_15_an_unreadable_taught_head_says_permission_denied_not_a_malformed_manifest(locked, tmp_path_factory,
+                                                                                       tmp_path):
+    import teach_bundle
+
+    copy = device_bundle.copy_bundle(teach_bundle.shared_teach_bundle(tmp_path_factory), tmp_path / "b")
+    folder = copy / "heads" / "r0001"
+    folder.mkdir(parents=True)
+    shutil.copy(copy / "tflite" / "head.npz", folder / "head.npz")
+    (folder / "labels.txt").write_text("".join(f"{label}\n" for label in device_bundle.LABELS))
+    (folder / "meta.json").write_text("{}")
+    (copy / "heads" / "current.json").write_text('{"revision": 1}')
+    (folder / locked).chmod(0)
+    result = start_without_permission_bypass(copy, tmp_path)
+    message = result.stderr
+    assert "manifest.json is malformed" not in message and "is damaged" not in message
+    assert "is not a classifier head" not in message
+    if result.returncode == 2:  # refused at start, or (issue 19, item 2) served on the bundle's own head
+        assert f"{locked} cannot be read (Permission denied)" in message, message

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from device.layout import HEADS_DIR, LABELS, StageError, _acquire_lock
-from device.manifest import Manifest, atomic_write_text, sha256_file
+from device.manifest import Manifest, atomic_write_text, sha256_file, unreadable
 from device.teach.head import Head
 
 CURRENT = "current.json"
@@ -77,6 +77,8 @@ def load_revision(bundle, revision: int) -> ActiveHead:
         meta = read_meta(bundle, revision)
         labels = [line.strip() for line in (folder / LABELS).read_text(encoding="utf-8").splitlines()
                   if line.strip()]
+    except PermissionError as error:
+        raise ValueError(unreadable(error.filename or folder, error)) from None
     except (OSError, ValueError) as error:
         raise ValueError(f"head revision {folder} is damaged ({error}). Undo it (python -m device teach --bundle "
                          f"{bundle} --undo) or teach again.") from None
