@@ -18,6 +18,7 @@ import struct
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 import zlib
 from pathlib import Path
@@ -426,57 +427,86 @@ def test_soak_prints_its_figures_and_passes(bundle):
 FAKE_PICAMERA2 = REPO / "tests" / "fake_picamera2"  # a stand-in picamera2 package: no Pi camera here
 
 
-def test_19_18_the_daemon_records_the_pi_cameras_main_stream_and_classifies_its_lores_stream(tmp_path_factory,
-                                                                                             tmp_path):
+@pytest.fixture(scope="module")
+def pi_camera_daemon(tmp_path_factory):
+    """A daemon on the stand-in Pi camera (tests/fake_picamera2: red main stream, blue lores stream), with a
+    token and a data set of its own holding one class."""
     import teach_bundle
+
+    folder = tmp_path_factory.mktemp("pi-camera")
+    bundle = device_bundle.copy_bundle(teach_bundle.shared_teach_bundle(tmp_path_factory), folder / "b")
+    (folder / "ds" / "paper").mkdir(parents=True)
+    port = free_port()
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(FAKE_PICAMERA2)]),
+                       EDGECAM_FAKE_PICAMERA2="pi5")
+    process = subprocess.Popen([sys.executable, "-m", "device", "--bundle", str(bundle), "--source", "picamera2",
+                                "--http", f"127.0.0.1:{port}", "--token", TOKEN, "--emit", "off", "--threads", "1",
+                                "--max-fps", "20", "--dataset", str(folder / "ds"), "--min-free-mb", "0"],
+                               cwd=REPO, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    deadline, status = time.monotonic() + 60, {}
+    while time.monotonic() < deadline and status.get("frames", 0) <= 2 and process.poll() is None:
+        try:
+            status = json.loads(get(port, "/status", {"Authorization": f"Bearer {TOKEN}"})[2])
+        except (OSError, ValueError):
+            time.sleep(0.2)
+    assert status.get("frames", 0) > 2, process.stderr.read() if process.poll() is not None else status
+    process.port, process.dataset, process.folder = port, folder / "ds", folder
+    yield process
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def call(port: int, method: str, path: str, body: dict | None = None) -> tuple:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(method, path, body=None if body is None else json.dumps(body).encode(),
+                           headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_19_18_the_daemon_records_the_pi_cameras_main_stream_and_classifies_its_lores_stream(pi_camera_daemon):
     from PIL import Image
 
     from device.sources import CAPTURE_SIZE
 
-    bundle = device_bundle.copy_bundle(teach_bundle.shared_teach_bundle(tmp_path_factory), tmp_path / "b")
-    port = device_bundle_free_port()
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(FAKE_PICAMERA2)]),
-                       EDGECAM_FAKE_PICAMERA2="pi5")
-    daemon = subprocess.Popen([sys.executable, "-m", "device", "--bundle", str(bundle), "--source", "picamera2",
-                               "--http", f"127.0.0.1:{port}", "--token", TOKEN, "--emit", "off", "--threads", "1",
-                               "--max-fps", "20", "--dataset", str(tmp_path / "ds"), "--min-free-mb", "0"],
-                              cwd=REPO, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        status = None
-        while time.monotonic() < deadline:
-            try:
-                status = json.loads(get(port, "/status", {"Authorization": f"Bearer {TOKEN}"})[2])
-                if status["frames"] > 2:
-                    break
-            except (OSError, ValueError, KeyError):
-                pass
-            time.sleep(0.2)
-        assert status and status["frames"] > 2, daemon.stderr.read() if daemon.poll() is not None else status
-        body = json.dumps({"label": "paper"}).encode()
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        connection.request("POST", "/api/classes", body=json.dumps({"name": "paper"}).encode(),
-                           headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
-        assert connection.getresponse().read() is not None
-        connection.request("POST", "/api/capture", body=body,
-                           headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
-        response = connection.getresponse()
-        answer = json.loads(response.read())
-        connection.close()
-        assert response.status == 200, answer
-        with Image.open(tmp_path / "ds" / answer["file"]) as image:
-            assert image.size == CAPTURE_SIZE  # the main stream, not the model's lores frame
-            red, _, blue = image.convert("RGB").getpixel((3, 3))
-            assert red > 150 and blue < 60  # the stand-in's main stream is red, its lores stream blue
-    finally:
-        daemon.terminate()
-        daemon.wait(timeout=10)
+    code, raw = call(pi_camera_daemon.port, "POST", "/api/capture", {"label": "paper"})
+    assert code == 200, raw
+    with Image.open(pi_camera_daemon.dataset / json.loads(raw)["file"]) as image:
+        assert image.size == CAPTURE_SIZE  # the main stream, not the model's lores frame
+        red, _, blue = image.convert("RGB").getpixel((3, 3))
+        assert red > 150 and blue < 60  # the stand-in's main stream is red, its lores stream blue
 
 
-def device_bundle_free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+TRAVERSALS = ["../outside.jpg", "..%2foutside.jpg", "%2e%2e/outside.jpg", "paper/../../outside.jpg",
+              "/etc/passwd", "paper/..%2f..%2foutside.jpg", "paper%00.jpg", ".uncertain/../../outside.jpg",
+              "paper/link.jpg", "linked/outside.jpg"]
+
+
+def test_19_traversal_out_of_the_data_set_is_refused_over_http(pi_camera_daemon):
+    """Holding in the probe, now a test: data-set paths that try to leave it (dot-dot in every spelling, absolute,
+    NUL, a symlinked file or class folder pointing outside) are refused, and the file outside stays."""
+    outside = pi_camera_daemon.folder / "outside.jpg"
+    outside.write_bytes(b"\xff\xd8 not yours")
+    (pi_camera_daemon.dataset / "paper" / "link.jpg").symlink_to(outside)
+    (pi_camera_daemon.dataset / "linked").symlink_to(pi_camera_daemon.folder, target_is_directory=True)
+    for relative in TRAVERSALS:
+        code, _ = call(pi_camera_daemon.port, "GET", f"/api/dataset/image?file={relative}")
+        assert code in (400, 404), (relative, code)
+        code, _ = call(pi_camera_daemon.port, "POST", "/api/dataset/delete",
+                       {"file": urllib.parse.unquote(relative)})
+        assert code in (400, 404), (relative, code)
+    assert outside.read_bytes() == b"\xff\xd8 not yours"
+    assert pi_camera_daemon.poll() is None
 
 
 @pytest.mark.parametrize("name", ["paper\n", " paper", "pa\tper"])
@@ -552,3 +582,38 @@ def test_19_15_an_unreadable_taught_head_says_permission_denied_not_a_malformed_
     assert "is not a classifier head" not in message
     if result.returncode == 2:  # refused at start, or (issue 19, item 2) served on the bundle's own head
         assert f"{locked} cannot be read (Permission denied)" in message, message
+
+
+def test_19_a_sighup_storm_during_a_conversion_never_serves_a_half_bundle(bundle, tmp_path):
+    """Holding in the probe, now a test: `python -m convert` rewrites the bundle the daemon serves while SIGHUP
+    arrives every 0.1 s. The daemon keeps serving (each reload takes a whole bundle or keeps the old one), never
+    a model that does not match its manifest, and after the conversion serves the converted model."""
+    from device.manifest import load_manifest
+
+    copy = device_bundle.copy_bundle(bundle, tmp_path / "b")
+    daemon = DaemonProcess("--bundle", copy, "--source", f"images:{bundle / 'data' / 'train' / 'paper'}",
+                           "--max-fps", "20", "--emit", "off")
+    try:
+        daemon.wait_status(lambda s: s["frames"] > 3, timeout=60)
+        convert = subprocess.Popen([sys.executable, "-m", "convert", str(copy), "--formats", "int8", "--calibration",
+                                    str(bundle / "data" / "train"), "--calibration-samples", "24", "--skip-parity",
+                                    "--quiet", "--threads", "1"], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        signals, served = 0, set()
+        while convert.poll() is None:
+            daemon.process.send_signal(signal.SIGHUP)
+            signals += 1
+            status = daemon.wait_status(lambda s: True)
+            served.add((status["model"]["sha256"], status["model"]["verified"]))
+            time.sleep(0.1)
+        assert convert.returncode == 0, convert.stderr.read()
+        expected = load_manifest(copy).models["int8"].sha256
+        frames = daemon.wait_status(lambda s: True)["frames"]
+        daemon.process.send_signal(signal.SIGHUP)
+        final = daemon.wait_status(lambda s: s["model"]["sha256"] == expected and s["frames"] > frames + 5
+                                   and s["state"] == "running", timeout=30)
+        assert signals >= 10 and all(verified for _, verified in served), served
+        assert final["model"]["verified"] and daemon.process.poll() is None
+        assert "Traceback" not in "".join(daemon.stderr_lines)
+    finally:
+        daemon.kill()
