@@ -210,3 +210,25 @@ def test_the_number_of_classes_is_capped(tmp_path):
     with pytest.raises(DatasetError, match=f"already has {MAX_CLASSES} classes, the most it takes"):
         dataset.add_class("one-too-many")
     assert not (tmp_path / "ds" / "one-too-many").exists()
+
+
+def test_without_hard_links_names_are_still_never_replaced(tmp_path, monkeypatch):
+    """A data set on FAT (a USB stick) has no hard links: link() fails with EPERM there. This machine's kernel
+    cannot mount FAT, so link() is made to fail as it does there; the exclusive-create path must keep the
+    same promise."""
+    import errno as errors
+
+    def no_links(source, target):
+        raise PermissionError(errors.EPERM, "Operation not permitted", str(source), None, str(target))
+
+    monkeypatch.setattr(os, "link", no_links)
+    dataset = Dataset(tmp_path / "ds", min_free_bytes=0, keep_uncertain=2)
+    dataset.add_class("paper")
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(time.time()))
+    taken = tmp_path / "ds" / "paper" / f"{stamp}-0001.jpg"
+    taken.write_bytes(b"another writer's frame")
+    names = [dataset.save(frame(seed), "paper")[0] for seed in range(3)]
+    kept = dataset.keep(frame(9), "rock", 0.3)
+    names.append(dataset.label_uncertain(kept, "paper"))
+    assert taken.read_bytes() == b"another writer's frame" and len(set(names)) == 4
+    assert dataset.count("paper") == 5 and not [p for p in (tmp_path / "ds").rglob(".*tmp*")]

@@ -298,8 +298,13 @@ class Dataset:
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8")
         descriptor = os.open(self.root / INDEX, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(descriptor, line)
+            written = os.write(descriptor, line)
             size = os.fstat(descriptor).st_size
+            if written != len(line):  # the disk filled up mid-line: take the torn part back, keep whole lines
+                end = os.lseek(descriptor, 0, os.SEEK_CUR)
+                if size == end:  # nobody appended after it
+                    os.ftruncate(descriptor, end - written)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.root / INDEX))
         finally:
             os.close(descriptor)
         if size == self.index_size + len(line):
@@ -372,7 +377,7 @@ class Dataset:
             kept = self._ring_dir() / entry["id"]
             with disk_full(self.root):
                 relative = f"{label}/{self._place(kept, self.root / label, entry['time'], entry['id'])}"  # never over a capture
-            kept.unlink()
+            kept.unlink(missing_ok=True)  # (gone already where a file system without hard links renamed it)
             del self.ring[identifier]
             self._save_ring()
             self.bytes += entry["bytes"]
