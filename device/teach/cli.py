@@ -34,8 +34,9 @@ def _progress(title: str):
 # ---- capture ------------------------------------------------------------------------------------
 def capture(argv: list) -> int:
     parser = argparse.ArgumentParser(prog="python -m device capture", formatter_class=FORMATTER,
-                                     description="Record labelled camera frames into the data set (the full "
-                                                 "camera frame as JPEG, with the model's reading in index.jsonl).")
+                                     description="Record labelled camera frames into the data set (the camera's "
+                                                 "frame, not the model-size crop: the Pi camera's main stream, "
+                                                 "1280x960; as JPEG, with the model's reading in index.jsonl).")
     parser.add_argument("--bundle", required=True, help="bundle folder (its model records its reading of each frame)")
     parser.add_argument("--source", default="picamera2", help="picamera2[:N] | opencv:INDEX|PATH|URL | images:DIR")
     parser.add_argument("--label", required=True, help="class to record (1-40 letters, digits, - or _)")

@@ -1,7 +1,7 @@
 """The captured data set on the device: class folders of camera frames, as the trainer reads them.
 
     DATASET/
-      paper/20261129-010203-0007.jpg      the full camera frame (not the model-size crop), JPEG
+      paper/20261129-010203-0007.jpg      the camera's frame, not the model-size crop (docs/capture.md), JPEG
       rock/...
       index.jsonl                         one line per capture: file, label, time, source, model, reading
       .uncertain/                         frames the model was unsure of (a ring bounded by count and MB)
