@@ -596,13 +596,13 @@ def test_19_a_sighup_storm_during_a_conversion_never_serves_a_half_bundle(bundle
 
     copy = device_bundle.copy_bundle(bundle, tmp_path / "b")
     daemon = DaemonProcess("--bundle", copy, "--source", f"images:{bundle / 'data' / 'train' / 'paper'}",
-                           "--max-fps", "20", "--emit", "off")
+                           "--max-fps", "20", "--emit", "off", "--model", "float32")
     try:
         daemon.wait_status(lambda s: s["frames"] > 3, timeout=60)
-        convert = subprocess.Popen([sys.executable, "-m", "convert", str(copy), "--formats", "int8", "--calibration",
-                                    str(bundle / "data" / "train"), "--calibration-samples", "24", "--skip-parity",
-                                    "--quiet", "--threads", "1"], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        convert = subprocess.Popen([sys.executable, "-m", "convert", str(copy), "--formats", "float32",
+                                    "--skip-parity", "--quiet", "--threads", "1"], cwd=REPO,
+                                   env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True)
         signals, served = 0, set()
         while convert.poll() is None:
             daemon.process.send_signal(signal.SIGHUP)
@@ -611,7 +611,7 @@ def test_19_a_sighup_storm_during_a_conversion_never_serves_a_half_bundle(bundle
             served.add((status["model"]["sha256"], status["model"]["verified"]))
             time.sleep(0.1)
         assert convert.returncode == 0, convert.stderr.read()
-        expected = load_manifest(copy).models["int8"].sha256
+        expected = load_manifest(copy).models["float32"].sha256
         frames = daemon.wait_status(lambda s: True)["frames"]
         daemon.process.send_signal(signal.SIGHUP)
         final = daemon.wait_status(lambda s: s["model"]["sha256"] == expected and s["frames"] > frames + 5
