@@ -196,7 +196,9 @@ def main(argv: list | None = None) -> int:
             print(f"edgecam: '{argv[0]}' is not part of this copy of device/ ({module} is missing).",
                   file=sys.stderr)
             return 2
-        return getattr(importlib.import_module(module), function or "main")(argv[1:])
+        from device.exitcodes import run
+
+        return run(getattr(importlib.import_module(module), function or "main"), argv[1:], f"edgecam {argv[0]}")
     if not webhook_wants_tls(argv):  # before build_parser: its limits' defaults import http.server
         skip_tls_support()
     skip_openssl_hashes()

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 from device import choice as model_choice
-from device.manifest import ManifestError, load_manifest
+from device.manifest import ManifestError, load_manifest, unreadable
 from device.notify import Notifier
 from device.outputs import OutputContext, Outputs, configure, open_outputs
 from device.outputs.settings import OutputSettings
@@ -108,13 +108,15 @@ class Daemon:
                                     self.options.top_k)
             classifier.tuning = choice.describe()
             log.info("model: %s", choice.summary())
-        except BUNDLE_ERRORS:
+        except ValueError:  # ManifestError, ModelError, a taught head's own message: each says what happened
             raise
-        except Exception as error:  # noqa: BLE001 - a malformed manifest may raise anything (AttributeError...)
+        except OSError as error:  # a file of the bundle that cannot be read: say so, not "malformed"
+            raise ManifestError(f"{self.options.bundle}: {unreadable(error.filename or self.options.bundle, error)}"
+                                ) from error
+        except Exception as error:  # noqa: BLE001 - nothing a bundle holds may escape as a traceback
             raise ManifestError(
-                f"{self.options.bundle}: the bundle cannot be loaded ({type(error).__name__}: {error}); its "
-                "manifest.json is malformed. Re-export the bundle (python -m train / python -m convert) or copy "
-                "a good one again."
+                f"{self.options.bundle}: the bundle cannot be loaded ({type(error).__name__}: {error}). Re-export "
+                "it (python -m train / python -m convert) or copy a good one again."
             ) from error
         return self.with_head(classifier)
 
@@ -214,6 +216,10 @@ class Daemon:
     def latest_frame(self):
         """The newest RGB frame the source delivered (for the kiosk's live view), or None."""
         return self.capture.last_frame if self.capture is not None else None
+
+    def frame_to_record(self):
+        """The frame a capture records (the Pi camera's main stream; the newest frame for other sources), or None."""
+        return self.capture.frame_to_record() if self.capture is not None else None
 
     def status(self) -> dict:
         classifier = self.classifier

@@ -17,6 +17,7 @@ Host tools write it with :func:`save_manifest`; the device reads it with :func:`
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -193,6 +194,11 @@ class Manifest:
             raise ManifestError(f"{source}: every label must be a non-empty string, got {self.labels!r}.")
         if len(set(self.labels)) != len(self.labels):
             raise ManifestError(f"{source}: labels must be unique, got {self.labels!r}.")
+        unfit = [label for label in self.labels if not is_label(label)]
+        if unfit:
+            raise ManifestError(f"{source}: every label must be one line of text, without control characters or "
+                                f"spaces at either end (labels.txt holds one a line), got {unfit!r}. Rename the "
+                                "class folders and train again.")
         spec = self.input
         for name in ("height", "width", "channels"):
             value = getattr(spec, name)
@@ -326,6 +332,15 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+# ---- labels -----------------------------------------------------------------------------
+LABEL = re.compile(r"[^\x00-\x1f\x7f]+")  # one line of labels.txt: no newline, tab or other control character
+
+
+def is_label(text) -> bool:
+    """Whether TEXT can be a class label: it reads back from labels.txt unchanged (always fullmatch)."""
+    return isinstance(text, str) and LABEL.fullmatch(text) is not None and text == text.strip()
+
+
 # ---- files ------------------------------------------------------------------------------
 def manifest_path(bundle: os.PathLike) -> Path:
     return Path(bundle) / MANIFEST_FILENAME
@@ -344,14 +359,29 @@ def load_manifest(bundle: os.PathLike) -> Manifest:
             "Point --bundle at a folder written by 'python -m train' (e.g. artifacts/rps)."
         )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ManifestError(unreadable(path, error)) from None
+    except UnicodeDecodeError as error:
+        raise ManifestError(f"{path} is not text ({error}). Restore it from your training machine or re-export "
+                            "the bundle.") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
         raise ManifestError(
             f"{path} is not valid JSON ({error}). Restore it from your training machine or re-export the bundle."
         ) from None
     manifest = Manifest.from_dict(data, source=str(path))
     check_labels_file(bundle, manifest)
     return manifest
+
+
+def unreadable(path: os.PathLike, error: OSError) -> str:
+    """The message for a bundle file that cannot be read: what happened (not "malformed") and what to do."""
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return (f"{path} cannot be read (Permission denied): make the bundle readable for the user that runs "
+                "edgecam (the unit's User=edgecam on a device), e.g. chmod -R a+rX BUNDLE, or copy it again.")
+    return f"{path} cannot be read ({error.strerror or error}). Copy the bundle again."
 
 
 def check_labels_file(bundle: os.PathLike, manifest: Manifest) -> None:
@@ -361,8 +391,10 @@ def check_labels_file(bundle: os.PathLike, manifest: Manifest) -> None:
         return
     try:
         on_disk = read_labels(bundle)
-    except (OSError, UnicodeDecodeError) as error:
-        raise ManifestError(f"{path} cannot be read ({error}). Copy the bundle again.") from None
+    except OSError as error:
+        raise ManifestError(unreadable(path, error)) from None
+    except UnicodeDecodeError as error:
+        raise ManifestError(f"{path} is not text ({error}). Copy the bundle again.") from None
     if on_disk != manifest.labels:
         raise ManifestError(
             f"{path} lists {on_disk} but {manifest_path(bundle)} lists labels {manifest.labels}: the two files "

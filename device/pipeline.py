@@ -90,6 +90,10 @@ class Capture(threading.Thread):
         self.fatal: Exception | None = None
         self.source: Source | None = None
         self.last_frame: np.ndarray | None = None
+        self.record_lock = threading.Lock()  # one frame to record asked for at a time
+        self.record_wanted = threading.Event()
+        self.record_ready = threading.Event()
+        self.record: np.ndarray | None = None
 
     def describe(self) -> dict:
         return {"state": self.state, "error": self.error, "retries": self.retries, "frames": self.frames,
@@ -117,6 +121,8 @@ class Capture(threading.Thread):
                     frame = source.read()
                     self.frames += 1
                     self.last_frame = frame
+                    if self.record_wanted.is_set():
+                        self.read_record(source, frame)
                     item = getattr(source, "current", None)
                     self.slot.put(frame, wait=not source.live, stop=self.stopping,
                                   item=str(item) if item is not None else None)
@@ -148,6 +154,29 @@ class Capture(threading.Thread):
                 break
             backoff = min(backoff * 2, BACKOFF_MAX_S)
         self.slot.close()
+
+    def frame_to_record(self, timeout: float = 2.0) -> np.ndarray | None:
+        """The frame a capture records: the source's whole frame (``read_full()``, the Pi camera's main stream),
+        read by this thread beside the next frame so the camera is never used from two threads; the newest
+        frame for sources whose frames are whole. None when no frame came within TIMEOUT."""
+        source = self.source
+        if source is None or not source.has_full_stream:
+            return self.last_frame
+        with self.record_lock:
+            self.record_ready.clear()
+            self.record_wanted.set()
+            ready = self.record_ready.wait(timeout)
+            self.record_wanted.clear()
+            return self.record if ready else None
+
+    def read_record(self, source: Source, frame: np.ndarray) -> None:
+        try:
+            self.record = source.read_full()
+        except Exception as error:  # noqa: BLE001 - a failed extra read must not stop the camera loop
+            log.warning("could not read the frame to record (%s); recording the model's frame", error)
+            self.record = frame
+        self.record_wanted.clear()
+        self.record_ready.set()
 
     def fail(self, error: Exception) -> None:
         self.retries += 1

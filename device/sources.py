@@ -10,7 +10,12 @@ spec raises :class:`SourceConfigError`, which no retry can fix.
   any file that fails is skipped and counted by reason (``skipped``); a reopen resumes after the last file.
 - ``opencv:INDEX|PATH|URL``: USB webcams (V4L2), video files, RTSP/HTTP streams (opencv optional).
 - ``picamera2[:N]``: the Raspberry Pi camera; a low-resolution stream sized to the model input, so the
-  camera's ISP resizes for free. picamera2's "RGB888" is BGR in memory: the frames are swapped to RGB.
+  camera's ISP resizes for free, beside a main stream of CAPTURE_SIZE that ``read_full()`` gives to capture.
+  picamera2's "RGB888" is BGR in memory: the frames are swapped to RGB.
+
+``read()`` is the frame the model sees; ``read_full()`` is the frame a capture records: the same frame for
+every source but the Pi camera, where it is the main stream (the data set keeps more than the model needs,
+so a host retrain can use a larger input).
 
 ``live`` sources (cameras, streams) never wait for the model: the pipeline keeps the newest frame and
 drops the rest. Replays (folders, video files) are not live: the pipeline takes every frame in order.
@@ -34,6 +39,9 @@ VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mjpg", ".mjpeg", ".
 # copy, 7 bytes a pixel: 112 MB) still fits beside the daemon's ~80 MB in the unit's MemoryMax=256M.
 MAX_IMAGE_PIXELS = 16_000_000
 SKIP_REASONS = ("too_large", "decompression_bomb", "unreadable", "vanished", "error")
+# The Pi camera's main stream, which capture records: 4:3 like the v2 and HQ sensors (the ISP scales the whole
+# field of view), 3.7 MB a buffer in RGB888 (two buffers), 4 times the side of a 320-pixel model input.
+CAPTURE_SIZE = (1280, 960)
 
 
 class SourceError(RuntimeError):
@@ -53,12 +61,18 @@ class Source:
 
     live = True
     spec = ""
+    has_full_stream = False  # read_full() gives more than read() (a second, larger stream)
 
     def open(self) -> None:
         pass
 
     def read(self) -> np.ndarray:
         raise NotImplementedError
+
+    def read_full(self) -> np.ndarray:
+        """A frame to record (capture): the whole camera frame where the source gives the model a smaller
+        stream (the Pi camera's main stream beside its model-sized lores), else the same as read()."""
+        return self.read()
 
     def close(self) -> None:
         pass
@@ -215,34 +229,30 @@ class OpenCVSource(Source):
 
 # ---- picamera2[:N] ------------------------------------------------------------------------
 class Picamera2Source(Source):
-    """The Pi camera. The "lores" stream is sized to the model input so the ISP does the resizing; where
-    the camera cannot give an RGB lores stream (Pi 4 and older give YUV420 only there), the main stream
-    is sized to the model input instead. "RGB888" is BGR in memory (picamera2's own PIL mode for it is
-    "BGR"), so frames are swapped to RGB here."""
+    """The Pi camera. The "lores" stream is sized to the model input so the ISP does the resizing, and
+    ``read()`` gives it to the model; the main stream (CAPTURE_SIZE) is what ``read_full()`` records. Where
+    the camera cannot give an RGB lores stream (Pi 4 and older give YUV420 only there), the main stream is
+    sized to the model input instead and is all there is: captures are model-sized then. "RGB888" is BGR in
+    memory (picamera2's own PIL mode for it is "BGR"), so frames are swapped to RGB here."""
 
-    def __init__(self, camera: str = "", size: tuple = (224, 224), main_size: tuple = (640, 480),
-                 camera_class=None):
+    def __init__(self, camera: str = "", size: tuple = (224, 224), main_size: tuple = CAPTURE_SIZE):
         self.camera_number = int(camera) if camera else 0
         self.size = (int(size[0]), int(size[1]))  # (width, height)
         self.main_size = main_size
-        self.camera_class = camera_class  # a stand-in for tests; the real Picamera2 otherwise
         self.spec = f"picamera2:{self.camera_number}"
         self.camera = None
         self.stream = "lores"
 
     def open(self) -> None:
-        camera_class = self.camera_class
-        if camera_class is None:
-            try:
-                from picamera2 import Picamera2  # lazy: exists only on a Raspberry Pi
-            except ImportError:
-                raise SourceConfigError(
-                    "picamera2 is not installed: on Raspberry Pi OS run 'sudo apt install python3-picamera2' "
-                    "(and create the venv with --system-site-packages), or use --source opencv:0 or images:DIR"
-                ) from None
-            camera_class = Picamera2
         try:
-            camera = camera_class(self.camera_number)
+            from picamera2 import Picamera2  # lazy: exists only on a Raspberry Pi
+        except ImportError:
+            raise SourceConfigError(
+                "picamera2 is not installed: on Raspberry Pi OS run 'sudo apt install python3-picamera2' "
+                "(and create the venv with --system-site-packages), or use --source opencv:0 or images:DIR"
+            ) from None
+        try:
+            camera = Picamera2(self.camera_number)
         except (RuntimeError, IndexError, OSError) as error:
             raise SourceError(f"{self.spec}: no camera ({error}); check the ribbon cable") from None
         try:
@@ -263,11 +273,21 @@ class Picamera2Source(Source):
             raise SourceError(f"{self.spec}: cannot start ({error})") from None
         self.camera = camera
 
+    @property
+    def has_full_stream(self) -> bool:
+        return self.stream == "lores"
+
     def read(self) -> np.ndarray:
+        return self._capture(self.stream)
+
+    def read_full(self) -> np.ndarray:
+        return self._capture("main")
+
+    def _capture(self, stream: str) -> np.ndarray:
         if self.camera is None:
             raise SourceError(f"{self.spec}: not open")
         try:
-            bgr = self.camera.capture_array(self.stream)
+            bgr = self.camera.capture_array(stream)
         except (RuntimeError, OSError) as error:
             raise SourceError(f"{self.spec}: capture failed ({error})") from None
         return np.ascontiguousarray(bgr[:, :, 2::-1])  # BGR(X) in memory -> RGB

@@ -44,9 +44,19 @@ class DaemonProcess:
                                         stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue = queue.Queue()
         self.stderr_lines: list = []
-        threading.Thread(target=self._pump, args=(self.process.stdout, self.lines.put), daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.process.stderr, self.stderr_lines.append),
-                         daemon=True).start()
+        self.pumps = [threading.Thread(target=self._pump, args=(self.process.stdout, self.lines.put), daemon=True),
+                      threading.Thread(target=self._pump, args=(self.process.stderr, self.stderr_lines.append),
+                                       daemon=True)]
+        for pump in self.pumps:
+            pump.start()
+
+    def exit_code(self, timeout: float = 20) -> int:
+        """Wait for the process to end and for its output to be read to the end (not a fixed sleep: the reader
+        threads may lag behind the exit on a loaded machine) -> its exit code."""
+        code = self.process.wait(timeout=timeout)
+        for pump in self.pumps:
+            pump.join(timeout)
+        return code
 
     @staticmethod
     def _pump(stream, put):
@@ -124,8 +134,7 @@ def test_results_on_stdout_http_and_sigterm_within_two_seconds(bundle, images, s
 def test_once_replays_every_image_in_order_then_exits_0(bundle, images, spawn):
     daemon = spawn("--bundle", bundle, "--source", f"images:{images}", "--once", "--max-fps", "0",
                    "--smoothing", "1", "--model", "float32", http=False)
-    assert daemon.process.wait(timeout=30) == 0
-    time.sleep(0.1)  # let the reader thread drain the pipe
+    assert daemon.exit_code(timeout=30) == 0
     results = []
     while not daemon.lines.empty():
         results.append(json.loads(daemon.lines.get()))
@@ -197,8 +206,7 @@ def test_bad_bundle_exits_2_naming_the_file_and_the_fix(bundle, tmp_path, spawn,
     else:
         (copy / "tflite" / "model_int8.tflite").unlink()
     daemon = spawn("--bundle", copy, "--source", f"images:{tmp_path}", http=False)
-    assert daemon.process.wait(timeout=20) == 2
-    time.sleep(0.1)
+    assert daemon.exit_code() == 2
     message = "".join(daemon.stderr_lines)
     assert message.count("\n") == 1 and message.startswith("edgecam: "), message
     for text in expected:
@@ -209,8 +217,7 @@ def test_configuration_errors_exit_2(bundle, spawn):
     daemon = spawn("--bundle", bundle, "--source", "webcam:0", http=False)
     assert daemon.process.wait(timeout=20) == 2
     daemon = spawn("--bundle", bundle, "--source", "images:x", http="0.0.0.0:0")
-    assert daemon.process.wait(timeout=20) == 2
-    time.sleep(0.1)
+    assert daemon.exit_code() == 2
     assert "pass --token" in "".join(daemon.stderr_lines)
 
 

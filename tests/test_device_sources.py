@@ -6,7 +6,8 @@ stand-in class with picamera2's interface (create_preview_configuration, configu
 capture_array(name), stop, close) and its colour order ("RGB888" returns BGR bytes in memory)."""
 
 import logging
-import typing
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,81 +149,60 @@ def test_opencv_missing_file_and_unopenable_target(tmp_path):
         camera.read()
 
 
-# ---- picamera2: a stand-in (no Pi camera on a build machine) -------------------------------
-class FakePicamera2:
-    """Stand-in with picamera2's method names and colour order: "RGB888" arrays are BGR in memory.
-    ``lores_rgb=False`` behaves like a Pi 4, whose lores stream must be YUV420."""
-
-    instances: typing.ClassVar[list] = []
-
-    def __init__(self, camera_num=0, lores_rgb=True, fail_after=None):
-        self.camera_num = camera_num
-        self.lores_rgb = lores_rgb
-        self.fail_after = fail_after
-        self.config = None
-        self.calls = []
-        self.captures = 0
-        FakePicamera2.instances.append(self)
-
-    def create_preview_configuration(self, main=None, lores=None, buffer_count=4, **kwargs):
-        return {"main": main, "lores": lores, "buffer_count": buffer_count}
-
-    def configure(self, config):
-        if config.get("lores") and config["lores"]["format"] != "YUV420" and not self.lores_rgb:
-            raise RuntimeError("lores stream must be YUV420")
-        self.config = config
-        self.calls.append("configure")
-
-    def start(self):
-        self.calls.append("start")
-
-    def capture_array(self, name="main"):
-        self.captures += 1
-        if self.fail_after is not None and self.captures > self.fail_after:
-            raise RuntimeError("camera timed out")
-        width, height = self.config[name]["size"]
-        bgr = np.zeros((height, width, 3), np.uint8)
-        bgr[..., 2] = 200  # red, stored in the third byte as picamera2's RGB888 does
-        bgr[..., 0] = 10
-        return bgr
-
-    def stop(self):
-        self.calls.append("stop")
-
-    def close(self):
-        self.calls.append("close")
+# ---- picamera2: a stand-in package (no Pi camera on a build machine) -----------------------------
+FAKE_PICAMERA2 = Path(__file__).resolve().parent / "fake_picamera2"
 
 
-def test_picamera2_lores_stream_sized_to_the_model_and_swapped_to_rgb():
-    source = sources.Picamera2Source(size=(32, 24), camera_class=FakePicamera2)
+@pytest.fixture()
+def picamera2(monkeypatch):
+    """tests/fake_picamera2 imported as ``picamera2``, as device/sources.py imports the real one on a Pi."""
+    monkeypatch.syspath_prepend(str(FAKE_PICAMERA2))
+    sys.modules.pop("picamera2", None)
+    import picamera2
+
+    picamera2.Picamera2.instances.clear()
+    yield picamera2
+    sys.modules.pop("picamera2", None)  # the next test imports what is really installed (nothing, here)
+
+
+def test_picamera2_gives_the_model_its_lores_stream_and_records_the_main_stream(picamera2):
+    source = open_source("picamera2", size=(32, 24))
     source.open()
-    camera = FakePicamera2.instances[-1]
+    camera = picamera2.Picamera2.instances[-1]
     assert camera.config["lores"] == {"size": (32, 24), "format": "RGB888"}
-    assert source.stream == "lores"
-    frame = source.read()
+    assert camera.config["main"] == {"size": sources.CAPTURE_SIZE, "format": "RGB888"}
+    frame = source.read()  # the model's frame: the lores stream, resized by the ISP
     assert frame.shape == (24, 32, 3) and frame.flags["C_CONTIGUOUS"]
-    assert tuple(frame[0, 0]) == (200, 0, 10)  # R, G, B
+    assert tuple(frame[0, 0]) == (10, 20, 200)  # R, G, B of the blue lores stream (BGR in memory)
+    full = source.read_full()  # what capture records: the main stream, not the model-sized one
+    width, height = sources.CAPTURE_SIZE
+    assert full.shape == (height, width, 3) and tuple(full[0, 0]) == (200, 20, 10)  # red main stream, as RGB
     source.close()
     assert camera.calls == ["configure", "start", "stop", "close"]
 
 
-def test_picamera2_without_rgb_lores_sizes_the_main_stream():
-    def factory(number):  # a Pi 4 camera: no RGB lores stream
-        return FakePicamera2(number, lores_rgb=False)
-
-    source = sources.Picamera2Source(size=(32, 24), camera_class=factory)
+def test_picamera2_without_rgb_lores_sizes_the_main_stream_and_records_that(picamera2, monkeypatch):
+    monkeypatch.setenv("EDGECAM_FAKE_PICAMERA2", "pi4")  # a Pi 4 camera: no RGB lores stream
+    source = open_source("picamera2", size=(32, 24))
     source.open()
-    camera = FakePicamera2.instances[-1]
+    camera = picamera2.Picamera2.instances[-1]
     assert source.stream == "main" and camera.config["main"]["size"] == (32, 24)
-    assert source.read().shape == (24, 32, 3)
+    assert source.read().shape == (24, 32, 3) and source.read_full().shape == (24, 32, 3)
 
 
-def test_picamera2_capture_failure_is_a_source_error():
-    source = sources.Picamera2Source(size=(8, 8), camera_class=lambda n: FakePicamera2(n, fail_after=1))
+def test_picamera2_capture_failure_is_a_source_error(picamera2, monkeypatch):
+    monkeypatch.setenv("EDGECAM_FAKE_PICAMERA2", "fail-after:1")
+    source = open_source("picamera2", size=(8, 8))
     source.open()
     source.read()
     with pytest.raises(SourceError, match="capture failed"):
-        source.read()
+        source.read_full()
+
+
+def test_picamera2_held_by_another_process_is_a_source_error(picamera2, monkeypatch):
+    monkeypatch.setenv("EDGECAM_FAKE_PICAMERA2", "busy")
+    with pytest.raises(SourceError, match="Device or resource busy"):
+        open_source("picamera2", size=(8, 8)).open()
 
 
 def test_picamera2_missing_library_says_how_to_install():

@@ -63,7 +63,9 @@ def test_webhook_retries_with_backoff_until_the_server_recovers():
     try:
         for result in results("rock", "rock", "paper", "paper", "rock"):
             outputs.result(result)
-        assert wait_for(lambda: len(server.bodies) == 3, 10), server.bodies
+        # the server holds the third body before the output has counted its answer: wait for what is asserted
+        assert wait_for(lambda: len(server.bodies) == 3 and outputs.describe()["webhook"]["written"] == 3, 10), \
+            (server.bodies, outputs.describe()["webhook"])
         assert [body["frame"] for body in server.bodies] == [1, 3, 5]  # label changes, in order, none lost
         status = outputs.describe()["webhook"]
         assert status["errors"] == 2 and status["last_error"] == "HTTP 503 Service Unavailable"

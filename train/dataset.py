@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from device.layout import IMAGE_SUFFIXES, TEST_FOLDER, TRAIN_FOLDER
+from device.manifest import is_label
 
 log = logging.getLogger("edgecam.train")
 
@@ -132,6 +133,13 @@ def scan_image_folder(root, validation_split: float = 0.1, seed: int = 0) -> Ima
             f"{train_dir} has {len(class_names)} class folder(s) ({', '.join(class_names) or 'none'}); "
             "a classifier needs at least two. Put each class's images in its own sub-folder, "
             f"e.g. {train_dir}/rock/ and {train_dir}/paper/."
+        )
+    unfit = [name for name in class_names if not is_label(name)]
+    if unfit:  # labels.txt holds one label a line: such a name would only fail at export, after the training
+        raise DataError(
+            f"class folder {unfit[0]!r} in {train_dir}: a class name must be one line of text, without control "
+            "characters (a newline, a tab) or spaces at either end. Rename the folder (e.g. to "
+            f"{' '.join(unfit[0].split()) or 'a plain name'!r}) and run again."
         )
     skipped: list = []
     pool = _scan_classes(train_dir, class_names, skipped)

@@ -4,8 +4,9 @@
     python -m device teach --bundle B --data /var/lib/edgecam/dataset     # --force, --undo
     python -m device evaluate --bundle B --data DIR                       # Markdown + mistakes.png
 
-Exit codes: 0 ok (teach: the head was accepted), 1 teach refused a worse head (quality), 2 bad input or
-configuration (not retried), 3 a temporary condition worth a retry (the camera busy, the bundle locked).
+Exit codes (device/exitcodes.py): 0 ok (teach: the head was accepted), 1 teach refused a worse head (quality),
+2 bad input or configuration, a full disk (not retried), 3 a temporary condition worth a retry (the camera
+busy, the bundle locked).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from device import exitcodes
 from device.cli import non_negative_float, positive_int
 
 FORMATTER = argparse.ArgumentDefaultsHelpFormatter
@@ -32,8 +34,9 @@ def _progress(title: str):
 # ---- capture ------------------------------------------------------------------------------------
 def capture(argv: list) -> int:
     parser = argparse.ArgumentParser(prog="python -m device capture", formatter_class=FORMATTER,
-                                     description="Record labelled camera frames into the data set (the full "
-                                                 "camera frame as JPEG, with the model's reading in index.jsonl).")
+                                     description="Record labelled camera frames into the data set (the camera's "
+                                                 "frame, not the model-size crop: the Pi camera's main stream, "
+                                                 "1280x960; as JPEG, with the model's reading in index.jsonl).")
     parser.add_argument("--bundle", required=True, help="bundle folder (its model records its reading of each frame)")
     parser.add_argument("--source", default="picamera2", help="picamera2[:N] | opencv:INDEX|PATH|URL | images:DIR")
     parser.add_argument("--label", required=True, help="class to record (1-40 letters, digits, - or _)")
@@ -47,9 +50,10 @@ def capture(argv: list) -> int:
     parser.add_argument("--min-free-mb", type=non_negative_float, default=500.0, help="free-space floor")
     args = parser.parse_args(argv)
     from device.sources import EndOfStream, SourceError, open_source
-    from device.teach.dataset import Dataset, DatasetError, DatasetFull, check_class_name, default_root
+    from device.teach.dataset import Dataset, DatasetFull, check_class_name, default_root
     from device.teach.teaching import load_classifier_any
 
+    program = "edgecam capture"
     try:
         check_class_name(args.label)
         classifier = load_classifier_any(args.bundle, args.model)
@@ -57,33 +61,33 @@ def capture(argv: list) -> int:
         dataset = Dataset(root, int(args.dataset_limit_mb * 1e6), int(args.min_free_mb * 1e6))
         dataset.add_class(args.label)
         source = open_source(args.source, (classifier.model.width, classifier.model.height), False)
-    except ValueError as error:
-        print(f"edgecam capture: {error}", file=sys.stderr)
-        return 2
+    except ValueError as error:  # a bad label, bundle, --dataset or --source spec
+        return exitcodes.fail(program, str(error), exitcodes.BAD_INPUT)
+    except DatasetFull as error:
+        return exitcodes.fail(program, f"recording stopped: {error}", exitcodes.BAD_INPUT)
     try:
         source.open()
         for number in range(args.count):
             if number:
                 time.sleep(args.interval)
-            frame = source.read()
+            frame = source.read_full()  # the whole camera frame (the Pi camera's main stream), for the data set
             probabilities = classifier.probabilities(frame)
             best = int(probabilities.argmax())
             reading = {"label": classifier.labels[best], "confidence": round(float(probabilities[best]), 4)}
             relative, count = dataset.save(frame, args.label, args.source, classifier.name, reading)
             print(json.dumps({"file": relative, "count": count, "reading": reading}), flush=True)
-    except DatasetFull as error:
-        print(f"edgecam capture: recording stopped: {error}", file=sys.stderr)
-        return 2
-    except DatasetError as error:
-        print(f"edgecam capture: {error}", file=sys.stderr)
-        return 2
+    except DatasetFull as error:  # the size limit, the free-space floor, or a disk that filled up meanwhile
+        return exitcodes.fail(program, f"recording stopped: {error}", exitcodes.BAD_INPUT)
     except EndOfStream as error:
-        print(f"edgecam capture: the source ran out of frames ({error}); ask for fewer with --count.",
-              file=sys.stderr)
-        return 2
-    except (SourceError, OSError) as error:  # a busy or unplugged camera: worth a retry
-        print(f"edgecam capture: the source failed ({error}); try again when the camera is free.", file=sys.stderr)
-        return 3
+        return exitcodes.fail(program, f"the source ran out of frames ({error}); ask for fewer with --count.",
+                              exitcodes.BAD_INPUT)
+    except SourceError as error:  # a busy or unplugged camera: worth a retry
+        return exitcodes.fail(program, f"the source failed ({error}); try again when the camera is free.",
+                              exitcodes.RETRY)
+    except ValueError as error:  # SourceConfigError (no such folder, no library), DatasetError
+        return exitcodes.fail(program, str(error), exitcodes.BAD_INPUT)
+    except OSError as error:  # the data set's disk or folder (the sources raise SourceError for the camera)
+        return exitcodes.fail(program, exitcodes.describe(error), exitcodes.code_for(error))
     finally:
         source.close()
     print(f"recorded {args.count} frames of {args.label} into {dataset.root}", file=sys.stderr)
@@ -253,8 +257,8 @@ def _guarded(command: str, as_json: bool, run):
         kind, code, message = "storage", 2, error.strerror
     except ValueError as error:
         kind, code, message = "input", 2, str(error)
-    except OSError as error:  # a data set or bundle file that cannot be read
-        kind, code, message = "storage", 2, f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")
+    except OSError as error:  # a data set or bundle file that cannot be read, a full disk: device/exitcodes.py
+        kind, code, message = "storage", exitcodes.code_for(error), exitcodes.describe(error, "")
     if as_json:
         print(json.dumps({"error": message, "kind": kind}))
     print(f"edgecam {command}: {message}", file=sys.stderr)
@@ -287,18 +291,20 @@ def evaluate(argv: list) -> int:
     from device.teach.evaluate import contact_sheet
     from device.teach.evaluate import evaluate as run_evaluate
 
+    program = "edgecam evaluate"
+    out = Path(args.out)
     try:
         report = run_evaluate(args.bundle, args.data, args.model, args.threads)
+        out.mkdir(parents=True, exist_ok=True)
+        text = report.markdown()
+        sheet = contact_sheet(report.mistakes, out / "mistakes.png")
+        if sheet is not None:
+            text += f"\nMistakes: {sheet.name} (truth -> prediction, confidence).\n"
+        (out / "report.md").write_text(text, encoding="utf-8")
     except ValueError as error:
-        print(f"edgecam evaluate: {error}", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    text = report.markdown()
-    sheet = contact_sheet(report.mistakes, out / "mistakes.png")
-    if sheet is not None:
-        text += f"\nMistakes: {sheet.name} (truth -> prediction, confidence).\n"
-    (out / "report.md").write_text(text, encoding="utf-8")
+        return exitcodes.fail(program, str(error), exitcodes.BAD_INPUT)
+    except OSError as error:  # --out: under a file, read-only, a full disk
+        return exitcodes.fail(program, f"--out: {exitcodes.describe(error, str(out))}", exitcodes.code_for(error))
     print(text)
     print(f"wrote {out / 'report.md'}" + (f" and {sheet}" if sheet else ""), file=sys.stderr)
     return 0

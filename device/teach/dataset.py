@@ -1,20 +1,28 @@
 """The captured data set on the device: class folders of camera frames, as the trainer reads them.
 
     DATASET/
-      paper/20261129-010203-0007.jpg      the full camera frame (not the model-size crop), JPEG
+      paper/20261129-010203-0007.jpg      the camera's frame, not the model-size crop (docs/capture.md), JPEG
       rock/...
       index.jsonl                         one line per capture: file, label, time, source, model, reading
       .uncertain/                         frames the model was unsure of (a ring bounded by count and MB)
         20261129-010203-0008.jpg
         ring.json                         their readings, oldest first
 
-Every image is written to a temporary name and renamed, so a killed daemon leaves no half files. Before a
-write, the size limit (all images together) and the free-space floor of the file system are checked; when
-either would be crossed, :class:`DatasetFull` says which and what to do. numpy + Pillow only.
+One writer owns the file names, in every process that records (the daemon and ``python -m device capture``
+may write into one data set at once): an image is written complete under a temporary name, then linked to
+its final name, and a link never replaces a file. A name another writer took meanwhile is skipped for the
+next number, so no frame overwrites another, and a killed writer leaves no half file. ``index.jsonl`` takes
+each record in one append. The size count follows the disk: when another process has appended to the index,
+the images are counted again before the next write. Before a write, the size limit (all images together)
+and the free-space floor of the file system are checked; when either would be crossed, :class:`DatasetFull`
+says which and what to do. A class name is 1-40 letters, digits, ``-`` or ``_``, matched whole; a data set
+holds at most MAX_CLASSES classes (a Teach view beyond that has no room for its buttons, and a head's
+held-out fifth no frames per class). numpy + Pillow only.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -31,7 +39,9 @@ from device.manifest import atomic_write_text
 INDEX = "index.jsonl"
 UNCERTAIN = ".uncertain"
 RING = "ring.json"
-CLASS_NAME = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+CLASS_NAME = re.compile(r"[A-Za-z0-9_-]{1,40}")  # always fullmatch: match(...$) lets "paper\n" through
+MAX_CLASSES = 50
+NAME_TRIES = 10_000  # numbers tried for one second's frames before giving up (never reached in practice)
 JPEG_QUALITY = 90
 LATEST = 8
 DEFAULT_LIMIT_BYTES = 2_000_000_000
@@ -45,7 +55,25 @@ class DatasetError(ValueError):
 
 
 class DatasetFull(RuntimeError):
-    """Recording stopped: the size limit or the free-space floor would be crossed."""
+    """Recording stopped: the size limit or the free-space floor would be crossed, or the disk is full."""
+
+
+class disk_full:
+    """``with disk_full(self.root):`` turns ENOSPC/EDQUOT into :class:`DatasetFull` (the disk filled up between
+    the free-space check and the write, e.g. another program wrote meanwhile)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DatasetFull(f"the disk is full: {error.filename or self.root} could not be written "
+                              f"({error.strerror}). Free some space or pull the data set to your computer and "
+                              "clear it.") from None
+        return False
 
 
 def default_root(name: str, state_dir=None) -> Path:
@@ -63,7 +91,7 @@ def default_root(name: str, state_dir=None) -> Path:
 
 
 def check_class_name(name) -> str:
-    if not isinstance(name, str) or not CLASS_NAME.match(name):
+    if not isinstance(name, str) or not CLASS_NAME.fullmatch(name):
         raise DatasetError(f"class name {name!r} is not allowed: use 1-40 letters, digits, '-' or '_' "
                            "(e.g. paper, rock, nothing).")
     return name
@@ -77,17 +105,37 @@ def encode_jpeg(frame, quality: int = JPEG_QUALITY) -> bytes:
     return buffer.getvalue()
 
 
-def write_atomic(path: Path, content: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+def write_temporary(folder: Path, content: bytes) -> Path:
+    """CONTENT, complete and on disk, under a hidden name in FOLDER that no other writer uses."""
+    temporary = folder / f".capture.tmp-{os.getpid()}-{threading.get_ident()}"
     try:
         with open(temporary, "wb") as stream:
             stream.write(content)
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+    return temporary
+
+
+def link_new(source: Path, target: Path) -> bool:
+    """Give the complete file SOURCE the name TARGET unless TARGET exists (then False; nothing replaced).
+    A file system without hard links (FAT on a USB stick) gets an exclusive create, then a replace."""
+    try:
+        os.link(source, target)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+            raise
+    try:
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))  # the name is ours now
+    except FileExistsError:
+        return False
+    os.replace(source, target)
+    return True
 
 
 class Dataset:
@@ -108,11 +156,27 @@ class Dataset:
         except OSError as error:
             raise DatasetError(f"--dataset {self.root} cannot be created ({error.strerror}): pick a writable "
                                "folder with --dataset DIR.") from None
-        self.bytes = sum(path.stat().st_size for path in find_images(self.root))
+        self.index_size = -1  # index.jsonl's size after this object's last look: another writer changes it
+        self.bytes = self._count_bytes()
         self.ring: OrderedDict = OrderedDict()  # id -> {"id", "file", "label", "confidence", "time", "bytes"}
         self._load_ring()
 
     # ---- space --------------------------------------------------------------------------------
+    def _count_bytes(self) -> int:
+        self.index_size = self._index_size()
+        return sum(path.stat().st_size for path in find_images(self.root))
+
+    def _index_size(self) -> int:
+        try:
+            return (self.root / INDEX).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _follow_other_writers(self) -> None:
+        """Count the images again when another process wrote to the data set since this object last looked."""
+        if self._index_size() != self.index_size:
+            self.bytes = self._count_bytes()
+
     def free_bytes(self) -> int:
         stats = os.statvfs(self.root)
         return stats.f_bavail * stats.f_frsize
@@ -138,11 +202,16 @@ class Dataset:
     # ---- classes and frames -------------------------------------------------------------------
     def class_names(self) -> list:
         return sorted(path.name for path in self.root.iterdir()
-                      if path.is_dir() and not path.name.startswith(".") and CLASS_NAME.match(path.name))
+                      if path.is_dir() and not path.name.startswith(".") and CLASS_NAME.fullmatch(path.name))
 
     def add_class(self, name: str) -> str:
         check_class_name(name)
-        (self.root / name).mkdir(exist_ok=True)
+        with self.lock:
+            if not (self.root / name).is_dir() and len(self.class_names()) >= MAX_CLASSES:
+                raise DatasetError(f"the data set already has {MAX_CLASSES} classes, the most it takes: delete a "
+                                   "class you do not need (or start another data set with --dataset DIR).")
+            with disk_full(self.root):
+                (self.root / name).mkdir(exist_ok=True)
         return name
 
     def summary(self) -> list:
@@ -171,6 +240,26 @@ class Dataset:
         self.sequence += 1
         return f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}-{self.sequence:04d}.jpg"
 
+    def _place(self, source: Path, folder: Path, now: float, preferred: str | None = None) -> str:
+        """Link the complete file SOURCE into FOLDER under PREFERRED, or else a new name, that no writer has
+        taken -> that name. SOURCE stays (the caller removes it)."""
+        if preferred and link_new(source, folder / preferred):
+            return preferred
+        for _ in range(NAME_TRIES):
+            name = self._new_name(now)
+            if link_new(source, folder / name):
+                return name
+        raise DatasetError(f"{folder} has no free frame name for {time.ctime(now)} after {NAME_TRIES} tries: "
+                           "check the folder and the clock.")
+
+    def _write_new(self, folder: Path, content: bytes, now: float) -> str:
+        """CONTENT as a new frame in FOLDER -> its file name (never an existing one's)."""
+        temporary = write_temporary(folder, content)
+        try:
+            return self._place(temporary, folder, now)
+        finally:
+            temporary.unlink(missing_ok=True)
+
     def save(self, frame, label: str, source: str = "", model: str = "", reading: dict | None = None) -> tuple:
         """Write FRAME (RGB uint8) into class LABEL -> (relative file, that class's count). Raises DatasetError
         for an unknown class, DatasetFull when recording must stop."""
@@ -178,15 +267,20 @@ class Dataset:
         content = encode_jpeg(frame)
         with self.lock:
             self.frame_bytes = len(content)
+            self._follow_other_writers()
             reason = self.blocked(len(content))
             if reason:
                 raise DatasetFull(reason)
             now = time.time()
-            relative = f"{label}/{self._new_name(now)}"
-            write_atomic(self.root / relative, content)
+            with disk_full(self.root):
+                relative = f"{label}/{self._write_new(self.root / label, content, now)}"
+                try:
+                    self._index({"file": relative, "label": label, "time": round(now, 3), "source": source,
+                                 "model": model, "reading": reading})
+                except BaseException:  # a frame is kept only with its index line: what is reported is what is there
+                    (self.root / relative).unlink(missing_ok=True)
+                    raise
             self.bytes += len(content)
-            self._index({"file": relative, "label": label, "time": round(now, 3), "source": source, "model": model,
-                         "reading": reading})
             return relative, self.count(label)
 
     def resolve(self, relative) -> Path:
@@ -211,8 +305,21 @@ class Dataset:
         return relative
 
     def _index(self, record: dict) -> None:
-        with open(self.root / INDEX, "a", encoding="utf-8") as stream:
-            stream.write(json.dumps(record, separators=(",", ":")) + "\n")
+        """One append of one whole line: lines of writers in other processes never interleave with it."""
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8")
+        descriptor = os.open(self.root / INDEX, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            written = os.write(descriptor, line)
+            size = os.fstat(descriptor).st_size
+            if written != len(line):  # the disk filled up mid-line: take the torn part back, keep whole lines
+                end = os.lseek(descriptor, 0, os.SEEK_CUR)
+                if size == end:  # nobody appended after it
+                    os.ftruncate(descriptor, end - written)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.root / INDEX))
+        finally:
+            os.close(descriptor)
+        if size == self.index_size + len(line):
+            self.index_size = size  # only this writer wrote since the last look: the count is still right
 
     # ---- uncertain frames ---------------------------------------------------------------------
     def _ring_dir(self) -> Path:
@@ -242,8 +349,7 @@ class Dataset:
                 return None
             self._ring_dir().mkdir(exist_ok=True)
             now = time.time()
-            identifier = self._new_name(now)
-            write_atomic(self._ring_dir() / identifier, content)
+            identifier = self._write_new(self._ring_dir(), content, now)
             self.ring[identifier] = {"id": identifier, "file": f"{UNCERTAIN}/{identifier}", "label": label,
                                      "confidence": round(float(confidence), 4), "time": round(now, 3),
                                      "source": source, "model": model, "bytes": len(content)}
@@ -275,11 +381,14 @@ class Dataset:
             raise DatasetError(f"class {label!r} does not exist: add it first.")
         with self.lock:
             entry = self._take(identifier)
+            self._follow_other_writers()
             reason = self.blocked(entry["bytes"])
             if reason:
                 raise DatasetFull(reason)
-            relative = f"{label}/{entry['id']}"
-            shutil.move(str(self._ring_dir() / entry["id"]), str(self.root / relative))
+            kept = self._ring_dir() / entry["id"]
+            with disk_full(self.root):
+                relative = f"{label}/{self._place(kept, self.root / label, entry['time'], entry['id'])}"  # never over a capture
+            kept.unlink(missing_ok=True)  # (gone already where a file system without hard links renamed it)
             del self.ring[identifier]
             self._save_ring()
             self.bytes += entry["bytes"]
@@ -330,16 +439,15 @@ class Dataset:
                     continue
                 path = self.resolve(relative)
                 with self.lock:
-                    target = self.root / label / path.name
                     if path.parent.name == label:
                         moved.append({"file": relative, "to": relative})
                         continue
-                    if target.exists():
-                        raise DatasetError(f"{label}/{path.name} exists already")
-                    os.rename(path, target)
-                    self._index({"file": f"{label}/{path.name}", "label": label, "from": relative,
+                    # through the capture writer's naming: never onto a frame another writer has just taken
+                    name = self._place(path, self.root / label, time.time(), preferred=path.name)
+                    path.unlink(missing_ok=True)  # (gone already where link_new had to rename)
+                    self._index({"file": f"{label}/{name}", "label": label, "from": relative,
                                  "time": round(time.time(), 3)})
-                moved.append({"file": relative, "to": f"{label}/{path.name}"})
+                moved.append({"file": relative, "to": f"{label}/{name}"})
             except (DatasetError, DatasetFull, OSError) as error:
                 failed.append({"file": str(relative), "error": short_error(error)})
         return {"moved": moved, "failed": failed}
@@ -384,11 +492,11 @@ class Dataset:
                 relative = path.relative_to(folder).as_posix()
                 target = self.root / relative
                 try:
-                    if target.exists():
-                        raise DatasetError(f"{relative} exists again")
                     target.parent.mkdir(exist_ok=True)
                     size = path.stat().st_size
-                    os.rename(path, target)
+                    if not link_new(path, target):  # never replaces a frame that took the name meanwhile
+                        raise DatasetError(f"{relative} exists again")
+                    path.unlink(missing_ok=True)
                     self.bytes += size
                     self._index({"file": relative, "label": target.parent.name, "restored": True,
                                  "time": round(time.time(), 3)})

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from device.manifest import unreadable
+
 DEFAULT_L2 = 1e-3
 DEFAULT_STEPS = 400
 DEFAULT_PATIENCE = 40
@@ -65,6 +67,11 @@ class Head:
     @classmethod
     def load(cls, path: os.PathLike) -> "Head":
         """Read a head .npz; ValueError naming the file when it is not one."""
+        try:
+            with open(path, "rb"):  # a permission problem is said as such, not as "not a classifier head"
+                pass
+        except PermissionError as error:
+            raise ValueError(unreadable(path, error)) from None
         try:
             with np.load(path, allow_pickle=False) as data:
                 weights = np.asarray(data["weights"], np.float32)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from device.layout import EDGETPU_FORMAT, HEADS_DIR, LABELS, StageError, acquire_lock, model_path
-from device.manifest import Manifest, atomic_write_text, sha256_file
+from device.manifest import Manifest, atomic_write_text, sha256_file, unreadable
 from device.state import device_state_dir, model_dir
 from device.teach.head import Head
 
@@ -114,6 +114,8 @@ class HeadStore:
             meta = self.read_meta(revision)
             labels = [line.strip() for line in (folder / LABELS).read_text(encoding="utf-8").splitlines()
                       if line.strip()]
+        except PermissionError as error:
+            raise ValueError(unreadable(error.filename or folder, error)) from None
         except (OSError, ValueError) as error:
             raise ValueError(f"head revision {folder} is damaged ({error}). {self.fix_hint()}") from None
         try:

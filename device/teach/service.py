@@ -82,7 +82,7 @@ class TeachService:
         fps = self.options.capture_fps
         if fps > 0 and now - self.last_capture < 1.0 / fps * 0.9:
             raise RateLimited(f"capturing faster than --capture-fps {fps:g}: wait {1.0 / fps:.2f} s between frames.")
-        frame = self.daemon.latest_frame()
+        frame = self.daemon.frame_to_record()
         if frame is None:
             raise NoFrame("no camera frame yet: wait for the camera to start (see /status source).")
         result = self.daemon.last_result or {}
