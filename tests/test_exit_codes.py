@@ -135,8 +135,8 @@ def test_teach_on_a_full_disk_exits_2_says_so_and_leaves_no_half_revision(taught
         for flags in ((), ("--json",)):
             result = run("device teach", "--bundle", bundle, "--data", images, "--threads", 1, *flags,
                          env={"EDGECAM_STATE_DIR": str(disk / "state")})
-            assert_exit(result, exitcodes.BAD_INPUT, "edgecam teach: the disk is full")
-        assert "the disk is full" in json.loads(result.stdout.splitlines()[-1])["error"]  # what the daemon reads
+            assert_exit(result, exitcodes.BAD_INPUT, "edgecam teach: ", "is full: free some space")
+        assert "is full: free some space" in json.loads(result.stdout.splitlines()[-1])["error"]  # the daemon reads it
         leftovers = [path for path in disk.rglob("*") if ".tmp" in path.name]
         assert leftovers == []
 
@@ -148,9 +148,9 @@ def test_teach_with_too_little_data_exits_2(taught, tmp_path):
 
 
 def test_teach_while_the_bundle_is_locked_exits_3(taught, images):
-    from device.layout import _acquire_lock
+    from device.layout import acquire_lock
 
-    lock = _acquire_lock(taught)  # as convert/ or another teach holds it while writing
+    lock = acquire_lock(taught)  # as convert/ or another teach holds it while writing
     try:
         result = run("device teach", "--bundle", taught, "--data", images, "--threads", 1)
     finally:
@@ -187,13 +187,13 @@ def test_doctor_with_an_unknown_runtime_exits_2():
 
 
 def test_train_and_convert_exit_2_on_missing_input_and_3_on_a_locked_bundle(tmp_path_factory, tmp_path):
-    from device.layout import _acquire_lock
+    from device.layout import acquire_lock
 
     bundle = device_bundle.copy_bundle(device_bundle.shared_bundle(tmp_path_factory), tmp_path / "bundle")
     assert_exit(run("convert", tmp_path / "nowhere"), exitcodes.BAD_INPUT)
     assert_exit(run("train", "--data", tmp_path / "nowhere", "--out", tmp_path / "out"), exitcodes.BAD_INPUT,
                 "does not exist")
-    lock = _acquire_lock(bundle)
+    lock = acquire_lock(bundle)
     try:
         assert_exit(run("convert", bundle, "--skip-parity", "--formats", "float32"), exitcodes.RETRY,
                     "being written by another")
