@@ -64,6 +64,7 @@ def test_the_service_is_notify_ready_and_healthy(box):
     status, body = box.http("GET", "/status")
     assert status == 200 and body["state"] == "running" and body["frames"] > 0, body
     assert body["model"]["format"] == "int8" and body["last_result"]["item"].startswith("/opt/frames/"), body
+    assert body["release"] == release_of(box), body  # the release whose code runs (the fleet probe compares it)
     assert "serving" in box.journal()
     print(f"boot {box.boot_seconds:.2f} s, install {box.install_seconds:.1f} s")
 
@@ -145,7 +146,7 @@ def test_a_release_that_fails_its_health_check_is_rolled_back(box, bed_share, tm
     assert (release_of(box), release_of(box, "previous")) == (good, broken)
     box.wait_for(lambda: active_and_healthy(box), 30, "the good release serving again")
     status, body = box.http("GET", "/status")
-    assert status == 200 and body["model"]["format"] == "int8"
+    assert status == 200 and body["model"]["format"] == "int8" and body["release"] == good, body
     # The failed release stays installed (inspectable), but it is no longer what runs.
     assert box.run("test", "-f", f"/opt/edgecam/releases/{broken}/.complete", check=False).returncode == 0
 
