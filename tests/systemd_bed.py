@@ -146,8 +146,9 @@ def _own_cgroup(kind: str) -> Path:
 class Container:
     """One booted container. ``with Container(rootfs, "bed-1", share) as box:`` boots; leaving stops it."""
 
-    def __init__(self, rootfs: Path, name: str, share: Path):
+    def __init__(self, rootfs: Path, name: str, share: Path, private_network: bool = True):
         self.rootfs, self.name, self.share = rootfs, name, share
+        self.private_network = private_network  # False: the host's network (sshd for make fleet)
         self.process: subprocess.Popen | None = None
         self.pid: int | None = None
         self.cgroups = [_own_cgroup(kind) / name for kind in CGROUP_ROOTS]
@@ -172,7 +173,8 @@ class Container:
             folder.mkdir(parents=True, exist_ok=True)
         cgroup_procs = " ".join(shlex.quote(str(folder / "cgroup.procs")) for folder in self.cgroups)
         command = ["systemd-nspawn", "--quiet", "-D", str(self.rootfs), f"--machine={self.name}",
-                   "--register=no", "--keep-unit", "--console=pipe", "--volatile=overlay", "--private-network",
+                   "--register=no", "--keep-unit", "--console=pipe", "--volatile=overlay",
+                   *(["--private-network"] if self.private_network else []),
                    "--kill-signal=SIGRTMIN+3", f"--bind-ro={self.share}:{SHARE}", "/bin/sh", "-c", INIT]
         # The nspawn process moves itself into the container's own cgroups first, then becomes nspawn.
         wrapper = f"for f in {cgroup_procs}; do echo $$ > $f; done; exec {shlex.join(command)}"
@@ -305,7 +307,7 @@ class Container:
         return self.run("bash", "/opt/edgecam/current/install.sh", "--no-apt", *options, check=check, timeout=300)
 
 
-# ---- pytest fixtures (import them into a test module: from systemd_bed import bed_share, box) -----------------
+# ---- pytest fixtures bed_share and box (import bed_share_fixture, box_fixture into a test module) -------------
 import pytest  # noqa: E402 - the helpers above stand without pytest (make systemd-test's figures)
 
 FRAMES_INSIDE = "/opt/frames"
@@ -336,37 +338,50 @@ def build_archive(bundle: Path, out: Path, *extra, pythonpath: Path = REPO) -> d
         return json.loads(tar.extractfile(f"{top}/release.json").read())
 
 
-@pytest.fixture(scope="session")
-def bed_share(tmp_path_factory):
+# Session-wide, whichever module asks first: a fixture imported into two test modules is two fixtures to
+# pytest (one per module), so the share and the booted container are kept here, stopped when pytest ends.
+_SESSION: dict = {}
+
+
+@pytest.fixture(scope="session", name="bed_share")
+def bed_share_fixture(tmp_path_factory):
     """-> (share folder, {"a": release A's release.json}, teach bundle): the unpacked root file system beside it."""
     reason = missing()
     if reason:
         pytest.skip(reason)
-    import teach_bundle
+    key = ("share", str(tmp_path_factory.getbasetemp()))
+    if key not in _SESSION:
+        import teach_bundle
 
-    started = time.monotonic()
-    work = tmp_path_factory.mktemp("systemd-bed")
-    share = work / "share"
-    share.mkdir()
-    _link_tree(build_wheels(), share / "wheels")
-    bundle = teach_bundle.shared_teach_bundle(tmp_path_factory)
-    shutil.copytree(teach_bundle.images_root(tmp_path_factory) / "test", share / "frames")
-    releases = {"a": build_archive(bundle, share / "a.tar.gz")}
-    unpack_rootfs(work / "rootfs")
-    print(f"systemd bed: rootfs, wheels, archive ready in {time.monotonic() - started:.1f} s")
-    return share, releases, bundle
+        started = time.monotonic()
+        work = tmp_path_factory.mktemp("systemd-bed")
+        share = work / "share"
+        share.mkdir()
+        _link_tree(build_wheels(), share / "wheels")
+        bundle = teach_bundle.shared_teach_bundle(tmp_path_factory)
+        shutil.copytree(teach_bundle.images_root(tmp_path_factory) / "test", share / "frames")
+        releases = {"a": build_archive(bundle, share / "a.tar.gz")}
+        unpack_rootfs(work / "rootfs")
+        print(f"systemd bed: rootfs, wheels, archive ready in {time.monotonic() - started:.1f} s")
+        _SESSION[key] = share, releases, bundle
+    return _SESSION[key]
 
 
-@pytest.fixture(scope="session")
-def box(bed_share):
-    """One booted container with release A installed and running, shared by the systemd tests (each test
-    puts back what it changed)."""
-    share, releases, _ = bed_share
-    with Container(share.parent / "rootfs", f"edgecam-bed-{os.getpid()}", share) as container:
+@pytest.fixture(scope="session", name="box")
+def box_fixture(bed_share, tmp_path_factory, request):
+    """One booted container with release A installed and running, shared by every systemd test of the session
+    (each test puts back what it changed)."""
+    key = ("box", str(tmp_path_factory.getbasetemp()))
+    if key not in _SESSION:
+        share, releases, _ = bed_share
+        container = Container(share.parent / "rootfs", f"edgecam-bed-{os.getpid()}", share)
+        container.__enter__()
+        request.config.add_cleanup(container.stop)
         container.sh(f"cp -r {SHARE}/frames {FRAMES_INSIDE}")
         container.write("/etc/default/edgecam", f'EDGECAM_ARGS="{EDGECAM_ARGS}"\n', mode="0600")
         started = time.monotonic()
         container.install("a.tar.gz")
         container.install_seconds = time.monotonic() - started
         print(f"systemd bed: boot {container.boot_seconds:.2f} s, install {container.install_seconds:.1f} s")
-        yield container
+        _SESSION[key] = container
+    return _SESSION[key]

@@ -13,7 +13,7 @@ import shutil
 import time
 
 import pytest
-from systemd_bed import REPO, bed_share, box, build_archive  # noqa: F401 (fixtures)
+from systemd_bed import REPO, bed_share_fixture, box_fixture, build_archive  # noqa: F401 (fixtures)
 
 UNIT = "edgecam.service"
 DROP_IN = "/run/systemd/system/edgecam.service.d"

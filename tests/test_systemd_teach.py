@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from systemd_bed import REQUIREMENTS, bed_share, box, build_archive  # noqa: F401 (fixtures)
+from systemd_bed import REQUIREMENTS, bed_share_fixture, box_fixture, build_archive  # noqa: F401 (fixtures)
 from test_systemd_service import MIB, UNIT, active_and_healthy, capture, release_of
 
 FIXED = "/opt/frames/paper/paper_000.png"  # the frame whose predictions are compared (--smoothing 1)
