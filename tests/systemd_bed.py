@@ -221,11 +221,17 @@ class Container:
                 self.process.send_signal(signal.SIGTERM)  # a second SIGTERM: nspawn ends it at once
                 self.process.wait(10)
         self.process, self.pid = None, None
+        deadline = time.monotonic() + 10
         for folder in self.cgroups:  # systemd's child cgroups in the container's own, deepest first
-            if folder.is_dir():
-                for path in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-                    path.rmdir()
-                folder.rmdir()
+            for path in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [folder]:
+                while path.is_dir():
+                    try:
+                        path.rmdir()
+                    except OSError:  # EBUSY while the kernel still uncharges a memory cgroup: retry a while
+                        if time.monotonic() > deadline:
+                            print(f"systemd bed: could not remove {path}; remove it by hand (rmdir)")
+                            break
+                        time.sleep(0.1)
 
     # ---- commands -----------------------------------------------------------------------------
     def run(self, *command, check: bool = True, timeout: float = 120, input: str | None = None,
