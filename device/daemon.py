@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -41,8 +42,6 @@ def running_release() -> str | None:
     """The id of the installed release whose code this process runs (install.sh's RELEASE/release.json beside
     RELEASE/device/), read once at start; None outside an installed release (a checkout)."""
     try:
-        import json
-
         return json.loads((Path(__file__).resolve().parent.parent / "release.json").read_text()).get("id")
     except (OSError, ValueError, AttributeError):
         return None
