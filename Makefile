@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[host,device,dev]'
 	@touch $(STAMP)
 
-system-deps: ## Install Debian packages the tests use (chromium, openssh, qemu-user-static, debootstrap); root/sudo
+system-deps: ## Install Debian packages the tests use (chromium, openssh, qemu-user-static, debootstrap, systemd-container, mmdebstrap); root/sudo
 	@bash scripts/system-deps.sh
 
 data: setup ## Generate the built-in rock-paper-scissors images (seeded) and calibration_data/
@@ -158,3 +158,8 @@ weights: setup ## Download MODEL's ImageNet weights (ALPHA, IMAGE_SIZE) into WEI
 
 serving: setup ## Lay BUNDLE's SavedModel out for TensorFlow Serving: SERVING_BASE/NAME/VERSION/ (a new version each time)
 	$(PY) -m train.serving $(BUNDLE) --base $(SERVING_BASE) --name $(NAME)
+
+# ---- the systemd test bed (tests/systemd_bed.py; docs/systemd-testbed.md) ----------------------------------
+.PHONY: systemd-test
+systemd-test: setup system-deps ## The device archive under a real systemd: Debian bookworm in systemd-nspawn, install.sh, the unit, teach (root)
+	$(PY) -m pytest -q -s -rsxX tests/test_systemd_service.py tests/test_systemd_teach.py

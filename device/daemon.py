@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -18,6 +19,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from device import choice as model_choice
 from device.manifest import ManifestError, load_manifest, unreadable
@@ -36,6 +38,15 @@ log = logging.getLogger("edgecam.daemon")
 BUNDLE_ERRORS = (ManifestError, ModelError)  # both are ValueError subclasses; exit code 2 at startup
 MAX_CONSECUTIVE_FAILURES = 100  # e.g. an Edge TPU unplugged mid-run: exit 1 and let systemd restart us
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_TEMPORARY = 0, 1, 2, 3  # the README's exit-code contract
+
+
+def running_release() -> str | None:
+    """The id of the installed release whose code this process runs (install.sh's RELEASE/release.json beside
+    RELEASE/device/), read once at start; None outside an installed release (a checkout)."""
+    try:
+        return json.loads((Path(__file__).resolve().parent.parent / "release.json").read_text()).get("id")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 @dataclass
@@ -75,6 +86,8 @@ class Daemon:
         self.notifier = Notifier()
         self.slot = FrameSlot()
         self.started = time.monotonic()
+        self.started_at = time.time()  # /status: the fleet probe tells a restarted daemon from a stale one
+        self.release = running_release()
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
         self.reloading = False
@@ -246,6 +259,8 @@ class Daemon:
             "skipped_frames": self.capture.skipped() if self.capture is not None else {},
             "outputs": self.outputs.describe() if self.outputs is not None else {},
             "pid": os.getpid(),
+            "release": self.release,
+            "started_at": round(self.started_at, 3),
         }
 
     def head_status(self, classifier) -> dict | None:

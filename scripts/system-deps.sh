@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the test suite drives for real: Chromium (kiosk page tests), OpenSSH (deploy tests),
-# qemu-user-static and debootstrap (make pi-sim and its test), Mosquitto (the MQTT output's tests).
+# qemu-user-static and debootstrap (make pi-sim and its test), Mosquitto (the MQTT output's tests),
+# systemd-container, mmdebstrap and zstd (the systemd test bed: tests/systemd_bed.py, make systemd-test).
 # Installs only what is missing; skips quietly when it cannot (not root, no apt): those tests then skip
 # with a message naming this script.
 set -uo pipefail
@@ -12,6 +13,9 @@ command -v qemu-aarch64-static >/dev/null 2>&1 || need+=(qemu-user-static)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 { command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; } || need+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
+command -v systemd-nspawn >/dev/null 2>&1 || need+=(systemd-container)
+command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
+command -v zstd >/dev/null 2>&1 || need+=(zstd)
 [ ${#need[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "system-deps: no apt-get here; install ${need[*]} yourself to run the browser and ssh tests." >&2

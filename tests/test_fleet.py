@@ -192,3 +192,67 @@ def test_an_unreachable_host_is_reported_and_exits_3(tmp_path):
     row = report_rows(tmp_path / "report")["pi-gone"]
     assert row["result"] == "unreachable" and "run again later" in row["note"]
     assert "0 updated" not in result.stdout and "1 unreachable" in result.stdout
+
+
+PROBE = REPO / "deploy" / "ansible" / "probe.py"
+
+
+def stage_release(base: Path, release: str, bundle: Path) -> Path:
+    """base/releases/RELEASE as install.sh lays one out (device/, bundle/, release.json), without the venv."""
+    import shutil
+
+    folder = base / "releases" / release
+    shutil.copytree(REPO / "device", folder / "device", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(bundle, folder / "bundle", ignore=shutil.ignore_patterns("data", "saved_model", "*.keras"))
+    (folder / "release.json").write_text(json.dumps({"id": release, "models": ["int8"]}))
+    return folder
+
+
+def point(base: Path, link: str, release: str) -> None:
+    (base / f".{link}.new").symlink_to(f"releases/{release}")
+    os.replace(base / f".{link}.new", base / link)
+
+
+def probe(base: Path, port: int, release: str) -> dict:
+    result = subprocess.run([sys.executable, str(PROBE), "--base", str(base), "--http", f"127.0.0.1:{port}",
+                             "--release", release, "--wait", "5"], check=True, capture_output=True, text=True)
+    return json.loads(result.stdout)
+
+
+def test_the_probe_sees_a_daemon_that_did_not_restart_after_a_code_only_release(tmp_path, bundle):
+    """Release B has the same model as A and other code. Installed without a restart, the old daemon still
+    answers with B's model sha256: the probe must not call that host updated (issue 19 item 21)."""
+    from loopback_sshd import free_port
+
+    base = tmp_path / "opt" / "edgecam"
+    stage_release(base, "tiny-aaaaaaaaaaaa", bundle)
+    stage_release(base, "tiny-bbbbbbbbbbbb", bundle)
+    point(base, "current", "tiny-aaaaaaaaaaaa")
+    images = device_bundle.heldout(bundle)[0][1].parent.parent
+    port = free_port()
+
+    def start() -> subprocess.Popen:
+        current = base / "current"  # as the unit runs it: PREFIX/current, the device package of that release
+        return subprocess.Popen([sys.executable, "-m", "device", "--bundle", str(current / "bundle"), "--source",
+                                 f"images:{images}", "--http", f"127.0.0.1:{port}", "--max-fps", "5", "--emit", "off",
+                                 "--threads", "1"], cwd=current, env=dict(os.environ, PYTHONPATH=str(current)),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    daemon = start()
+    try:
+        assert probe(base, port, "tiny-aaaaaaaaaaaa")["healthy"]
+        time.sleep(1.1)  # the link below is set later than the daemon started, whatever the clock's resolution
+        point(base, "previous", "tiny-aaaaaaaaaaaa")
+        point(base, "current", "tiny-bbbbbbbbbbbb")  # install.sh's switch, and no restart
+        stale = probe(base, port, "tiny-bbbbbbbbbbbb")
+        assert not stale["healthy"], stale
+        assert "tiny-aaaaaaaaaaaa" in stale["reason"] and "restart" in stale["reason"], stale
+        daemon.terminate()
+        daemon.wait(10)
+        daemon = start()
+        fresh = probe(base, port, "tiny-bbbbbbbbbbbb")
+        assert fresh["healthy"], fresh
+        assert fresh["daemon"]["release"] == "tiny-bbbbbbbbbbbb", fresh
+    finally:
+        daemon.terminate()
+        daemon.wait(10)

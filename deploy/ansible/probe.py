@@ -80,6 +80,7 @@ def probe_once(base: Path, http: str, token: str | None, release: str | None) ->
         return state
     state["model"] = {key: model.get(key) for key in ("format", "sha256", "runtime")}
     state["tuning"] = body.get("tuning")  # device/tune.py: the format and threads it serves, and why
+    state["daemon"] = {"release": body.get("release"), "started_at": body.get("started_at")}
     expected, problem = expected_sha256(base, model.get("format"), model.get("sha256"))
     if problem:
         state["reason"] = problem
@@ -87,8 +88,29 @@ def probe_once(base: Path, http: str, token: str | None, release: str | None) ->
         state["reason"] = (f"the daemon's {model.get('format')} model has sha256 {str(model.get('sha256'))[:12]}, "
                            f"the current release's has {str(expected)[:12]} (an old daemon still running?)")
     else:
-        state["healthy"] = True
+        state["reason"] = stale_daemon(base, state["release"], body)
+        state["healthy"] = state["reason"] is None
     return state
+
+
+def stale_daemon(base: Path, current: str | None, status: dict) -> str | None:
+    """Why the answering daemon is not one started for the current release (a code-only release has the same
+    model sha256), or None. The release id it reports (daemons from 2026-12 on) decides; for older daemons,
+    a start earlier than the moment ``current`` was switched."""
+    running = status.get("release")
+    if running and current and running != current:
+        return f"the daemon runs release {running}, the current release is {current}: it was not restarted"
+    started = status.get("started_at")
+    if started is None and isinstance(status.get("uptime_s"), (int, float)):
+        started = time.time() - status["uptime_s"]
+    try:
+        switched = os.lstat(base / "current").st_mtime
+    except OSError:
+        return None
+    if running is None and isinstance(started, (int, float)) and started < switched - 0.5:
+        return (f"the daemon started {switched - started:.0f} s before release {current} became current: "
+                "it was not restarted")
+    return None
 
 
 def main(argv: list | None = None) -> int:
