@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 from systemd_bed import REQUIREMENTS, bed_share_fixture, box_fixture, build_archive  # noqa: F401 (fixtures)
 from test_systemd_service import MIB, UNIT, active_and_healthy, capture, release_of
 
