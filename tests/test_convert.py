@@ -21,8 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from io import StringIO
 from pathlib import Path
 
@@ -39,6 +41,7 @@ from convert.errors import ConvertError
 from convert.parity import ModelParity, Thresholds, compare
 from convert.readiness import check_model
 from convert.readiness import main as readiness_main
+from device.layout import Stage
 from device.manifest import load_manifest, save_manifest, sha256_file
 from device.runtime import load_model
 
@@ -247,6 +250,39 @@ def test_edgetpu_compile_with_the_stand_in_compiler(tiny_bundle, tiny_calibratio
     entry = load_manifest(bundle).models["int8_edgetpu"]
     assert entry.sha256 == sha256_file(bundle / "tflite/model_int8_edgetpu.tflite") and entry.input_dtype == "int8"
     assert report.row("int8_edgetpu").note == "needs an Edge TPU to measure"
+
+
+def test_compiling_into_a_stage_never_writes_through_to_the_live_bundle(converted_bundle, tmp_path, monkeypatch,
+                                                                       fake_compiler_on_path):
+    """The compiler writes into a temporary folder on another file system (tmpfs /dev/shm here, as /tmp often
+    is); the staging folder's files are hard links of the live bundle's, so the compiled model must replace the
+    staged name, never be copied into the shared file. Uses tests/fake_edgetpu_compiler (module docstring)."""
+    scratch = Path("/dev/shm") / f"edgecam-test-{os.getpid()}"
+    scratch.mkdir(exist_ok=True)
+    try:
+        if os.stat(scratch).st_dev == os.stat(tmp_path).st_dev:
+            pytest.skip("/dev/shm is on the same file system as the test folder: nothing crosses devices")
+        monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+        bundle = copy_bundle(converted_bundle[0], tmp_path / "live")
+        live_model = bundle / "tflite/model_int8_edgetpu.tflite"
+        live_log = bundle / "edgetpu/model_int8_edgetpu.log"
+        live_model.write_bytes(b"the release the device runs now")
+        live_log.parent.mkdir(exist_ok=True)
+        live_log.write_text("the release's operation log")
+        stage = Stage(bundle)
+        staging = stage.open()
+        try:
+            result = compile_for_edgetpu(staging / "tflite/model_int8.tflite", staging / "tflite",
+                                         staging / "edgetpu")
+            assert result.succeeded, result.message
+            assert live_model.read_bytes() == b"the release the device runs now"
+            assert live_log.read_text() == "the release's operation log"
+            assert (staging / "tflite/model_int8_edgetpu.tflite").read_bytes() == \
+                (staging / "tflite/model_int8.tflite").read_bytes()
+        finally:
+            stage.fail()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def test_the_compiler_refusing_a_float_model_is_reported_not_fatal(converted_bundle, tmp_path,
