@@ -320,3 +320,28 @@ def test_a_conversion_never_clears_an_interrupted_training_run(tmp_path):
     with layout.Stage(bundle) as staging:  # what convert does
         (staging / layout.PARITY_MD).write_text("new")
     assert (run / "state.json").read_text() == '{"epochs_done": 2}'
+
+
+def test_a_symlinked_bundle_is_written_where_it_points_time_after_time(tmp_path):
+    """artifacts/rps -> /elsewhere/rps-v3 (a bundle kept on a bigger disk): each staged write goes beside the
+    link's target and the link keeps pointing at it. The first write used to swap the link itself out (the
+    bundle became a folder beside a stale target) and the second failed: 'Cannot call rmtree on a symbolic
+    link'."""
+    target = tmp_path / "disk" / "rps-v3"
+    (target / layout.TFLITE_DIR).mkdir(parents=True)
+    (target / layout.MANIFEST).write_text("version 1")
+    link = tmp_path / "artifacts" / "rps"
+    link.parent.mkdir()
+    link.symlink_to(target)
+    for version in (2, 3):
+        with layout.Stage(link) as staging:
+            assert staging == layout.staging_path(link) and staging.parent == target.parent
+            (staging / layout.MANIFEST).unlink()
+            (staging / layout.MANIFEST).write_text(f"version {version}")
+        assert link.is_symlink() and link.resolve() == target.resolve()
+        assert (target / layout.MANIFEST).read_text() == f"version {version}"
+        assert siblings(link) == ["rps"] and siblings(target) == ["rps-v3"]
+    # the link and its target are one bundle: a writer through either name excludes the other
+    with layout.Stage(link):
+        with pytest.raises(layout.StageError, match="being written by another edgecam command"):
+            layout.Stage(target).open()
