@@ -261,7 +261,8 @@ def _measure(report, heldout, frames, manifest, serving, files, bundle, threads,
         row = compare(fmt, _relative(path, bundle), path.stat().st_size, np.stack(probabilities), reference,
                       labels, model.latencies_ms, report.thresholds)
         report.models.append(row)
-        log(f"parity {fmt}: agreement {row.agreement:.2%}, accuracy {row.accuracy:.2%}"
+        log(f"parity {fmt}: agreement {row.agreement:.2%} ({row.near_ties} near ties), accuracy {row.accuracy:.2%} "
+            f"(drop {row.accuracy_drop:+.2f} points)"
             + ("" if row.passed else f" -- FAIL: {'; '.join(row.failures)}"))
     report.evaluation_seconds = round(time.monotonic() - t0, 2)
     return images

@@ -3,7 +3,7 @@
 Real parts throughout: TensorFlow training on conftest's tiny generated set, the TFLite converter, the device's
 interpreter loader, real folders, symlinks and file permissions. Two things are provoked rather than waiting for
 them to happen: a failure while the bundle is exported (export_bundle replaced by one that raises ENOSPC, as a
-full disk would) and a parity failure (a threshold no model can meet, min agreement 101%).
+full disk would) and a parity failure (a threshold no model can meet, min agreement 101% on every image).
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def converted(tiny_bundle, tmp_path) -> Path:
 
 def test_failed_parity_leaves_the_previous_models_manifest_and_report_and_keeps_the_try(converted, capsys):
     before = tree_digest(converted)
-    impossible = Thresholds(min_agreement={"float32": 1.01})
+    impossible = Thresholds(min_agreement={"float32": 1.01}, confident_margin=0.0)  # every image counts
     report = convert_bundle(converted, formats="float32", thresholds=impossible, progress=False, log=quiet)
     assert not report.passed
     assert tree_digest(converted) == before  # tflite/, manifest.json, parity.md: byte-identical
