@@ -140,9 +140,10 @@ pull: ## Copy the device's captured frames (HOST=user@host) into data/NAME-own/ 
 
 # Runtime version guard (issue 15): re-measure device/opversions.py's table on BUNDLE's models.
 .PHONY: op-versions
-op-versions: setup ## Measure the TFLite op versions ai-edge-litert and tflite-runtime 2.14 load, on BUNDLE's models (run make compat once first)
+op-versions: setup ## Measure the TFLite op versions ai-edge-litert and tflite-runtime 2.14 load, for every op of every offered architecture (tiny models in build/op-versions) and BUNDLE's models (run make compat once first)
 	@test -x .venv-tflite/bin/python || { echo "op-versions needs .venv-tflite: run make compat BUNDLE=$(BUNDLE) once"; exit 2; }
-	$(PY) scripts/measure_op_versions.py $(wildcard $(foreach f,float32 float16 dynamic int8,$(BUNDLE)/tflite/model_$(f).tflite)) \
+	$(PY) scripts/measure_op_versions.py --architectures build/op-versions \
+		$(wildcard $(foreach f,float32 float16 dynamic int8,$(BUNDLE)/tflite/model_$(f).tflite)) \
 		--runtime-python $(PY) --runtime-python .venv-tflite/bin/python
 
 # ---- transfer learning (train/backbones.py, train/serving.py) ----

@@ -261,7 +261,8 @@ def _measure(report, heldout, frames, manifest, serving, files, bundle, threads,
         row = compare(fmt, _relative(path, bundle), path.stat().st_size, np.stack(probabilities), reference,
                       labels, model.latencies_ms, report.thresholds)
         report.models.append(row)
-        log(f"parity {fmt}: agreement {row.agreement:.2%}, accuracy {row.accuracy:.2%}"
+        log(f"parity {fmt}: agreement {row.agreement:.2%} ({row.near_ties} near ties), accuracy {row.accuracy:.2%} "
+            f"(drop {row.accuracy_drop:+.2f} points)"
             + ("" if row.passed else f" -- FAIL: {'; '.join(row.failures)}"))
     report.evaluation_seconds = round(time.monotonic() - t0, 2)
     return images
@@ -349,10 +350,16 @@ def _remove_stale_edgetpu_model(bundle: Path, manifest, log) -> None:
 def _check_target_runtime(content: bytes, fmt: str, target_runtime: str) -> None:
     """--target-runtime: refuse (before writing anything) a model that runtime could not load."""
     from convert.readiness import op_versions
-    from device.opversions import TARGET_RUNTIMES, unsupported
+    from device.opversions import TARGET_RUNTIMES, unknown_ops, unsupported
 
     if target_runtime == tflite.LATEST:
         return
+    unknown = unknown_ops(op_versions(content), *TARGET_RUNTIMES[target_runtime])
+    if unknown:
+        raise ConvertError(f"The {fmt} model uses {', '.join(unknown)}, whose versions device/opversions.py has not "
+                           f"measured for {target_runtime}, so nothing vouches that it runs there. Measure them "
+                           "(make op-versions, then copy the printed table into device/opversions.py), or convert "
+                           "with --target-runtime latest and try the model on the device.")
     problems = unsupported(op_versions(content), *TARGET_RUNTIMES[target_runtime])
     if problems:
         needs = "; ".join(f"{op} version {needed} (it runs up to {highest})" for op, needed, highest in problems)

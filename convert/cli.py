@@ -14,7 +14,13 @@ import sys
 from pathlib import Path
 
 from convert.calibration import DEFAULT_SAMPLES, MIN_SAMPLES
-from convert.parity import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, Thresholds
+from convert.parity import (
+    CONFIDENT_MARGIN,
+    DEFAULT_MAX_ACCURACY_DROP,
+    DEFAULT_MAX_DROP_BOUND,
+    DEFAULT_MIN_AGREEMENT,
+    Thresholds,
+)
 from convert.tflite import FORMATS, IO_TYPES, LATEST
 from device.cli import non_negative_float, positive_int, probability
 from device.layout import PARITY_MD, StageError
@@ -53,11 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also compile model_int8_edgetpu.tflite when edgetpu_compiler is on PATH")
     for fmt in FORMATS:
         parser.add_argument(f"--min-agreement-{fmt}", type=probability, default=DEFAULT_MIN_AGREEMENT[fmt],
-                            metavar="FRACTION", help=f"least top-1 agreement of {fmt} with the SavedModel")
+                            metavar="FRACTION",
+                            help=f"least top-1 agreement of {fmt} with the SavedModel on confident images")
     for fmt in DEFAULT_MAX_ACCURACY_DROP:
         parser.add_argument(f"--max-accuracy-drop-{fmt}", type=non_negative_float, default=DEFAULT_MAX_ACCURACY_DROP[fmt],
                             metavar="POINTS",
                             help=f"most accuracy (percentage points) {fmt} may lose vs. the SavedModel")
+    for fmt in DEFAULT_MAX_DROP_BOUND:
+        parser.add_argument(f"--max-drop-bound-{fmt}", type=non_negative_float, default=DEFAULT_MAX_DROP_BOUND[fmt],
+                            metavar="POINTS",
+                            help=f"most accuracy {fmt} may plausibly lose: the upper end of the drop's 95%% interval")
+    parser.add_argument("--confident-margin", type=probability, default=CONFIDENT_MARGIN, metavar="FRACTION",
+                        help="an image counts for agreement when the SavedModel's top-1 probability leads the "
+                             "runner-up by at least this; the rest are near ties, reported on their own")
     parser.add_argument("--skip-parity", action="store_true", help="convert only; measure nothing")
     parser.add_argument("--debug-quantization", action="store_true",
                         help="write the per-layer int8 error report even when int8 parity holds")
@@ -76,6 +90,8 @@ def main(argv=None) -> int:
     thresholds = Thresholds(
         min_agreement={fmt: getattr(args, f"min_agreement_{fmt}") for fmt in FORMATS},
         max_accuracy_drop={fmt: getattr(args, f"max_accuracy_drop_{fmt}") for fmt in DEFAULT_MAX_ACCURACY_DROP},
+        max_drop_bound={fmt: getattr(args, f"max_drop_bound_{fmt}") for fmt in DEFAULT_MAX_DROP_BOUND},
+        confident_margin=args.confident_margin,
     )
     try:
         report = convert_bundle(

@@ -11,6 +11,7 @@ Never required: without the compiler, or when it fails, the rest of the conversi
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -88,6 +89,23 @@ def parse_operation_table(text: str) -> list[dict]:
     return rows
 
 
+def _replace_with(source: Path, target: Path) -> None:
+    """Put SOURCE's bytes at TARGET as a new file: copied beside TARGET, then renamed over it. TARGET may be a
+    staging folder's hard link of the live bundle's file, so it must never be opened for writing (shutil.move
+    does exactly that when SOURCE is on another file system, e.g. a tmpfs /tmp)."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream, open(source, "rb") as original:
+            shutil.copyfileobj(original, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        shutil.copymode(source, temporary)  # the compiler's mode (mkstemp's 0600 would hide it from the daemon)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
 def compile_for_edgetpu(model: Path, tflite_dir: Path, log_dir: Path, compiler: str = COMPILER,
                         timeout_s: int = 600) -> CompileResult:
     executable = shutil.which(compiler)
@@ -115,12 +133,12 @@ def compile_for_edgetpu(model: Path, tflite_dir: Path, log_dir: Path, compiler: 
                               "edgetpu/readiness.md lists the ops and tensors the Edge TPU cannot run.")
             return result
         target = Path(tflite_dir) / model_filename(EDGETPU_FORMAT)
-        shutil.move(str(compiled), target)
+        _replace_with(compiled, target)
         result.model = str(target)
         table_source = output
         if operation_log.is_file():
             kept = log_dir / operation_log.name
-            shutil.move(str(operation_log), kept)
+            _replace_with(operation_log, kept)
             result.operation_log = str(kept)
             table_source = kept.read_text(encoding="utf-8", errors="replace")
         result.operations = parse_operation_table(table_source) or parse_operation_table(output)

@@ -139,6 +139,10 @@ class Stage:
             write_new_files(staging)                   # replace files, never modify them in place
         # committed here; on an exception the bundle is untouched and artifacts/rps.failed-... holds the try
 
+    A BUNDLE path that is a symbolic link (``artifacts/rps -> /mnt/disk/rps-v3``) is written where it points:
+    the staging folder, the lock and a failed try sit beside the target, the target's name receives the new
+    version, and the link is left as it is, pointing at it.
+
     ``start_empty=True`` starts from an empty folder instead of a copy (a fresh training run).
     ``keep_staging=True`` continues in a staging folder an earlier command left (``python -m train --resume``:
     the interrupted run lives there) instead of clearing it. ``purpose`` names the staging folder
@@ -148,7 +152,7 @@ class Stage:
 
     def __init__(self, bundle: os.PathLike, start_empty: bool = False, keep_staging: bool = False,
                  purpose: str = STAGING):
-        self.bundle = Path(bundle)
+        self.bundle = _resolve_link(Path(bundle))
         self.path = staging_path(self.bundle, purpose)
         self.start_empty = start_empty
         self.keep_staging = keep_staging
@@ -172,6 +176,8 @@ class Stage:
     def open(self) -> Path:
         self.bundle.parent.mkdir(parents=True, exist_ok=True)
         self._lock = acquire_lock(self._lock_target)
+        if self.path.is_symlink():
+            self.path.unlink()  # an earlier version swapped a symlinked bundle's link in here: only the name goes
         if self.path.exists():
             if self.keep_staging:
                 return self.path
@@ -210,13 +216,20 @@ class Stage:
             self._lock = None
 
 
+def _resolve_link(bundle: Path) -> Path:
+    """BUNDLE itself, or where it points when it is a symbolic link (through every link in the chain)."""
+    if not bundle.is_symlink():
+        return bundle
+    return Path(os.path.realpath(bundle))
+
+
 def staging_path(bundle: os.PathLike, purpose: str = STAGING) -> Path:
-    bundle = Path(bundle)
+    bundle = _resolve_link(Path(bundle))
     return bundle.with_name(f".{bundle.name}.{purpose}")
 
 
 def failed_path(bundle: os.PathLike, now: Optional[float] = None) -> Path:
-    bundle = Path(bundle)
+    bundle = _resolve_link(Path(bundle))
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
     candidate = bundle.with_name(f"{bundle.name}.failed-{stamp}")
     number = 1
@@ -250,7 +263,7 @@ def writable_problem(folder: os.PathLike) -> Optional[str]:
 
 
 def iter_failed(bundle: os.PathLike) -> Iterator[Path]:
-    bundle = Path(bundle)
+    bundle = _resolve_link(Path(bundle))
     yield from sorted(bundle.parent.glob(f"{bundle.name}.failed-*"))
 
 

@@ -5,9 +5,12 @@ fails with "Didn't find op for builtin opcode 'FULLY_CONNECTED' version '12'". c
 ops and versions in the manifest (ModelFile.ops); the loader compares them with the table below for the
 runtime it loads and refuses with the op, the versions and the fix before the interpreter is built.
 
-MAX_OP_VERSIONS is measured, not copied from release notes: scripts/measure_op_versions.py rewrites the op
-versions of the kit's converted models (float32, float16, dynamic, int8 with int8 and uint8 I/O) and asks
-each runtime which ones it loads. It covers the ops those models use; an op missing here is not checked.
+MAX_OP_VERSIONS is measured, not copied from release notes: `make op-versions` (scripts/measure_op_versions.py)
+builds a tiny model of every architecture python -m train offers, converts each to every format (float32,
+float16, dynamic, int8 with int8 and uint8 I/O, dynamic for tflite-runtime 2.14), rewrites the op versions and
+asks each runtime which ones it loads. An op missing here is UNKNOWN, never taken as fine: lowest_runtimes
+says "unknown" for that runtime, --target-runtime refuses the model, and the loader leaves the verdict to the
+interpreter (whose opcode error explain_opcode_error turns into the same message).
 Standard library only (device/ stays lean).
 """
 
@@ -19,17 +22,18 @@ from importlib import metadata
 # runtime module -> runtime version (major.minor) -> op -> highest version it loads.
 MAX_OP_VERSIONS = {
     "ai_edge_litert": {
-        "2.3": {"CONV_2D": 8, "DEQUANTIZE": 9, "FULLY_CONNECTED": 14, "MAX_POOL_2D": 3, "QUANTIZE": 6,
-                "RESHAPE": 1, "SOFTMAX": 4},
+        "2.3": {"ADD": 6, "CONV_2D": 8, "DEPTHWISE_CONV_2D": 7, "DEQUANTIZE": 9, "FULLY_CONNECTED": 14,
+                "MAX_POOL_2D": 3, "MEAN": 3, "MUL": 8, "QUANTIZE": 6, "RESHAPE": 1, "SOFTMAX": 4},
     },
     "tflite_runtime": {
-        "2.14": {"CONV_2D": 7, "DEQUANTIZE": 5, "FULLY_CONNECTED": 10, "MAX_POOL_2D": 3, "QUANTIZE": 3,
-                 "RESHAPE": 1, "SOFTMAX": 3},
+        "2.14": {"ADD": 5, "CONV_2D": 7, "DEPTHWISE_CONV_2D": 7, "DEQUANTIZE": 5, "FULLY_CONNECTED": 10,
+                 "MAX_POOL_2D": 3, "MEAN": 3, "MUL": 7, "QUANTIZE": 3, "RESHAPE": 1, "SOFTMAX": 3},
     },
 }
 # python -m convert --target-runtime NAME: the runtime a model must run on.
 TARGET_RUNTIMES = {"ai-edge-litert-2.3": ("ai_edge_litert", "2.3"), "tflite-runtime-2.14": ("tflite_runtime", "2.14")}
 DISTRIBUTIONS = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}
+UNKNOWN = "unknown"  # lowest_runtimes: an op the table has not measured
 OPCODE_ERROR = re.compile(r"builtin opcode '(?P<op>\w+)' version '(?P<version>\d+)'")
 
 
@@ -63,12 +67,23 @@ def unsupported(ops: dict, runtime: str, version: str | None) -> list:
     return [(op, needed, limits[op]) for op, needed in sorted(ops.items()) if op in limits and needed > limits[op]]
 
 
+def unknown_ops(ops: dict, runtime: str, version: str | None) -> list:
+    """The ops in OPS that the table for RUNTIME VERSION has not measured (empty when no table bounds it)."""
+    limits = limits_for(runtime, version)
+    if not limits:
+        return []
+    return sorted(op for op in ops if op not in limits)
+
+
 def lowest_runtimes(ops: dict) -> dict:
-    """-> {runtime module: lowest measured version that runs every op in OPS, or None when none does}."""
+    """-> {runtime module: lowest measured version that runs every op in OPS; None when none does; UNKNOWN when
+    an op is not in the runtime's table, so nothing vouches for it}."""
     result = {}
     for runtime, versions in MAX_OP_VERSIONS.items():
-        able = [v for v, limits in versions.items() if all(n <= limits.get(op, n) for op, n in ops.items())]
-        result[runtime] = min(able, key=_key) if able else None
+        measured = [v for v, limits in versions.items() if all(op in limits for op in ops)]
+        able = [v for v in measured if all(n <= versions[v][op] for op, n in ops.items())]
+        too_new = any(op in limits and n > limits[op] for limits in versions.values() for op, n in ops.items())
+        result[runtime] = min(able, key=_key) if able else None if too_new else UNKNOWN
     return result
 
 

@@ -3,7 +3,7 @@
 Real parts throughout: TensorFlow training on conftest's tiny generated set, the TFLite converter, the device's
 interpreter loader, real folders, symlinks and file permissions. Two things are provoked rather than waiting for
 them to happen: a failure while the bundle is exported (export_bundle replaced by one that raises ENOSPC, as a
-full disk would) and a parity failure (a threshold no model can meet, min agreement 101%).
+full disk would) and a parity failure (a threshold no model can meet, min agreement 101% on every image).
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def converted(tiny_bundle, tmp_path) -> Path:
 
 def test_failed_parity_leaves_the_previous_models_manifest_and_report_and_keeps_the_try(converted, capsys):
     before = tree_digest(converted)
-    impossible = Thresholds(min_agreement={"float32": 1.01})
+    impossible = Thresholds(min_agreement={"float32": 1.01}, confident_margin=0.0)  # every image counts
     report = convert_bundle(converted, formats="float32", thresholds=impossible, progress=False, log=quiet)
     assert not report.passed
     assert tree_digest(converted) == before  # tflite/, manifest.json, parity.md: byte-identical
@@ -320,3 +320,28 @@ def test_a_conversion_never_clears_an_interrupted_training_run(tmp_path):
     with layout.Stage(bundle) as staging:  # what convert does
         (staging / layout.PARITY_MD).write_text("new")
     assert (run / "state.json").read_text() == '{"epochs_done": 2}'
+
+
+def test_a_symlinked_bundle_is_written_where_it_points_time_after_time(tmp_path):
+    """artifacts/rps -> /elsewhere/rps-v3 (a bundle kept on a bigger disk): each staged write goes beside the
+    link's target and the link keeps pointing at it. The first write used to swap the link itself out (the
+    bundle became a folder beside a stale target) and the second failed: 'Cannot call rmtree on a symbolic
+    link'."""
+    target = tmp_path / "disk" / "rps-v3"
+    (target / layout.TFLITE_DIR).mkdir(parents=True)
+    (target / layout.MANIFEST).write_text("version 1")
+    link = tmp_path / "artifacts" / "rps"
+    link.parent.mkdir()
+    link.symlink_to(target)
+    for version in (2, 3):
+        with layout.Stage(link) as staging:
+            assert staging == layout.staging_path(link) and staging.parent == target.parent
+            (staging / layout.MANIFEST).unlink()
+            (staging / layout.MANIFEST).write_text(f"version {version}")
+        assert link.is_symlink() and link.resolve() == target.resolve()
+        assert (target / layout.MANIFEST).read_text() == f"version {version}"
+        assert siblings(link) == ["rps"] and siblings(target) == ["rps-v3"]
+    # the link and its target are one bundle: a writer through either name excludes the other
+    with layout.Stage(link):
+        with pytest.raises(layout.StageError, match="being written by another edgecam command"):
+            layout.Stage(target).open()

@@ -117,3 +117,57 @@ def test_tables_bound_older_runtimes_and_leave_newer_ones_alone():
     message = explain_opcode_error(interpreter_error, "model_dynamic.tflite", "tflite_runtime", "2.14.0", "b")
     assert "FULLY_CONNECTED version 12 (it runs up to version 10)" in message
     assert "python -m convert b --target-runtime tflite-runtime-2.14" in message
+
+
+# ---- every offered architecture's ops are measured (issue 19 item 19) -----------------------------------
+@pytest.fixture(scope="module")
+def mobilenet(tiny_data_dir, tiny_calibration_dir, tmp_path_factory) -> Path:
+    """MobileNetV2 alpha 0.35 at 32 px, random weights (--weights none), one head epoch, converted to float32,
+    int8 as a user would: DEPTHWISE_CONV_2D, ADD, MEAN and more beside the reference CNN's ops."""
+    from convert.api import convert_bundle
+    from train.api import train_bundle
+
+    out = tmp_path_factory.mktemp("opguard") / "mnv2"
+    train_bundle(tiny_data_dir, out, model="mobilenet_v2", alpha=0.35, image_size=32, weights="none",
+                 head_epochs=1, fine_tune_epochs=0, batch_size=32, seed=0, verbose=0)
+    convert_bundle(out, formats="float32,int8", calibration_dir=tiny_calibration_dir, skip_parity=True,
+                   progress=False, log=lambda line: None)
+    return out
+
+
+def test_a_mobilenet_bundle_has_every_op_measured_and_runs_where_its_manifest_says(mobilenet, tiny_data_dir):
+    """The table used to know the reference CNN's 7 ops only, and a MobileNet bundle was recorded as fine on
+    tflite-runtime 2.14 with most of its ops unchecked."""
+    models = manifest_models(mobilenet)
+    assert {"DEPTHWISE_CONV_2D", "ADD", "MEAN"} <= set(models["int8"]["ops"])
+    for fmt in ("float32", "int8"):
+        for runtime, versions in MAX_OP_VERSIONS.items():
+            for version, limits in versions.items():
+                assert set(models[fmt]["ops"]) <= set(limits), (fmt, runtime, version)
+        assert models[fmt]["min_runtimes"] == lowest_runtimes(models[fmt]["ops"])
+        assert "unknown" not in models[fmt]["min_runtimes"].values(), fmt
+    assert models["int8"]["min_runtimes"] == {"ai_edge_litert": "2.3", "tflite_runtime": "2.14"}
+    if not TFLITE_PYTHON.exists():
+        pytest.skip("no .venv-tflite here (make compat builds it): the table was checked, the model not run on 2.14")
+    runs = run_device(mobilenet, "int8", "--source", f"images:{tiny_data_dir / 'test'}", "--once", "--http", "off",
+                      "--max-fps", "0", python=TFLITE_PYTHON)
+    assert runs.returncode == 0, runs.stderr
+    assert len(runs.stdout.splitlines()) == len(list((tiny_data_dir / "test").rglob("*.png")))
+
+
+def test_an_op_the_table_has_not_measured_is_unknown_not_fine(mobilenet, converted, tmp_path, monkeypatch):
+    from convert.api import convert_bundle
+    from convert.errors import ConvertError
+
+    ops = manifest_models(mobilenet)["int8"]["ops"]
+    assert lowest_runtimes({**ops, "NEW_OP": 1}) == {"ai_edge_litert": "unknown", "tflite_runtime": "unknown"}
+    assert lowest_runtimes({**ops, "NEW_OP": 1, "FULLY_CONNECTED": 99})["tflite_runtime"] is None  # known too new
+    limits = {op: n for op, n in MAX_OP_VERSIONS["tflite_runtime"]["2.14"].items() if op != "MAX_POOL_2D"}
+    monkeypatch.setitem(MAX_OP_VERSIONS["tflite_runtime"], "2.14", limits)  # as if it had not been measured
+    bundle = copy_bundle(converted, tmp_path / "unmeasured")  # the small CNN: cheaper to convert than a MobileNet
+    with pytest.raises(ConvertError, match=r"The float32 model uses MAX_POOL_2D, whose versions "
+                                           r"device/opversions.py has not measured for tflite-runtime-2.14.*"
+                                           r"make op-versions"):
+        convert_bundle(bundle, formats="float32", skip_parity=True, progress=False, log=lambda line: None,
+                       target_runtime="tflite-runtime-2.14")
+    assert manifest_models(bundle)["float32"] == manifest_models(converted)["float32"]  # nothing written

@@ -6,6 +6,7 @@ The command line (train/cli.py) is a thin layer over this function; tests call i
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -22,7 +23,16 @@ from typing import Optional
 import numpy as np
 
 from device import layout
-from device.manifest import DatasetInfo, InputSpec, Manifest, ManifestError, load_manifest, manifest_path, save_manifest
+from device.manifest import (
+    DatasetInfo,
+    InputSpec,
+    Manifest,
+    ManifestError,
+    atomic_write_text,
+    load_manifest,
+    manifest_path,
+    save_manifest,
+)
 from train import starting
 from train.dataset import DataError, make_dataset
 from train.phases import best_epoch_callback, fit_phases
@@ -82,7 +92,7 @@ class BundleExistsError(ValueError):
 def run_state(out: Path) -> Path:
     """Where an in-progress run keeps its progress: its staging folder beside the bundle (see device/layout.py),
     so the bundle in OUT stays as it was until the new one is exported, and --resume finds the run there."""
-    return layout.staging_path(out, run_purpose()) / layout.CHECKPOINTS / "state.json"
+    return layout.staging_path(out, run_purpose()) / layout.CHECKPOINTS / RUN_STATE
 
 
 def run_purpose() -> str:
@@ -226,28 +236,93 @@ def _callbacks(out: Path, options: TrainOptions, state: dict, validation_images:
     import keras
 
     class EpochState(keras.callbacks.Callback):
-        """Save the full model (weights + optimizer) and the epoch reached after every epoch, atomically,
-        so that --resume loses no finished epoch even after a kill -9."""
+        """Record the epoch (see save_epoch) so that --resume loses no finished epoch even after a kill -9."""
 
         def on_epoch_end(self, epoch, logs=None):
-            checkpoint = out / layout.CHECKPOINTS
-            checkpoint.mkdir(parents=True, exist_ok=True)
-            temporary = checkpoint / "last.tmp.keras"
-            self.model.save(temporary)
-            os.replace(temporary, checkpoint / "last.keras")
-            state["epochs_done"] = epoch + 1  # best epoch and wait: BestEpoch, which runs before this
-            (checkpoint / "state.tmp.json").write_text(json.dumps(state, indent=2))
-            os.replace(checkpoint / "state.tmp.json", checkpoint / "state.json")
-            delay = float(os.environ.get("EDGECAM_TEST_EPOCH_DELAY", "0") or 0)  # tests: widen the kill window
-            if delay:
-                time.sleep(delay)
+            save_epoch(self.model, out / layout.CHECKPOINTS, state, epoch, logs or {})
+            publish_run(out, state)
 
     return [
-        keras.callbacks.CSVLogger(str(out / layout.HISTORY), append=options.resume),
         keras.callbacks.TensorBoard(log_dir=str(out / layout.LOGS)),
-        best_epoch_callback(out, options.patience, state, validation_images),  # checkpoint choice + early stop
+        best_epoch_callback(options.patience, state, validation_images),  # checkpoint choice + early stop
         EpochState(),
     ]
+
+
+# ---- the run's record: checkpoints/state.json and the files it names ------------------------------------------
+RUN_STATE = "state.json"
+LAST_CHECKPOINT = "last.keras"
+BEST_CHECKPOINT = "best.keras"
+
+
+def save_epoch(model, checkpoints: Path, state: dict, epoch: int, logs: dict) -> None:
+    """The epoch's record, committed by one rename. The model after this epoch goes to a new file
+    (epoch-NNNN.keras, weights and optimizer), then state.json - epochs done, every epoch's history row, the
+    best-epoch scores, and which epoch files are the last and the best - replaces the previous one. A kill before
+    that rename leaves the previous record whole (the new file is an orphan that publish_run removes); after it,
+    everything else is derived from state.json (publish_run)."""
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    name = f"epoch-{epoch + 1:04d}.keras"
+    temporary = checkpoints / f"saving-{name}"  # Keras insists on the .keras suffix
+    model.save(temporary)
+    os.replace(temporary, checkpoints / name)
+    state["history"] = [row for row in state.get("history", []) if row["epoch"] < epoch]
+    state["history"].append({"epoch": epoch, **{key: float(value) for key, value in sorted(logs.items())}})
+    state.update(epochs_done=epoch + 1, last=name)
+    if state.get("best_epoch") == epoch + 1:  # BestEpoch, which runs before this, found it better
+        state["best"] = name
+    atomic_write_text(checkpoints / RUN_STATE, json.dumps(state, indent=2))
+
+
+def publish_run(out: Path, state: dict) -> None:
+    """Make what is derived from the committed record (save_epoch) agree with it: history.csv, last.keras and
+    best.keras (hard links of the epoch files state.json names), and no other epoch file. Runs after every
+    commit and when --resume starts, so a kill between a commit and this leaves nothing --resume does not mend."""
+    checkpoints = out / layout.CHECKPOINTS
+    write_history(out / layout.HISTORY, state.get("history", []))
+    for alias, key in ((LAST_CHECKPOINT, "last"), (BEST_CHECKPOINT, "best")):
+        if state.get(key) and (checkpoints / state[key]).is_file():
+            _replace_by_link(checkpoints / state[key], checkpoints / alias)
+    named = {state.get("last"), state.get("best")}
+    for stale in checkpoints.glob("*epoch-*.keras*"):
+        if stale.name not in named:
+            stale.unlink()
+
+
+def write_history(path: Path, rows: list) -> None:
+    """history.csv, as Keras's CSVLogger writes it (epoch, then the metrics in name order), replaced whole."""
+    columns = ["epoch"] + sorted({key for row in rows for key in row} - {"epoch"})
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())
+
+
+def _replace_by_link(source: Path, target: Path) -> None:
+    temporary = target.with_name(f".{target.name}.tmp")
+    temporary.unlink(missing_ok=True)
+    try:
+        os.link(source, temporary)
+    except OSError:  # a file system without hard links
+        shutil.copy2(source, temporary)
+    os.replace(temporary, target)
+
+
+def _resumed_state(checkpoints: Path, history_csv: Path) -> dict:
+    """state.json of the run --resume continues; a run an earlier version left has no history in it: its
+    finished epochs' rows are taken from history.csv."""
+    state = json.loads((checkpoints / RUN_STATE).read_text())
+    if "history" not in state and history_csv.is_file():
+        with open(history_csv, newline="") as stream:
+            rows = [{key: float(value) if key != "epoch" else int(value) for key, value in row.items() if value}
+                    for row in csv.DictReader(stream)]
+        state["history"] = [row for row in rows if row["epoch"] < int(state.get("epochs_done", 0))]
+    if "last" not in state and (checkpoints / LAST_CHECKPOINT).is_file():
+        state["last"] = LAST_CHECKPOINT
+    if "best" not in state and (checkpoints / BEST_CHECKPOINT).is_file():
+        state["best"] = BEST_CHECKPOINT
+    return state
 
 
 def train_bundle(data_dir, out_dir, **overrides) -> Path:
@@ -320,13 +395,14 @@ def _train(folder, work: Path, options: TrainOptions, start):
     checkpoints = work / layout.CHECKPOINTS
     state: dict = {"options": asdict(options), "data": str(folder.root), "epochs_done": 0}
     initial_epoch = 0
-    last = checkpoints / "last.keras"
+    last = checkpoints / LAST_CHECKPOINT
     if options.resume:
-        state = json.loads((checkpoints / "state.json").read_text())
+        state = _resumed_state(checkpoints, work / layout.HISTORY)
+        publish_run(work, state)  # a kill after the last commit may have left the derived files behind it
         initial_epoch = int(state.get("epochs_done", 0)) if last.is_file() else 0
     else:  # mark the run at once, so a crash in epoch 1 leaves a run that --resume accepts
         checkpoints.mkdir(parents=True, exist_ok=True)
-        (checkpoints / "state.json").write_text(json.dumps(state, indent=2))
+        atomic_write_text(checkpoints / RUN_STATE, json.dumps(state, indent=2))
     with strategy.scope():
         if initial_epoch:
             model = keras.models.load_model(last)
@@ -356,7 +432,7 @@ def _train(folder, work: Path, options: TrainOptions, start):
     # Export the best epoch (by validation accuracy, ties by validation loss), not merely the last one.
     # Multi-worker: always a file, so that the chief alone never runs the distributed model (its collectives
     # would wait for the others).
-    best = checkpoints / "best.keras"
+    best = checkpoints / BEST_CHECKPOINT
     if best.is_file():
         model = keras.models.load_model(best)
     elif options.strategy == "multi-worker" and last.is_file():

@@ -24,10 +24,11 @@ def better(accuracy: float, loss: float, best_accuracy: float, best_loss: float,
     return accuracy >= best_accuracy - tolerance and loss < best_loss
 
 
-def best_epoch_callback(out, patience: int, state: dict, validation_images: int):
-    """Save checkpoints/best.keras on every better epoch (see module doc) and stop after PATIENCE epochs without
-    one. The best scores and the wait live in STATE (saved by the caller's per-epoch state file), so --resume
-    continues the same comparison."""
+def best_epoch_callback(patience: int, state: dict, validation_images: int):
+    """Mark every better epoch in STATE (see module doc) and stop after PATIENCE epochs without one. The best
+    scores, the best epoch and the wait live in STATE, which the caller's epoch record (train/api.py save_epoch,
+    the next callback) commits together with that epoch's model, so --resume continues the same comparison and
+    checkpoints/best.keras is always the model of the epoch STATE names."""
     import keras
 
     tolerance = 0.5 / max(1, validation_images)
@@ -42,9 +43,6 @@ def best_epoch_callback(out, patience: int, state: dict, validation_images: int)
             if better(float(accuracy), loss, state.get("best_val_accuracy", -1.0),
                       state.get("best_val_loss", math.inf), tolerance):
                 state.update(best_val_accuracy=float(accuracy), best_val_loss=loss, best_epoch=epoch + 1, wait=0)
-                checkpoint = out / "checkpoints"
-                checkpoint.mkdir(parents=True, exist_ok=True)
-                self.model.save(checkpoint / "best.keras")
             else:
                 state["wait"] = state.get("wait", 0) + 1
                 if state["wait"] >= patience:
