@@ -43,7 +43,7 @@ from device.manifest import (
 DEPLOY_DIR = Path(__file__).resolve().parent
 DEVICE_DIR = Path(device.__file__).resolve().parent
 DEFAULT_REQUIREMENTS = DEPLOY_DIR / "requirements-pi.txt"
-DEFAULT_MODELS = ("int8", EDGETPU_FORMAT)  # those of these the bundle has
+DEFAULT_MODELS = ("int8", EDGETPU_FORMAT)  # always shipped when the bundle has them (others: when their parity passed)
 SKIPPED_NAMES = {"__pycache__", ".pytest_cache", ".DS_Store"}
 SKIPPED_SUFFIXES = (".pyc", ".pyo", ".swp", "~")
 FIXED_MTIME = 1_700_000_000  # 2023-11-14: reproducible archives
@@ -68,8 +68,13 @@ def choose_models(manifest, requested: list | None, bundle: Path) -> list:
     """The model formats to ship: ``requested`` (all must exist), ``["all"]``, or the defaults present."""
     available = sorted(manifest.models, key=MODEL_FORMATS.index)
     if requested in (None, []):
-        chosen = [fmt for fmt in DEFAULT_MODELS if fmt in manifest.models]
-        if not chosen:
+        # int8 (and the Edge TPU model), plus every other format whose own parity passed: the device's tuner
+        # (device/tune.py) picks the fastest of them on the device itself, so it needs them to choose from
+        from device.tune import exclusions
+
+        passed = {fmt for fmt, why in exclusions(manifest, edgetpu=True).items() if why is None}
+        chosen = [fmt for fmt in available if fmt in DEFAULT_MODELS or fmt in passed]
+        if not any(fmt in manifest.models for fmt in DEFAULT_MODELS):
             raise BundleError(
                 f"{bundle / MANIFEST} lists no int8 model (it has: {', '.join(available) or 'none'}). "
                 f"Convert the bundle first (make convert, or python -m convert {bundle}), or pick models "
@@ -220,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="archive to write, e.g. dist/edgecam-device-NAME.tar.gz")
     parser.add_argument("--models", default="",
                         help="comma-separated formats to ship (int8,float32,...) or 'all' (default: int8 and "
-                             "int8_edgetpu, those of them the bundle has)")
+                             "int8_edgetpu when the bundle has them, and every other format whose parity passed, "
+                             "for the device's tuner to choose from)")
     parser.add_argument("--requirements", default=str(DEFAULT_REQUIREMENTS), help="device requirements file (default: deploy/requirements-pi.txt)")
     parser.add_argument("--wheelhouse", default=None,
                         help="folder of .whl files to ship for an offline install (install.sh then uses "

@@ -181,9 +181,23 @@ def test_archive_holds_the_device_side_only_and_stays_small(bundle, archive, tmp
     assert all(name.startswith(f"{top}/") for name in names[1:])
     assert members[f"{top}/install.sh"].mode == 0o755
     manifest = json.loads(unpack(archive, tmp_path).joinpath("bundle/manifest.json").read_text())
-    assert sorted(manifest["models"]) == ["int8"]  # the device's manifest lists only what it ships
-    model_bytes = members[f"{top}/bundle/tflite/model_int8.tflite"].size
+    source = json.loads((bundle / "manifest.json").read_text())
+    passed = {fmt for fmt, entry in source["models"].items() if entry.get("parity") == "passed"}
+    # int8 and every format whose parity passed (the device's tuner chooses among them); the device's manifest
+    # lists only what it ships
+    assert len(passed) > 1 and sorted(manifest["models"]) == sorted(passed | {"int8"})
+    assert all(f"bundle/{entry['file']}" in files for entry in manifest["models"].values())
+    model_bytes = sum(members[f"{top}/bundle/{entry['file']}"].size for entry in manifest["models"].values())
     assert archive.stat().st_size - model_bytes < 200 * 1024, "the archive without models must stay well under 1 MB"
+
+
+def test_a_format_whose_parity_failed_is_not_shipped_by_default(bundle, tmp_path):
+    copy = Path(shutil.copytree(bundle, tmp_path / "bundle"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["models"]["float32"]["parity"] = "failed"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    shipped = build_archive(copy, tmp_path / "a.tar.gz")["models"]
+    assert "float32" not in shipped and "int8" in shipped
 
 
 def test_archive_is_reproducible_and_carries_the_pi_requirements(bundle, tmp_path):
