@@ -168,7 +168,9 @@ def test_output_flags_default_from_the_environment_file_variables(monkeypatch):
 
     monkeypatch.setenv("EDGECAM_MQTT", "mqtt://broker.local")
     monkeypatch.setenv("EDGECAM_WEBHOOK", "http://127.0.0.1:1880/edgecam")
+    monkeypatch.setenv("EDGECAM_NAME", "Front door")
     settings = from_arguments(build_parser().parse_args(["--bundle", "b"]))
+    assert settings.name == "Front door"
     assert settings.mqtt == "mqtt://broker.local" and settings.webhook == "http://127.0.0.1:1880/edgecam"
     assert settings.ha_discovery is True and settings.mqtt_emit == "change" and settings.mqtt_qos == 0
     settings = from_arguments(build_parser().parse_args(["--bundle", "b", "--mqtt", "mqtts://other:8883",
