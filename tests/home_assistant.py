@@ -29,9 +29,13 @@ from outputs_helpers import free_port, wait_for
 
 VERSION = "2024.3.3"
 # homeassistant itself, josepy<2 (acme, which HA imports, breaks on josepy 2), and the pinned requirements of
-# the integrations configured below (mqtt, recorder; http's are homeassistant's own dependencies)
+# the integrations it sets up here: the ones it always loads (frontend, person, backup, ...: the frontend is
+# critical, without it Home Assistant starts in recovery mode), and mqtt, recorder, history
 REQUIREMENTS = [f"homeassistant=={VERSION}", "josepy<2", "paho-mqtt==1.6.1", "SQLAlchemy==2.0.27",
-                "fnv-hash-fast==0.5.0", "psutil-home-assistant==0.0.1"]
+                "fnv-hash-fast==0.5.0", "psutil-home-assistant==0.0.1", "janus==1.0.0", "Pillow==10.2.0",
+                "home-assistant-frontend==20240307.0", "ifaddr==0.2.0", "securetar==2024.2.1", "PyTurboJPEG==1.7.1",
+                "numpy==1.26.0"]  # camera (MQTT's camera platform loads it)
+CONSTRAINTS = Path(__file__).with_name("home_assistant_constraints.txt")  # every version pinned: no backtracking
 CACHE = Path(os.environ.get("EDGECAM_CACHE") or Path.home() / ".cache" / "edgecam")
 VENV = CACHE / f"ha-venv-{VERSION}"
 INSTALL_TIMEOUT_S = 900
@@ -62,11 +66,9 @@ def home_assistant_python() -> Path:
         shutil.rmtree(building, ignore_errors=True)
         started = time.monotonic()
         subprocess.run([base, "-m", "venv", str(building)], check=True, capture_output=True, timeout=120)
-        for group in (REQUIREMENTS[:2], REQUIREMENTS[2:]):  # in one go, pip backtracks through old sdists
-            install = subprocess.run([str(building / "bin" / "python"), "-m", "pip", "install", "-q", *group],
-                                     capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
-            if install.returncode != 0:
-                break
+        install = subprocess.run([str(building / "bin" / "python"), "-m", "pip", "install", "-q", "-c",
+                                  str(CONSTRAINTS), *REQUIREMENTS],
+                                 capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
         if install.returncode != 0:
             shutil.rmtree(building, ignore_errors=True)
             said = [line for line in install.stderr.splitlines() if line.strip() and not line.startswith("WARNING")]

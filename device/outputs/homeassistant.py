@@ -29,7 +29,12 @@ from device import __version__
 
 UNSURE = "uncertain"  # the label sensor's state for the daemon's "unknown": never HA's own "unknown"
 ORIGIN = {"name": "edgecam", "sw_version": __version__}
-STATE_TEMPLATE = "{{ value_json.label }}"
+
+
+def from_json(expression: str) -> str:
+    """A value template that renders nothing for a payload that is not JSON (an emptied retained topic, e.g.
+    while --ha-remove clears them): Home Assistant ignores empty output instead of logging a template error."""
+    return "{% if value_json is defined %}{{ " + expression + " }}{% endif %}"
 
 
 def slug(text: str) -> str:
@@ -93,7 +98,7 @@ def discovery(prefix: str, topic: str, name: str, labels: list, machine: str, mo
         device["configuration_url"] = url
     common = {"device": device, "origin": ORIGIN}
     unsure = unsure_value(labels)
-    label_template = "{{ %s if value_json.label == 'unknown' else value_json.label }}" % json.dumps(unsure)
+    label_template = from_json("%s if value_json.label == 'unknown' else value_json.label" % json.dumps(unsure))
     sensor, binary = f"{prefix}/sensor/{node}", f"{prefix}/binary_sensor/{node}"
     configs = {
         f"{sensor}/label/config": {
@@ -102,27 +107,27 @@ def discovery(prefix: str, topic: str, name: str, labels: list, machine: str, mo
             "icon": "mdi:eye", **working, **common},
         f"{sensor}/confidence/config": {
             "name": "Confidence", "unique_id": f"{node}_confidence", "state_topic": f"{topic}/state",
-            "value_template": "{{ (value_json.confidence * 100) | round(1) }}", "unit_of_measurement": "%",
+            "value_template": from_json("(value_json.confidence * 100) | round(1)"), "unit_of_measurement": "%",
             "state_class": "measurement", "suggested_display_precision": 1, "icon": "mdi:percent",
             **working, **common},
     }
     for label in labels:
         configs[f"{binary}/{slug(label)}/config"] = {
             "name": f"Sees {label}", "unique_id": f"{node}_{slug(label)}", "state_topic": f"{topic}/state",
-            "value_template": "{{ 'ON' if value_json.label == %s else 'OFF' }}" % json.dumps(label),
+            "value_template": from_json("'ON' if value_json.label == %s else 'OFF'" % json.dumps(label)),
             "payload_on": "ON", "payload_off": "OFF", "icon": "mdi:eye-check", **working, **common}
     status = f"{topic}/status"
     diagnostics = {
-        "fps": {"name": "Frames a second", "state_topic": status, "value_template": "{{ value_json.fps }}",
+        "fps": {"name": "Frames a second", "state_topic": status, "value_template": from_json("value_json.fps"),
                 "unit_of_measurement": "fps", "state_class": "measurement", "icon": "mdi:speedometer"},
         "camera": {"name": "Camera", "state_topic": status, "icon": "mdi:camera",
-                   "value_template": "{{ value_json.source.state }}"},
+                   "value_template": from_json("value_json.source.state")},
         "model": {"name": "Model", "state_topic": status, "icon": "mdi:brain",
-                  "value_template": "{{ value_json.model.sha256[:12] if value_json.model else 'none' }}"},
+                  "value_template": from_json("value_json.model.sha256[:12] if value_json.model else 'none'")},
         "head": {"name": "Head revision", "state_topic": status, "icon": "mdi:source-branch",
-                 "value_template": "{{ value_json.head.revision if value_json.head else 0 }}"},
+                 "value_template": from_json("value_json.head.revision if value_json.head else 0")},
         "error": {"name": "Last error", "state_topic": status, "icon": "mdi:alert-circle-outline",
-                  "value_template": "{{ (value_json.problem or value_json.errors or 'none') | truncate(250) }}"},
+                  "value_template": from_json("(value_json.problem or value_json.errors or 'none') | truncate(250)")},
     }
     for key, config in diagnostics.items():
         configs[f"{sensor}/{key}/config"] = {**config, "unique_id": f"{node}_{key}", **diagnostic, **common}

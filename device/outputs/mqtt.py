@@ -259,11 +259,12 @@ class MqttOutput(Output):
             return
         self.connects += 1
         self.sessions += 1
+        # health first: the retained "online" of a process killed while working must not show its old state
+        client.publish(f"{self.topic}/health", "online" if self.working[0] else "offline", qos=1, retain=True)
         client.publish(f"{self.topic}/availability", "online", qos=1, retain=True)
         if self.settings.ha_discovery:
             for topic, payload in self.configs().items():
                 client.publish(topic, json.dumps(payload), qos=1, retain=True)
-        client.publish(f"{self.topic}/health", "online" if self.working[0] else "offline", qos=1, retain=True)
         if self.state is not None:
             client.publish(f"{self.topic}/state", self.state, qos=self.qos, retain=True)
         if self.connects > 1:
@@ -348,7 +349,7 @@ class MqttOutput(Output):
         healthy, reason = self.context.health()
         if not healthy:
             return False, reason or "not healthy"
-        if self.frame_at is None:
+        if self.frame_at is None or self.state is None:  # working once this run's first state is out
             return False, "starting: no frame classified yet"
         idle = time.monotonic() - self.frame_at
         if idle > self.stall_s:
@@ -448,10 +449,14 @@ def remove_home_assistant(settings, name: str, labels: list, model: str = "") ->
     client.unsubscribe(f"{settings.ha_discovery_prefix}/+/{node}/+/config")
     configs = {item for item, held in found.items() if held}
     configs |= set(discovery(settings.ha_discovery_prefix, topic, device, labels, machine_id(), model))
-    topics = sorted(configs) + [f"{topic}/{part}" for part in ("state", "availability", "health", "status")]
-    infos = [client.publish(item, b"", qos=1, retain=True) for item in topics]
-    for info in infos:
-        info.wait_for_publish(timeout=5)
+
+    def empty(topics: list) -> None:
+        for info in [client.publish(item, b"", qos=1, retain=True) for item in topics]:
+            info.wait_for_publish(timeout=5)
+
+    empty(sorted(configs))
+    time.sleep(1.0)  # Home Assistant removes the entities before the topics they read are emptied
+    empty([f"{topic}/{part}" for part in ("state", "health", "status", "availability")])
     client.disconnect()
     client.loop_stop()
     print(f"edgecam: removed {len(configs)} Home Assistant entities of {device!r} and the retained topics of "
