@@ -373,3 +373,34 @@ def test_a_broker_that_never_reads_leaves_inference_fps_unchanged(bundle, images
         plain.kill()
         blocked.kill()
         silent.close()
+
+
+def test_a_stalled_pipeline_turns_health_off_and_a_frame_turns_it_back_on(broker, monkeypatch):
+    """A hung invoke or a model whose every frame fails: the daemon says healthy (the camera delivers) but no
+    frame reaches the outputs. The MQTT output notices within its stall time (shortened here)."""
+    from device.outputs import OutputContext, open_outputs
+    from device.outputs import mqtt as module
+    from device.outputs.settings import OutputSettings
+
+    monkeypatch.setattr(module, "STALL_S", 1.0)
+    subscriber = Subscriber(broker)
+    output = module.MqttOutput(OutputSettings(mqtt=broker.url, mqtt_topic="edgecam/stall", mqtt_status_interval=0))
+    status = {"state": "running", "source": {"state": "ok", "error": None}}
+    outputs = open_outputs([output], OutputContext(name="stall", labels=["a", "b"], status=lambda: dict(status),
+                                                   health=lambda: (True, None)))
+    try:
+        assert subscriber.wait("edgecam/stall/health", lambda p: p == "offline", 5)  # no frame yet
+        outputs.result({"frame": 1, "label": "a", "confidence": 0.9})
+        assert subscriber.wait("edgecam/stall/health", lambda p: p == "online", 5)
+        started = time.monotonic()
+        stalled = subscriber.wait("edgecam/stall/status", lambda p: (json.loads(p)["problem"] or "").startswith(
+            "no frame classified"), 10)
+        assert stalled and 1.0 <= time.monotonic() - started < 5
+        assert subscriber.on("edgecam/stall/health")[-1][0] == "offline"
+        outputs.result({"frame": 2, "label": "a", "confidence": 0.9})
+        count = len(subscriber.on("edgecam/stall/health"))
+        assert wait_for(lambda: subscriber.on("edgecam/stall/health")[count:], 5)
+        assert subscriber.on("edgecam/stall/health")[-1][0] == "online"
+    finally:
+        outputs.close()
+        subscriber.close()
