@@ -209,7 +209,7 @@ class Daemon:
         manifest, model = self.classifier.manifest, self.classifier.model
         self.outputs = open_outputs(configure(self.options) if chosen is None else chosen, OutputContext(
             name=manifest.name, labels=self.classifier.labels, model=f"{model.format} on {model.runtime}",
-            status=self.status, hub=self.hub, stdout=self.stdout))
+            status=self.status, health=self.healthy, hub=self.hub, stdout=self.stdout))
 
     # ---- state ---------------------------------------------------------------------------
     def state(self) -> str:
@@ -355,6 +355,8 @@ class Daemon:
             self.event("reload_failed", error=str(error))
         else:
             self.classifier = classifier
+            if self.outputs is not None:  # MQTT discovery follows a taught head, an undo, a release
+                self.outputs.labels(classifier.labels)
             self.errors = None
             if self.teach is not None:
                 self.teach.head_stamp = self.teach.stamp()  # this reload read the store: no second one for it

@@ -24,7 +24,7 @@ def context(**extra):
 
 
 def options(**overrides):
-    values = dict(emit="every", http="off", log_file=None, log_max_bytes=10_000, log_backups=1,
+    values = dict(emit="every", http="off", max_fps=30.0, log_file=None, log_max_bytes=10_000, log_backups=1,
                   log_emit="change", outputs=OutputSettings())
     values.update(overrides)
     return SimpleNamespace(**values)
@@ -168,7 +168,9 @@ def test_output_flags_default_from_the_environment_file_variables(monkeypatch):
 
     monkeypatch.setenv("EDGECAM_MQTT", "mqtt://broker.local")
     monkeypatch.setenv("EDGECAM_WEBHOOK", "http://127.0.0.1:1880/edgecam")
+    monkeypatch.setenv("EDGECAM_NAME", "Front door")
     settings = from_arguments(build_parser().parse_args(["--bundle", "b"]))
+    assert settings.name == "Front door"
     assert settings.mqtt == "mqtt://broker.local" and settings.webhook == "http://127.0.0.1:1880/edgecam"
     assert settings.ha_discovery is True and settings.mqtt_emit == "change" and settings.mqtt_qos == 0
     settings = from_arguments(build_parser().parse_args(["--bundle", "b", "--mqtt", "mqtts://other:8883",
@@ -219,3 +221,71 @@ def test_mqtt_without_paho_says_how_to_install_it(monkeypatch):
         output.open(context())
     with pytest.raises(ValueError, match="--mqtt-ca is for mqtts://"):
         MqttOutput(OutputSettings(mqtt="mqtt://127.0.0.1:1", mqtt_ca="/etc/hostname"))
+
+
+class Stubborn(Output):
+    """A write that ignores interrupt() and goes on for a while (a write to a stuck disk): records whether
+    the output was closed while that write was still running."""
+    name = "stubborn"
+
+    def __init__(self):
+        super().__init__("every")
+        self.inside = threading.Event()
+        self.release = threading.Event()
+        self.closed = threading.Event()
+        self.writing = False
+        self.closed_during_write = None
+
+    def write_result(self, result):
+        self.writing = True
+        self.inside.set()
+        self.release.wait(10)
+        self.writing = False
+
+    def close(self):
+        self.closed_during_write = self.writing
+        self.closed.set()
+
+
+def test_close_never_closes_an_output_while_its_worker_is_inside_a_write():
+    stubborn = Stubborn()
+    outputs = open_outputs([stubborn], context())
+    outputs.result(results("rock")[0])
+    assert stubborn.inside.wait(5)
+    started = time.monotonic()
+    outputs.close(seconds=0.1)
+    assert time.monotonic() - started < 1.0  # shutdown stays bounded
+    assert not stubborn.closed.is_set()  # not under the write's feet
+    stubborn.release.set()
+    assert stubborn.closed.wait(5)  # the worker closes it once the write returned
+    assert stubborn.closed_during_write is False
+    assert outputs.channels[0].state == "closed"
+
+
+def test_mqtt_topic_and_name_must_be_publishable():
+    """--mqtt-topic 'edgecam/#' used to start, say MQTT ok in /status, and drop every result."""
+    from device.outputs.mqtt import MqttOutput
+
+    for topic, why in [("edgecam/#", "wildcards"), ("edgecam/+/x", "wildcards"), ("edgecam/\nx", "control"),
+                       ("edgecam//x", "empty level"), ("edgecam/", "empty level"), ("", "empty"),
+                       ("$SYS/x", "belong to the broker")]:
+        with pytest.raises(ValueError, match=f"--mqtt-topic.*{why}.*e.g. edgecam/kitchen"):
+            MqttOutput(OutputSettings(mqtt="mqtt://127.0.0.1:1", mqtt_topic=topic))
+    assert MqttOutput(OutputSettings(mqtt="mqtt://127.0.0.1:1", mqtt_topic="edgecam/kitchen-1.a_b")).topic
+    with pytest.raises(ValueError, match="--name"):
+        MqttOutput(OutputSettings(mqtt="mqtt://127.0.0.1:1", name="two\nlines"))
+
+
+def test_home_assistant_names_and_the_kiosk_address(monkeypatch):
+    import socket
+
+    from device.outputs import homeassistant
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "kitchenpi")
+    assert homeassistant.default_name("edgecam/rps") == "kitchenpi rps"
+    assert homeassistant.kiosk_url("0.0.0.0:8080") == "http://kitchenpi.local:8080/"
+    assert homeassistant.kiosk_url("192.168.1.20:8080") == "http://192.168.1.20:8080/"
+    assert homeassistant.kiosk_url("[fd00::2]:8080") == "http://[fd00::2]:8080/"
+    for loopback in ("127.0.0.1:8080", "localhost:8080", "[::1]:8080", "off", "0.0.0.0:0"):
+        assert homeassistant.kiosk_url(loopback) is None, loopback
+    assert homeassistant.unsure_value(["rock", "uncertain"]) == "uncertain_reading"

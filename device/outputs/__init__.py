@@ -69,6 +69,12 @@ class Outputs:
             if channel.output.takes_status:
                 channel.offer("status", status)
 
+    def labels(self, labels: list) -> None:
+        """The classifier's labels, after a reload (outputs that announce them compare and follow)."""
+        for channel in self.channels:
+            if channel.output.takes_labels:
+                channel.offer("labels", list(labels))
+
     def describe(self) -> dict:
         return {channel.name: channel.describe() for channel in self.channels}
 

@@ -23,6 +23,7 @@ from typing import Callable
 
 log = logging.getLogger("edgecam.outputs")
 EMIT_MODES = ("every", "change", "off")
+INTERRUPT_S = 0.2  # at shutdown, how long a write that was asked to give up may take to return
 
 
 def to_json(payload: dict) -> str:
@@ -54,6 +55,7 @@ class OutputContext:
     labels: list
     model: str = ""
     status: Callable[[], dict] = dict
+    health: Callable[[], tuple] = lambda: (True, None)  # the daemon's healthy(): (bool, reason)
     hub: object = None      # the SSE EventHub
     stdout: object = None   # the stream for JSON lines
     extra: dict = field(default_factory=dict)
@@ -66,6 +68,7 @@ class Output:
     queue_size = 256      # items waiting for the worker before the oldest are dropped
     takes_events = False  # daemon events (start, reload, failures): only outputs that store a log want them
     takes_status = False  # the daemon's status on each state change (the SSE stream wants it)
+    takes_labels = False  # the classifier's labels when they change (a taught head, an undo, a new release)
 
     def __init__(self, emit: str = "every", flag: str = "--emit"):
         self.emitter = Emitter(emit, flag)
@@ -93,6 +96,12 @@ class Output:
     def write_status(self, status: dict) -> None:
         pass
 
+    def write_labels(self, labels: list) -> None:
+        pass
+
+    def interrupt(self) -> None:
+        """Called from another thread at shutdown: make a write that waits (for a broker, a server) give up."""
+
     def close(self) -> None:
         pass
 
@@ -111,6 +120,8 @@ class Channel:
         self.items: collections.deque = collections.deque()
         self.condition = threading.Condition()
         self.closing = False
+        self.writing = False   # the worker is inside a write (guarded by condition)
+        self.abandoned = False # close() gave up waiting: the worker closes the output when its write returns
         self.state = "ok"
         self.written = self.dropped = self.errors = 0
         self.last_error: str | None = None
@@ -136,20 +147,33 @@ class Channel:
 
     def _run(self) -> None:
         writes = {"result": self.output.write_result, "event": lambda item: self.output.write_event(*item),
-                  "status": self.output.write_status}
+                  "status": self.output.write_status, "labels": self.output.write_labels}
         while True:
             with self.condition:
                 while not self.items and not self.closing:
                     self.condition.wait()
-                if not self.items:
+                if not self.items or self.abandoned:
                     return
                 kind, payload = self.items.popleft()
+                self.writing = True
             try:
                 writes[kind](payload)
                 if kind == "result":
                     self.written += 1
             except Exception as error:  # noqa: BLE001 - an output's failure must never reach inference
-                self.fail(error)
+                with self.condition:
+                    self.writing = False
+                    abandoned = self.abandoned
+                if abandoned:  # shutting down: the error came from giving up, not from the output
+                    self.close_output()
+                else:
+                    self.fail(error)
+                return
+            with self.condition:
+                self.writing = False
+                abandoned = self.abandoned
+            if abandoned:
+                self.close_output()
                 return
 
     def count_error(self, error) -> None:
@@ -176,18 +200,39 @@ class Channel:
             self.on_failure(self.name, text)
 
     def close(self, deadline: float) -> None:
-        """Let the worker drain what is queued until ``deadline`` (time.monotonic), then close the output."""
+        """Let the worker drain what is queued until ``deadline`` (time.monotonic), then close the output.
+        An output is never closed while its worker is inside a write: past the deadline the write is asked to
+        give up (``interrupt``) and what is still queued is dropped; a write that goes on regardless closes
+        the output itself when it returns (the worker is a daemon thread: it never holds up the exit)."""
         with self.condition:
             self.closing = True
             self.condition.notify()
         if self.thread.is_alive():
             self.thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        if self.state != "failed":
+        if self.thread.is_alive():
+            with self.condition:
+                self.dropped += len(self.items)
+                self.items.clear()
             try:
-                self.output.close()
-            except Exception as error:  # noqa: BLE001 - shutdown goes on
-                log.warning("output %s did not close cleanly: %s", self.name, error)
-            self.state = "closed"
+                self.output.interrupt()
+            except Exception:  # noqa: BLE001 - shutdown goes on
+                pass
+            self.thread.join(timeout=INTERRUPT_S)
+        with self.condition:
+            if self.writing:
+                self.abandoned = True
+                return
+            self.abandoned = True  # a worker that wakes up now returns without writing
+        self.close_output()
+
+    def close_output(self) -> None:
+        if self.state == "failed":
+            return
+        try:
+            self.output.close()
+        except Exception as error:  # noqa: BLE001 - shutdown goes on
+            log.warning("output %s did not close cleanly: %s", self.name, error)
+        self.state = "closed"
 
     def describe(self) -> dict:
         health = {"connected": None}

@@ -2,14 +2,17 @@
 
 Topics under ``--mqtt-topic`` (default ``edgecam/<bundle name>``):
 
-    <topic>/state          the label, retained (what Home Assistant's sensors read)
+    <topic>/state          {"label": ..., "confidence": ...}, retained: on each label change and every
+                           --mqtt-state-interval seconds while the confidence moves (what HA's sensors read)
     <topic>/result         the JSON result line, on label change (or every frame: --mqtt-emit every)
-    <topic>/availability   online / offline, retained; offline is also the last will (a crash says so)
-    <topic>/status         the daemon's /status every --mqtt-status-interval seconds
+    <topic>/availability   online / offline, retained: the process; offline is also the last will
+    <topic>/health         online / offline, retained: the pipeline (camera delivering, model classifying)
+    <topic>/status         the daemon's /status, retained, every --mqtt-status-interval seconds and on changes
 
-Home Assistant discovery (``--ha-discovery-prefix``, on unless ``--no-ha-discovery``): one device with a
-label sensor, a confidence sensor and one binary_sensor per class ("Sees paper"), all bound to the
-availability topic. ``--ha-remove`` publishes empty configs, which removes them.
+Home Assistant discovery (``--ha-discovery-prefix``, on unless ``--no-ha-discovery``; the configs are in
+device/outputs/homeassistant.py): one device per camera (``--name``). When the labels change (a taught
+head, an undo, SIGHUP, a new release) the configs follow: new classes get theirs, gone classes' configs
+are emptied. ``--ha-remove`` empties every config this camera published, which removes the device.
 
 Reconnects with back-off (1 s to 30 s) while inference goes on; while the broker is away the Channel's
 bounded queue holds the newest messages (``--mqtt-queue``, oldest dropped and counted). A broker that
@@ -23,13 +26,13 @@ import hashlib
 import json
 import logging
 import os
-import re
 import socket
 import threading
+import time
 from urllib.parse import urlsplit
 
-from device import __version__
 from device.outputs.base import Output, to_json
+from device.outputs.homeassistant import default_name, discovery, kiosk_url, node_id, slug
 
 log = logging.getLogger("edgecam.outputs.mqtt")
 CONNECT_WAIT_S = 3.0    # at start, how long to wait for the broker's answer before going on without it
@@ -37,6 +40,9 @@ IN_FLIGHT = 64          # messages handed to paho but not yet on the wire; beyon
 SEND_BUFFER = 32 * 1024 # kernel send buffer: a broker that stops reading holds at most this much (not ~4 MB)
 REFUSED = {4: "bad user name or password", 5: "not authorised", 134: "bad user name or password",
            135: "not authorised"}
+STALL_S = 5.0           # no frame classified for this long (or 5 frame intervals at --max-fps): not working
+WATCH_S = 0.5           # how often the pipeline's health is looked at
+TOPIC_HELP = "use levels of letters, digits, '-', '_' and '.', e.g. edgecam/kitchen"
 CREDENTIALS_HELP = ("put USERNAME:PASSWORD in a file (chmod 600) and pass --mqtt-credentials FILE, or set "
                     "EDGECAM_MQTT_USERNAME and EDGECAM_MQTT_PASSWORD (e.g. in /etc/default/edgecam)")
 
@@ -78,8 +84,32 @@ def load_credentials(path: str | None, environ=None) -> tuple | None:
     return None
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^a-zA-Z0-9_-]+", "_", text).strip("_") or "x"
+def check_topic(topic: str) -> str:
+    """--mqtt-topic must be a topic one can publish to: no wildcards, no empty levels, no control characters."""
+    problem = None
+    if not topic:
+        problem = "it is empty"
+    elif "#" in topic or "+" in topic:
+        problem = "'#' and '+' are subscription wildcards, not a place to publish"
+    elif any(ord(character) < 32 or ord(character) == 127 for character in topic):
+        problem = "it holds a control character (a newline?)"
+    elif "" in topic.split("/"):
+        problem = "it has an empty level (a leading, trailing or double '/')"
+    elif topic.startswith("$"):
+        problem = "topics starting with '$' belong to the broker"
+    elif len(topic.encode("utf-8")) > 1024:
+        problem = "it is longer than 1024 bytes"
+    if problem:
+        raise ValueError(f"--mqtt-topic {topic!r}: {problem}; {TOPIC_HELP}.")
+    return topic
+
+
+def check_name(name: str) -> str:
+    if not name.strip() or any(ord(character) < 32 or ord(character) == 127 for character in name) \
+            or len(name) > 100:
+        raise ValueError(f"--name {name!r}: give the camera a name of 1 to 100 printable characters, e.g. "
+                         "'kitchen camera'.")
+    return name.strip()
 
 
 def machine_id() -> str:
@@ -97,32 +127,6 @@ def machine_id() -> str:
     return hashlib.sha256(f"edgecam:{text}".encode()).hexdigest()[:12]
 
 
-def discovery(prefix: str, topic: str, name: str, labels: list, model: str = "", machine: str = "") -> dict:
-    """Home Assistant MQTT discovery: {config topic: payload dict} for the label and confidence sensors and
-    one binary_sensor per class."""
-    machine = machine or machine_id()
-    node = slug(f"edgecam_{machine}_{topic}")
-    availability = {"availability_topic": f"{topic}/availability", "payload_available": "online",
-                    "payload_not_available": "offline"}
-    device = {"identifiers": [node], "name": f"edgecam {name}", "manufacturer": "edgecam",
-              "model": f"edgecam classifier{f' ({model})' if model else ''}", "sw_version": __version__}
-    configs = {
-        f"{prefix}/sensor/{node}/label/config": {
-            "name": "Label", "unique_id": f"{node}_label", "state_topic": f"{topic}/state",
-            "icon": "mdi:eye", **availability, "device": device},
-        f"{prefix}/sensor/{node}/confidence/config": {
-            "name": "Confidence", "unique_id": f"{node}_confidence", "state_topic": f"{topic}/result",
-            "value_template": "{{ (value_json.confidence * 100) | round(1) }}", "unit_of_measurement": "%",
-            "state_class": "measurement", "icon": "mdi:percent", **availability, "device": device},
-    }
-    for label in labels:
-        configs[f"{prefix}/binary_sensor/{node}/{slug(label)}/config"] = {
-            "name": f"Sees {label}", "unique_id": f"{node}_{slug(label)}", "state_topic": f"{topic}/state",
-            "value_template": "{{ 'ON' if value == %s else 'OFF' }}" % json.dumps(label),
-            "payload_on": "ON", "payload_off": "OFF", **availability, "device": device}
-    return configs
-
-
 def limit_send_buffer(client, userdata, sock) -> None:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
@@ -134,10 +138,16 @@ def default_topic(name: str) -> str:
     return f"edgecam/{slug(name)}"
 
 
+def state_payload(result: dict) -> str:
+    return to_json({"label": result["label"], "confidence": round(float(result["confidence"]), 3)})
+
+
 class MqttOutput(Output):
     name = "mqtt"
+    takes_status = True   # a state change (camera lost, recovered) is published at once
+    takes_labels = True   # discovery follows the labels (a taught head, an undo, a new release)
 
-    def __init__(self, settings, credentials: tuple | None = None):
+    def __init__(self, settings, credentials: tuple | None = None, http: str = "off", max_fps: float = 0.0):
         super().__init__(settings.mqtt_emit, "--mqtt-emit")
         self.settings = settings
         self.host, self.port, self.tls = parse_url(settings.mqtt)
@@ -149,24 +159,41 @@ class MqttOutput(Output):
         self.credentials = credentials
         self.queue_size = settings.mqtt_queue
         self.qos = settings.mqtt_qos
-        self.topic = settings.mqtt_topic
+        self.topic = check_topic(settings.mqtt_topic) if settings.mqtt_topic is not None else None
+        self.device_name = check_name(settings.name) if settings.name is not None else None
+        self.url = kiosk_url(http)
+        self.stall_s = max(STALL_S, 5.0 / max_fps) if max_fps > 0 else STALL_S
         self.client = None
         self.context = None
         self.connected = threading.Event()
         self.answered = threading.Event()
-        self.stopping = threading.Event()
+        self.stopping = threading.Event()   # a write in progress gives up (close, or the Channel's interrupt)
+        self.closed = False
         self.refused: str | None = None
-        self.state: str | None = None
-        self.pending: collections.deque = collections.deque()
+        self.state: str | None = None       # the last <topic>/state payload (republished on reconnect)
+        self.label: str | None = None       # the label of the last <topic>/result
+        self.pending: collections.deque = collections.deque()  # the worker's alone: paho's thread never touches it
+        self.sessions = 0                   # bumped by paho's thread on every (dis)connect: pending is void
+        self.pending_session = 0
         self.connects = 0
-        self.status_thread: threading.Thread | None = None
+        self.frame_at: float | None = None  # time.monotonic() of the last classified frame
+        self.state_at = 0.0
+        self.working: tuple = (False, "starting: no frame classified yet")
+        self.health_lock = threading.Lock()
+        self.watch_thread: threading.Thread | None = None
 
     @classmethod
     def configure(cls, options):
         settings = options.outputs
         if not settings.mqtt:
             return None
-        return cls(settings, load_credentials(settings.mqtt_credentials))
+        return cls(settings, load_credentials(settings.mqtt_credentials), options.http, options.max_fps)
+
+    # ---- names -----------------------------------------------------------------------------
+    def configs(self, labels: list | None = None) -> dict:
+        context = self.context
+        return discovery(self.settings.ha_discovery_prefix, self.topic, self.device_name,
+                         context.labels if labels is None else labels, machine_id(), context.model, self.url)
 
     # ---- connection -----------------------------------------------------------------------
     def make_client(self, client_id: str):
@@ -188,6 +215,7 @@ class MqttOutput(Output):
     def open(self, context) -> None:
         self.context = context
         self.topic = self.topic or default_topic(context.name)
+        self.device_name = self.device_name or default_name(self.topic)
         client = self.client = self.make_client(f"edgecam-{machine_id()}-{slug(self.topic)}"[:64])
         client.will_set(f"{self.topic}/availability", "offline", qos=1, retain=True)
         client.on_connect = self.on_connect
@@ -212,10 +240,8 @@ class MqttOutput(Output):
             client.loop_stop()
             raise ValueError(f"--mqtt {self.settings.mqtt}: the broker refused the connection "
                              f"({self.refused}); {CREDENTIALS_HELP}.")
-        if self.settings.mqtt_status_interval > 0:
-            self.status_thread = threading.Thread(target=self.publish_status_forever, daemon=True,
-                                                  name="edgecam-mqtt-status")
-            self.status_thread.start()
+        self.watch_thread = threading.Thread(target=self.watch, daemon=True, name="edgecam-mqtt-watch")
+        self.watch_thread.start()
 
     def on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
         code = getattr(reason_code, "value", reason_code)
@@ -232,12 +258,12 @@ class MqttOutput(Output):
             self.count_error(f"broker refused the connection ({reason})")
             return
         self.connects += 1
-        self.pending.clear()
+        self.sessions += 1
+        # health first: the retained "online" of a process killed while working must not show its old state
+        client.publish(f"{self.topic}/health", "online" if self.working[0] else "offline", qos=1, retain=True)
         client.publish(f"{self.topic}/availability", "online", qos=1, retain=True)
         if self.settings.ha_discovery:
-            labels = self.context.labels
-            for topic, payload in discovery(self.settings.ha_discovery_prefix, self.topic, self.context.name,
-                                            labels, self.context.model).items():
+            for topic, payload in self.configs().items():
                 client.publish(topic, json.dumps(payload), qos=1, retain=True)
         if self.state is not None:
             client.publish(f"{self.topic}/state", self.state, qos=self.qos, retain=True)
@@ -249,46 +275,128 @@ class MqttOutput(Output):
     def on_disconnect(self, client, userdata, flags, reason_code, properties=None) -> None:
         was_connected = self.connected.is_set()
         self.connected.clear()
-        self.pending.clear()
+        self.sessions += 1
         if was_connected and not self.stopping.is_set():
             log.warning("MQTT lost the broker %s:%d (%s); reconnecting", self.host, self.port, reason_code)
             self.count_error(f"lost the broker ({reason_code})")
 
-    # ---- writing ---------------------------------------------------------------------------
-    def publish(self, topic: str, payload: str, retain: bool = False) -> None:
+    # ---- writing (the Channel's worker thread) -----------------------------------------------
+    def publish(self, topic: str, payload: str, retain: bool = False, qos: int | None = None) -> None:
         """Publish once the broker is there and fewer than IN_FLIGHT messages wait for the wire."""
         while not self.stopping.is_set():
             if not self.connected.wait(0.25):
                 continue
+            session = self.sessions
+            if session != self.pending_session:  # a new connection: what was in flight is gone with the old one
+                self.pending.clear()
+                self.pending_session = session
             while self.pending and self.pending[0].is_published():
                 self.pending.popleft()
             if len(self.pending) >= IN_FLIGHT:
                 self.stopping.wait(0.02)
                 continue
-            info = self.client.publish(topic, payload, qos=self.qos, retain=retain)
+            info = self.client.publish(topic, payload, qos=self.qos if qos is None else qos, retain=retain)
             if info.rc == 0:
                 self.pending.append(info)
                 return
             self.stopping.wait(0.1)  # lost the connection in between: wait for it and try again
 
-    def write_result(self, result: dict) -> None:
-        if result["label"] != self.state:
-            self.publish(f"{self.topic}/state", result["label"], retain=True)
-            self.state = result["label"]
-        self.publish(f"{self.topic}/result", to_json(result))
+    def wants(self, result: dict) -> bool:
+        """Called for every frame (inference thread): a label change, a due state refresh, or --mqtt-emit every."""
+        now = self.frame_at = time.monotonic()
+        changed = self.emitter.wants(result)
+        interval = self.settings.mqtt_state_interval
+        if changed or (interval > 0 and now - self.state_at >= interval):
+            self.state_at = now
+            return True
+        return False
 
-    def publish_status_forever(self) -> None:
+    def write_result(self, result: dict) -> None:
+        state = state_payload(result)
+        if state != self.state:
+            self.publish(f"{self.topic}/state", state, retain=True)
+            self.state = state
+        if self.emitter.mode == "every" or result["label"] != self.label:
+            self.publish(f"{self.topic}/result", to_json(result))
+            self.label = result["label"]
+
+    def write_status(self, status: dict) -> None:
+        self.check_health(status)
+
+    def write_labels(self, labels: list) -> None:
+        """The classifier's labels changed: publish the configs of the new set, empty those of gone classes."""
+        old = list(self.context.labels)
+        if labels == old:
+            return
+        self.context.labels = list(labels)
+        if not self.settings.ha_discovery:
+            return
+        configs = self.configs()
+        for topic, payload in configs.items():
+            self.publish(topic, json.dumps(payload), retain=True, qos=1)
+        for topic in self.configs(old):
+            if topic not in configs:
+                self.publish(topic, "", retain=True, qos=1)
+        log.info("MQTT: Home Assistant entities now follow the labels %s", ", ".join(labels))
+
+    # ---- health and status (the watch thread) ------------------------------------------------
+    def health(self) -> dict:
+        return {"connected": self.connected.is_set(), "broker": f"{self.host}:{self.port}", "topic": self.topic,
+                "tls": self.tls, "connects": self.connects, "working": self.working[0]}
+
+    def evaluate(self) -> tuple:
+        """(working, reason): the daemon's own health, and frames actually being classified."""
+        healthy, reason = self.context.health()
+        if not healthy:
+            return False, reason or "not healthy"
+        if self.frame_at is None or self.state is None:  # working once this run's first state is out
+            return False, "starting: no frame classified yet"
+        idle = time.monotonic() - self.frame_at
+        if idle > self.stall_s:
+            return False, f"no frame classified for {idle:.0f} s (the pipeline stalled or every frame fails)"
+        return True, None
+
+    def check_health(self, status: dict | None = None) -> None:
+        """Publish <topic>/health (and the status, which says why) when working turns on or off."""
+        with self.health_lock:  # the worker (on a status) and the watch thread both look
+            working = self.evaluate()
+            changed = working[0] != self.working[0]
+            self.working = working
+        if changed and self.connected.is_set():
+            self.client.publish(f"{self.topic}/health", "online" if working[0] else "offline", qos=1, retain=True)
+        if changed:
+            if not working[0]:
+                log.warning("MQTT: Home Assistant shows this camera unavailable: %s", working[1])
+            self.publish_status(status)
+
+    def publish_status(self, status: dict | None = None) -> None:
+        if not self.connected.is_set() or len(self.pending) >= IN_FLIGHT:
+            return
+        try:
+            status = dict(status or self.context.status(), problem=self.working[1])
+            self.client.publish(f"{self.topic}/status", to_json(status), qos=0, retain=True)
+        except Exception as error:  # noqa: BLE001 - status is best effort
+            self.count_error(error)
+
+    def watch(self) -> None:
         interval = self.settings.mqtt_status_interval
-        while not self.stopping.wait(interval):
-            if self.connected.is_set() and len(self.pending) < IN_FLIGHT:
-                try:
-                    self.client.publish(f"{self.topic}/status", to_json(self.context.status()), qos=0)
-                except Exception as error:  # noqa: BLE001 - status is best effort
-                    self.count_error(error)
+        next_status = time.monotonic()
+        while not self.stopping.wait(WATCH_S):
+            try:
+                self.check_health()
+            except Exception as error:  # noqa: BLE001 - health is best effort, inference goes on
+                self.count_error(error)
+            if interval > 0 and time.monotonic() >= next_status:
+                self.publish_status()
+                next_status = time.monotonic() + interval
+
+    def interrupt(self) -> None:
+        self.stopping.set()
 
     def close(self) -> None:
-        if self.stopping.is_set() or self.client is None:
+        if self.closed or self.client is None:
             return
+        self.closed = True
         self.stopping.set()
         if self.connected.is_set():
             info = self.client.publish(f"{self.topic}/availability", "offline", qos=1, retain=True)
@@ -299,25 +407,29 @@ class MqttOutput(Output):
         self.client.disconnect()
         self.client.loop_stop()
 
-    def health(self) -> dict:
-        return {"connected": self.connected.is_set(), "broker": f"{self.host}:{self.port}", "topic": self.topic,
-                "tls": self.tls, "connects": self.connects}
-
 
 def remove_home_assistant(settings, name: str, labels: list, model: str = "") -> int:
-    """``--ha-remove``: empty retained configs (Home Assistant deletes the entities) and clear the retained
-    state and availability. Returns the exit code (0, or 3 when the broker cannot be reached)."""
+    """``--ha-remove``: empty every retained discovery config this camera published (Home Assistant deletes
+    the entities and the device), found by subscribing to them, and clear the retained topics. Returns the
+    exit code (0, or 3 when the broker cannot be reached)."""
     output = MqttOutput(settings, load_credentials(settings.mqtt_credentials))
-    topic = settings.mqtt_topic or default_topic(name)
+    topic = output.topic or default_topic(name)
+    device = output.device_name or default_name(topic)
     client = output.make_client(f"edgecam-remove-{machine_id()}"[:64])
-    done = threading.Event()
+    done, subscribed = threading.Event(), threading.Event()
     answer: list = []
+    found: dict = {}
 
     def on_connect(client, userdata, flags, reason_code, properties=None):
         answer.append(getattr(reason_code, "value", reason_code))
         done.set()
 
+    def on_message(client, userdata, message):
+        found[message.topic] = bool(message.payload)
+
     client.on_connect = on_connect
+    client.on_message = on_message
+    client.on_subscribe = lambda *args: subscribed.set()
     try:
         client.connect(output.host, output.port, keepalive=10)
     except OSError as error:
@@ -330,14 +442,25 @@ def remove_home_assistant(settings, name: str, labels: list, model: str = "") ->
         reason = REFUSED.get(answer[0], str(answer[0])) if answer else "no answer"
         print(f"edgecam: --ha-remove: the broker did not accept the connection ({reason}).")
         return 2 if answer and answer[0] in REFUSED else 3
-    topics = list(discovery(settings.ha_discovery_prefix, topic, name, labels, model))
-    topics += [f"{topic}/state", f"{topic}/availability"]
-    infos = [client.publish(item, b"", qos=1, retain=True) for item in topics]
-    for info in infos:
-        info.wait_for_publish(timeout=5)
+    node = node_id(topic, machine_id())
+    client.subscribe(f"{settings.ha_discovery_prefix}/+/{node}/+/config", qos=1)
+    subscribed.wait(CONNECT_WAIT_S)
+    time.sleep(0.5)  # the broker sends the retained configs right after the subscription's answer
+    client.unsubscribe(f"{settings.ha_discovery_prefix}/+/{node}/+/config")
+    configs = {item for item, held in found.items() if held}
+    configs |= set(discovery(settings.ha_discovery_prefix, topic, device, labels, machine_id(), model))
+
+    def empty(topics: list) -> None:
+        for info in [client.publish(item, b"", qos=1, retain=True) for item in topics]:
+            info.wait_for_publish(timeout=5)
+
+    empty(sorted(configs))
+    time.sleep(1.0)  # Home Assistant removes the entities before the topics they read are emptied
+    empty([f"{topic}/{part}" for part in ("state", "health", "status", "availability")])
     client.disconnect()
     client.loop_stop()
-    print(f"edgecam: removed {len(topics) - 2} Home Assistant entities and the retained topics of {topic}")
+    print(f"edgecam: removed {len(configs)} Home Assistant entities of {device!r} and the retained topics of "
+          f"{topic}")
     return 0
 
 

@@ -17,6 +17,8 @@ class OutputSettings:
     mqtt_ca: str | None = None
     mqtt_credentials: str | None = None     # a file holding USERNAME:PASSWORD
     mqtt_status_interval: float = 30.0
+    mqtt_state_interval: float = 5.0
+    name: str | None = None                 # the camera's name in Home Assistant; default: host + topic's last part
     mqtt_queue: int = 100
     ha_discovery: bool = True
     ha_discovery_prefix: str = "homeassistant"
@@ -27,12 +29,14 @@ class OutputSettings:
     webhook_retries: int = 3
 
 
-ENVIRONMENT = {"mqtt": "EDGECAM_MQTT", "mqtt_topic": "EDGECAM_MQTT_TOPIC", "webhook": "EDGECAM_WEBHOOK"}
+ENVIRONMENT = {"mqtt": "EDGECAM_MQTT", "mqtt_topic": "EDGECAM_MQTT_TOPIC", "webhook": "EDGECAM_WEBHOOK",
+               "name": "EDGECAM_NAME"}
 
 
 def add_arguments(parser: argparse.ArgumentParser, positive_int, non_negative_float, environ=None) -> None:
-    """The output flags. --mqtt, --mqtt-topic and --webhook default to $EDGECAM_MQTT, $EDGECAM_MQTT_TOPIC and
-    $EDGECAM_WEBHOOK, so /etc/default/edgecam can wire a Pi to a broker without editing the unit."""
+    """The output flags. --mqtt, --mqtt-topic, --name and --webhook default to $EDGECAM_MQTT,
+    $EDGECAM_MQTT_TOPIC, $EDGECAM_NAME and $EDGECAM_WEBHOOK, so /etc/default/edgecam can wire a Pi to a
+    broker without editing the unit."""
     environ = os.environ if environ is None else environ
     default = {name: environ.get(variable) or None for name, variable in ENVIRONMENT.items()}
     group = parser.add_argument_group(
@@ -44,7 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser, positive_int, non_negative_fl
         help="publish results to this MQTT broker: mqtt://HOST[:1883] or mqtts://HOST[:8883] (needs paho-mqtt: "
              "pip install 'edgecam[mqtt]'); default: $EDGECAM_MQTT")
     add("--mqtt-topic", default=default["mqtt_topic"],
-        help="topic prefix (default: $EDGECAM_MQTT_TOPIC, else edgecam/<bundle name>)")
+        help="topic prefix (default: $EDGECAM_MQTT_TOPIC, else edgecam/<bundle name>); each camera on a "
+             "broker needs its own, e.g. edgecam/kitchen")
+    add("--name", default=default["name"],
+        help="this camera's name in Home Assistant, which also makes its entity ids (default: $EDGECAM_NAME, "
+             "else the host name and the topic's last part, e.g. 'kitchenpi rps')")
     add("--mqtt-emit", choices=("change", "every"), default="change",
         help="<topic>/result on label changes only, or every frame")
     add("--mqtt-qos", type=int, choices=(0, 1, 2), default=0, help="QoS of results and state")
@@ -52,7 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser, positive_int, non_negative_fl
     add("--mqtt-credentials", default=None, metavar="FILE",
         help="file whose first line is USERNAME:PASSWORD (chmod 600)")
     add("--mqtt-status-interval", type=non_negative_float, default=30.0,
-        help="seconds between <topic>/status messages (0: never)")
+        help="seconds between <topic>/status messages (0: only on changes)")
+    add("--mqtt-state-interval", type=non_negative_float, default=5.0,
+        help="while the label stays, refresh <topic>/state's confidence at most this often (0: label changes only)")
     add("--mqtt-queue", type=positive_int, default=100,
         help="messages kept while the broker is away (the oldest are dropped beyond this, counted)")
     add("--ha-discovery", dest="ha_discovery", action="store_true", default=True,

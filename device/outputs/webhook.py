@@ -67,6 +67,9 @@ class WebhookOutput(Output):
                 if attempt < self.retries:
                     self.stopping.wait(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
 
+    def interrupt(self) -> None:
+        self.stopping.set()  # no more retries: shutting down
+
     def close(self) -> None:
         self.stopping.set()
 

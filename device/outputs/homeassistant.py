@@ -1,0 +1,137 @@
+"""Home Assistant MQTT discovery: the configs that make one camera one device with its entities.
+
+Everything here is pure: topics, names and labels in, {config topic: payload} out. The MQTT output
+(device/outputs/mqtt.py) publishes them, retained.
+
+The device is the camera, not the bundle: its identifier comes from this machine and the topic, its name
+from ``--name`` (default: the host name and the topic's last part, "kitchenpi rps"), so two cameras that
+run the same bundle are two devices with their own names. Entities:
+
+    sensor Label              enum: the labels, or UNSURE when the daemon says "unknown"
+    sensor Confidence         % of the smoothed top class
+    binary_sensor Sees <x>    one per label: on while the label is x
+    diagnostics               Frames a second, Camera, Model, Head revision, Last error, Problem
+
+Label and confidence come from one retained JSON message (``<topic>/state``), so both are right at once
+and after a restart of Home Assistant. The reading entities are available only while both the process
+(``<topic>/availability``, with the last will) and the pipeline (``<topic>/health``: camera delivering,
+model classifying) are; the diagnostics need only the process, so they can say what is wrong.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import socket
+
+from device import __version__
+
+UNSURE = "uncertain"  # the label sensor's state for the daemon's "unknown": never HA's own "unknown"
+ORIGIN = {"name": "edgecam", "sw_version": __version__}
+
+
+def from_json(expression: str) -> str:
+    """A value template that renders nothing for a payload that is not JSON (an emptied retained topic, e.g.
+    while --ha-remove clears them): Home Assistant ignores empty output instead of logging a template error."""
+    return "{% if value_json is defined %}{{ " + expression + " }}{% endif %}"
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_-]+", "_", text).strip("_") or "x"
+
+
+def default_name(topic: str, host: str | None = None) -> str:
+    """The camera's name when --name is not given: the host name plus the topic's last part."""
+    host = (host or socket.gethostname()).split(".")[0] or "edgecam"
+    return f"{host} {topic.rstrip('/').rsplit('/', 1)[-1]}"
+
+
+def unsure_value(labels: list) -> str:
+    """UNSURE, or a variant of it when a class already has that name."""
+    value = UNSURE
+    while value in labels:
+        value += "_reading"
+    return value
+
+
+def kiosk_url(http: str) -> str | None:
+    """The kiosk's address for the device page (HA's ``configuration_url``), only when HTTP listens on an
+    address other machines can reach and on a fixed port; a wildcard address becomes ``<host>.local``."""
+    if not http or http == "off":
+        return None
+    host, _, port = http.rpartition(":")
+    host = host.strip("[]")
+    if not port.isdigit() or int(port) == 0:
+        return None
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+        host = host if "." in host else f"{host}.local"
+    elif host == "localhost":
+        return None
+    else:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            address = None
+        if address is not None and address.is_loopback:
+            return None
+        if address is not None and address.version == 6:
+            host = f"[{host}]"
+    return f"http://{host}:{port}/"
+
+
+def node_id(topic: str, machine: str) -> str:
+    return slug(f"edgecam_{machine}_{topic}")
+
+
+def discovery(prefix: str, topic: str, name: str, labels: list, machine: str, model: str = "",
+              url: str | None = None) -> dict:
+    """{config topic: payload dict} for every entity of this camera."""
+    node = node_id(topic, machine)
+    process = {"topic": f"{topic}/availability"}
+    working = {"availability": [process, {"topic": f"{topic}/health"}], "availability_mode": "all"}
+    diagnostic = {"availability": [process], "entity_category": "diagnostic"}
+    device = {"identifiers": [node], "name": name, "manufacturer": "edgecam",
+              "model": f"edgecam classifier{f' ({model})' if model else ''}", "sw_version": __version__}
+    if url:
+        device["configuration_url"] = url
+    common = {"device": device, "origin": ORIGIN}
+    unsure = unsure_value(labels)
+    label_template = from_json("%s if value_json.label == 'unknown' else value_json.label" % json.dumps(unsure))
+    sensor, binary = f"{prefix}/sensor/{node}", f"{prefix}/binary_sensor/{node}"
+    configs = {
+        f"{sensor}/label/config": {
+            "name": "Label", "unique_id": f"{node}_label", "state_topic": f"{topic}/state",
+            "value_template": label_template, "device_class": "enum", "options": [*labels, unsure],
+            "icon": "mdi:eye", **working, **common},
+        f"{sensor}/confidence/config": {
+            "name": "Confidence", "unique_id": f"{node}_confidence", "state_topic": f"{topic}/state",
+            "value_template": from_json("(value_json.confidence * 100) | round(1)"), "unit_of_measurement": "%",
+            "state_class": "measurement", "suggested_display_precision": 1, "icon": "mdi:percent",
+            **working, **common},
+    }
+    for label in labels:
+        configs[f"{binary}/{slug(label)}/config"] = {
+            "name": f"Sees {label}", "unique_id": f"{node}_{slug(label)}", "state_topic": f"{topic}/state",
+            "value_template": from_json("'ON' if value_json.label == %s else 'OFF'" % json.dumps(label)),
+            "payload_on": "ON", "payload_off": "OFF", "icon": "mdi:eye-check", **working, **common}
+    status = f"{topic}/status"
+    diagnostics = {
+        "fps": {"name": "Frames a second", "state_topic": status, "value_template": from_json("value_json.fps"),
+                "unit_of_measurement": "fps", "state_class": "measurement", "icon": "mdi:speedometer"},
+        "camera": {"name": "Camera", "state_topic": status, "icon": "mdi:camera",
+                   "value_template": from_json("value_json.source.state")},
+        "model": {"name": "Model", "state_topic": status, "icon": "mdi:brain",
+                  "value_template": from_json("value_json.model.sha256[:12] if value_json.model else 'none'")},
+        "head": {"name": "Head revision", "state_topic": status, "icon": "mdi:source-branch",
+                 "value_template": from_json("value_json.head.revision if value_json.head else 0")},
+        "error": {"name": "Last error", "state_topic": status, "icon": "mdi:alert-circle-outline",
+                  "value_template": from_json("(value_json.problem or value_json.errors or 'none') | truncate(250)")},
+    }
+    for key, config in diagnostics.items():
+        configs[f"{sensor}/{key}/config"] = {**config, "unique_id": f"{node}_{key}", **diagnostic, **common}
+    configs[f"{binary}/problem/config"] = {
+        "name": "Problem", "unique_id": f"{node}_problem", "state_topic": f"{topic}/health",
+        "payload_on": "offline", "payload_off": "online", "device_class": "problem", **diagnostic, **common}
+    return configs
