@@ -6,10 +6,11 @@ L2, what the teach gate compares, and what says whether more frames would still 
     run = search(embeddings, labels, folds, classes)  # -> CrossValidation (held-out probabilities, l2, steps,
                                                       #    learning curve)
 
-Frames recorded in one burst (consecutive frames of a class less than BURST_GAP_S apart) are near-identical:
-they always sit on the same side of a split, so a head is never scored on a near-copy of a frame it was
-fitted on. A class with fewer bursts than folds has its bursts cut into contiguous runs of frames (in capture
-order), so neighbours still stay together. Every frame is held out exactly once; a fold's head is fitted on
+Frames recorded in one burst (consecutive frames of a class less than BURST_GAP_S apart, at most BURST_SPAN_S
+long) are near-identical: they always sit on the same side of a split, so a head is never scored on a
+near-copy of a frame it was fitted on (only the two frames either side of a cut inside a long recording are
+alike). A class recorded in a single burst has it cut into contiguous runs of frames (in capture order), so
+neighbours still stay together; record a class in 5 or more separate takes to avoid even that. Every frame is held out exactly once; a fold's head is fitted on
 the other folds' frames and all their variants, and scored on the held-out frames as recorded (no variants).
 numpy only.
 """
@@ -29,6 +30,7 @@ from device.teach.head import DEFAULT_L2, Problem, nearest_mean, softmax
 
 FOLDS = 5
 BURST_GAP_S = 2.0
+BURST_SPAN_S = 2.0
 L2_GRID = (DEFAULT_L2, 1e-2, 1e-1)
 CHECKPOINTS = (25, 50, 100, 150, 200, 300, 400)
 FRACTIONS = (0.25, 0.5, 0.75)  # the learning curve's points (1.0 is the cross-validation itself)
@@ -78,19 +80,20 @@ def capture_times(root, relative_names: list) -> list:
     return times
 
 
-def bursts(labels, times, gap: float = BURST_GAP_S) -> np.ndarray:
-    """A burst number per frame: frames of one class less than GAP seconds apart share one; a frame without a
-    time is a burst of its own."""
+def bursts(labels, times, gap: float = BURST_GAP_S, span: float = BURST_SPAN_S) -> np.ndarray:
+    """A burst number per frame: consecutive frames of one class less than GAP seconds apart share one, for at
+    most SPAN seconds (a long hold-to-record becomes several bursts); a frame without a time is its own."""
     labels = np.asarray(labels)
     group = np.zeros(len(labels), int)
     number = 0
     for label in np.unique(labels):
         members = [i for i in np.flatnonzero(labels == label)]
         timed = sorted((times[i], i) for i in members if times[i] is not None)
-        previous = None
+        previous = first = None
         for stamp, index in timed:
-            if previous is None or stamp - previous >= gap:
+            if previous is None or stamp - previous >= gap or stamp - first >= span:
                 number += 1
+                first = stamp
             group[index] = number
             previous = stamp
         for index in members:
@@ -101,8 +104,9 @@ def bursts(labels, times, gap: float = BURST_GAP_S) -> np.ndarray:
 
 
 def assign_folds(labels, times, k: int = FOLDS, seed: int = 0) -> np.ndarray:
-    """A fold number (0..k-1) per frame, per class balanced, bursts kept whole where the class has at least K
-    of them (else cut into contiguous runs). A class with fewer than K frames uses as many folds as frames."""
+    """A fold number (0..k-1) per frame, per class balanced, bursts kept whole; a class recorded in one burst has
+    it cut into K contiguous runs (as many as its frames when fewer). A class with fewer than K bursts is held
+    out in as many folds as it has bursts."""
     labels = np.asarray(labels)
     group = bursts(labels, times)
     order_key = [(times[i] if times[i] is not None else float("inf"), i) for i in range(len(labels))]
@@ -112,10 +116,8 @@ def assign_folds(labels, times, k: int = FOLDS, seed: int = 0) -> np.ndarray:
         members = np.flatnonzero(labels == label)
         runs = [sorted((i for i in members if group[i] == g), key=lambda i: order_key[i])
                 for g in np.unique(group[members])]
-        while len(runs) < k and max(len(run) for run in runs) > 1:  # too few bursts: cut the longest in two
-            longest = max(range(len(runs)), key=lambda r: len(runs[r]))
-            run = runs.pop(longest)
-            runs[longest:longest] = [run[:len(run) // 2], run[len(run) // 2:]]
+        if len(runs) == 1:  # one take: cut it into contiguous runs (its bursts' neighbours stay together)
+            runs = [list(part) for part in np.array_split(runs[0], min(k, len(runs[0])))]
         shuffled = [runs[i] for i in rng.permutation(len(runs))]
         sizes = np.zeros(k)
         start = int(rng.integers(k))  # so that the classes' first folds differ
