@@ -55,6 +55,26 @@ def measure_teach(bundle, threads: int, frames: int = TEACH_FRAMES, model: str =
             "embedding": int(embeddings.shape[1]), "looks": looks}
 
 
+def fit_cost(per_class: int, size: int = 512, classes: int = 3, seed: int = 0) -> dict:
+    """The teach fit alone (cross-validation, learning curve, final head) on synthetic SIZE-wide embeddings of
+    PER_CLASS frames a class in 6 looks -> {"cpu_seconds", "wall_seconds", "steps"}: what the fit costs on
+    this machine, without a bundle (CPU seconds are what to scale for another board)."""
+    from device.teach import augment, crossval
+    from device.teach.head import fit
+
+    rng = np.random.default_rng(seed)
+    frames, looks = per_class * classes, len(augment.VARIANTS)
+    labels = np.arange(frames) % classes
+    centres = rng.normal(0, 1, (classes, size))
+    vectors = np.maximum(0, centres[labels][:, None, :] + rng.normal(0, 2, (frames, looks, size))).astype(np.float32)
+    cpu, wall = time.process_time(), time.perf_counter()
+    run = crossval.search(vectors, labels, crossval.assign_folds(labels, [None] * frames), classes)
+    fit(vectors.reshape(-1, size), np.repeat(labels, looks), classes, l2=run.l2, steps=run.steps,
+        groups=np.repeat(np.arange(frames), looks))
+    return {"per_class": per_class, "frames": frames, "looks": looks, "size": size, "steps": run.steps,
+            "cpu_seconds": time.process_time() - cpu, "wall_seconds": time.perf_counter() - wall}
+
+
 def light_copy(bundle, destination: Path) -> Path:
     """The files the device needs (manifest, labels, tflite/), without SavedModel, checkpoints or heads."""
     bundle = Path(bundle)
@@ -154,7 +174,15 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="7,8,9", help="seeds of the camera-style images (comma-separated)")
     parser.add_argument("--model", default="int8", help="model format")
     parser.add_argument("--out", default=None, help="also write the figures here (.json) and beside it (.md)")
+    parser.add_argument("--fit-cost", default=None, metavar="N,N",
+                        help="only time the fit on synthetic 512-wide embeddings of N frames a class (no bundle)")
     args = parser.parse_args(argv)
+    if args.fit_cost:
+        for per_class in (int(n) for n in args.fit_cost.split(",") if n.strip()):
+            cost = fit_cost(per_class)
+            print(f"fit on {cost['frames']} frames x {cost['looks']} looks ({cost['size']}-wide): "
+                  f"{cost['cpu_seconds']:.1f} s CPU, {cost['wall_seconds']:.1f} s wall, {cost['steps']} steps")
+        return 0
     with tempfile.TemporaryDirectory(prefix="edgecam-teach-demo-") as workdir:
         try:
             seeds = [int(seed) for seed in args.seeds.split(",") if seed.strip()]

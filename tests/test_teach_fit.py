@@ -99,11 +99,10 @@ def test_twenty_frames_a_class_come_within_five_points_of_a_hundred_and_sixty(tm
             (few / label).mkdir(parents=True)
             for path in sorted((many / label).iterdir())[:20]:
                 shutil.copy(path, few / label / path.name)
+        unseen = unseen_embeddings(source, hard_images(tmp_path / f"unseen{seed}", 40, 400 + seed))
         accuracy = {}
         for name, lessons in (("few", few), ("many", many)):
             bundle = light_copy(source, tmp_path / f"bundle-{name}{seed}")
-            unseen = unseen_embeddings(bundle, hard_images(tmp_path / f"unseen{seed}", 40, 400 + seed)) \
-                if name == "few" else unseen
             accuracy[name] = taught_accuracy(bundle, teach(bundle, lessons, "int8", force=True, threads=1), unseen)
         gaps.append(accuracy["many"] - accuracy["few"])
     assert np.mean(gaps) <= 0.05 and max(gaps) <= 0.08, gaps

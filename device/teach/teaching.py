@@ -32,7 +32,6 @@ from device.manifest import load_manifest
 from device.teach import advice, augment, crossval, embeddings, revisions
 from device.teach.head import fit, nearest_mean
 
-MIN_PER_CLASS = 1
 MIN_SOFTMAX = 5  # frames of every class for softmax regression; fewer: the nearest-class-mean head
 SETTINGS = "teach.json"
 FIT_VERSION = 2  # part of the fingerprint: a new fitting recipe is never "unchanged"
