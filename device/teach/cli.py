@@ -92,6 +92,12 @@ def capture(argv: list) -> int:
 
 # ---- teach --------------------------------------------------------------------------------------
 def teach(argv: list) -> int:
+    # The fit's matrices are small: threaded BLAS only spins on them (8x the CPU time for the same fit, measured
+    # with bench.teach --fit-cost). Only in a fresh `python -m device teach` process (numpy not loaded yet, so
+    # the setting takes and no caller's environment changes); a value the user set wins.
+    if "numpy" not in sys.modules:
+        for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(variable, "1")
     parser = argparse.ArgumentParser(prog="python -m device teach", formatter_class=FORMATTER,
                                      description="Fit a new classifier head on a data set's frames (numpy, on "
                                                  "this device) and keep it when it is no worse than the current one.")
