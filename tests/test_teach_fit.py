@@ -165,7 +165,8 @@ def test_folds_keep_bursts_whole_and_every_frame_is_held_out_once():
         pytest.approx(stamp + 0.007), None]
 
 
-def test_the_cache_embeds_only_new_frames_and_unchanged_data_teaches_nothing(bundle_copy, tmp_path):
+def test_the_cache_embeds_only_new_frames_and_unchanged_data_teaches_nothing(bundle_copy, tmp_path, capsys):
+    from device.teach.cli import teach as teach_cli
     from device.teach.embeddings import FOLDER
     from device.teach.teaching import teach
 
@@ -177,6 +178,9 @@ def test_the_cache_embeds_only_new_frames_and_unchanged_data_teaches_nothing(bun
     again = teach(bundle_copy, data, "int8", threads=1)
     assert again["unchanged"] and not again["accepted"] and again["revision"] == first["revision"] == 1
     assert again["embedded"] == 0 and not (bundle_copy / "heads" / "r0002").exists()
+    assert again["accuracy_new"] == first["accuracy_new"] and again["advice"] == first["advice"]
+    assert teach_cli(["--bundle", str(bundle_copy), "--data", str(data), "--threads", "1"]) == 0  # not a refusal
+    assert "UNCHANGED: still head revision 1; nothing changed since head revision 1" in capsys.readouterr().out
 
     hard_images(tmp_path / "more", 1, 8)
     for label in device_bundle.LABELS:  # one new frame a class, and one frame moved to another class
