@@ -126,9 +126,10 @@ evaluate: setup ## Score BUNDLE (with its current head) on DATA=DIR of class fol
 	@test "$(origin DATA)" != file -a -d "$(DATA)" || { echo "make evaluate needs DATA=DIR, a folder of class folders (e.g. make evaluate DATA=data/rps-own)"; exit 2; }
 	$(PY) -m device evaluate --bundle $(BUNDLE) --data $(DATA) --out evaluation
 
-teach-demo: setup ## Built-in vs taught accuracy on unseen camera-style images (datagen style=camera) with BUNDLE
+TEACH_SEEDS ?= 7,8,9
+teach-demo: setup ## Built-in vs taught accuracy on unseen camera-style images (datagen style=camera) with BUNDLE, seeds TEACH_SEEDS
 	@test -f "$(BUNDLE)/manifest.json" || { echo "make teach-demo needs a converted bundle: make demo (or BUNDLE=...)"; exit 2; }
-	$(PY) -m bench.teach --bundle $(BUNDLE) --out $(BUNDLE)/teach_demo.json
+	$(PY) -m bench.teach --bundle $(BUNDLE) --seeds $(TEACH_SEEDS) --out $(BUNDLE)/teach_demo.json
 
 # ---- make pull: the device's dataset (Teach view) to this machine ------------------------------
 DEVICE_DATASET ?= /var/lib/edgecam/dataset

@@ -155,7 +155,8 @@ def teach_rows(bundle: Path, threads: int) -> list:
         return [row("teach: embedding output", "none: re-convert the bundle (python -m convert) to teach it")]
     return [row(f"teach: int8 frames embedded per second (640x480 frames, {teach['embedding']}-wide embedding)",
                 f"{teach['embed_fps']:.0f} fps ({TEACH_FRAMES / teach['embed_fps']:.1f} s for {TEACH_FRAMES})"),
-            row(f"teach: seconds to fit a head on {TEACH_FRAMES} embeddings (numpy, early stop)",
+            row(f"teach: seconds to fit a head on {TEACH_FRAMES} frames x {teach['looks']} looks "
+                "(numpy, 5-fold CV + final fit)",
                 f"{teach['fit_seconds']:.2f} s")]
 
 

@@ -33,7 +33,7 @@ from device.manifest import (
     manifest_path,
     save_manifest,
 )
-from train import starting
+from train import fewshot, starting
 from train.dataset import DataError, make_dataset
 from train.phases import best_epoch_callback, fit_phases
 from train.sources import scan_sources
@@ -409,9 +409,13 @@ def _train(folder, work: Path, options: TrainOptions, start):
             print(f"resuming after epoch {initial_epoch} ({last})", flush=True)
         else:
             model, state["new_head"] = starting.build(start, folder.class_names)
-            if not start.two_phases:
+            if start.init_from is not None and not start.freeze_given:  # few images: train/fewshot.py
+                state["few_images"] = fewshot.start(model, folder, options)
+            if not start.two_phases or state.get("few_images"):
                 model.compile(optimizer=keras.optimizers.Adam(learning_rate_schedule(options, len(folder.train))),
                               loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            if state.get("few_images") and len(folder.validation):
+                fewshot.keep_the_start(model, val_ds, work, state)
     verbose = options.verbose if options.verbose >= 0 else (1 if sys.stdout.isatty() else 2)
     if initial_epoch < options.epochs:
         callbacks = _callbacks(work, options, state, len(folder.validation))

@@ -87,7 +87,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                + ", 0 for the CNNs)%(default).0s")
     transfer.add_argument("--init-from", default=None, metavar="BUNDLE",
                           help="start from this bundle's model.keras (its architecture and input size); a new head "
-                               "when the class list differs%(default).0s")
+                               "when the class list differs; with under 50 images in a class (and no --freeze): the "
+                               "device's head fit first, convolutions frozen, a tenth of the learning rate"
+                               "%(default).0s")
     parser.add_argument("--validation-split", type=float, default=DEFAULTS.validation_split,
                         help="fraction of training images held out for validation (and as the test set when "
                              "DATA has no test/ folder)")

@@ -37,6 +37,7 @@ class StartPlan:
     two_phases: bool
     init_from: Path | None = None
     init_labels: list = field(default_factory=list)
+    freeze_given: bool = False  # --freeze was given: with --init-from on few images, the user's choice stands
 
 
 def plan(options, explicit: set) -> StartPlan:
@@ -118,7 +119,7 @@ def _plan_init_from(options, explicit: set) -> StartPlan:
     _check_freeze(options.freeze, blocks, name)
     weights = WeightsSource("bundle", str(keras_file.resolve()), sha256_of(keras_file))
     return StartPlan(name, size, options.alpha, weights, options.freeze, two_phases, bundle,
-                     list(manifest.labels))
+                     list(manifest.labels), "freeze" in explicit)
 
 
 def build(plan: StartPlan, class_names: list):

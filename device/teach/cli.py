@@ -4,7 +4,8 @@
     python -m device teach --bundle B --data /var/lib/edgecam/dataset     # --force, --undo
     python -m device evaluate --bundle B --data DIR                       # Markdown + mistakes.png
 
-Exit codes (device/exitcodes.py): 0 ok (teach: the head was accepted), 1 teach refused a worse head (quality),
+Exit codes (device/exitcodes.py): 0 ok (teach: the head was accepted, or nothing changed
+since it was taught), 1 teach refused a worse head (quality),
 2 bad input or configuration, a full disk (not retried), 3 a temporary condition worth a retry (the camera
 busy, the bundle locked).
 """
@@ -100,6 +101,12 @@ STATE_DIR_HELP = ("state folder that keeps the taught heads (default: $EDGECAM_S
 
 
 def teach(argv: list) -> int:
+    # The fit's matrices are small: threaded BLAS only spins on them (8x the CPU time for the same fit, measured
+    # with bench.teach --fit-cost). Only in a fresh `python -m device teach` process (numpy not loaded yet, so
+    # the setting takes and no caller's environment changes); a value the user set wins.
+    if "numpy" not in sys.modules:
+        for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(variable, "1")
     parser = argparse.ArgumentParser(prog="python -m device teach", formatter_class=FORMATTER,
                                      description="Fit a new classifier head on a data set's frames (numpy, on "
                                                  "this device) and keep it when it is no worse than the current one.")
@@ -110,7 +117,7 @@ def teach(argv: list) -> int:
     parser.add_argument("--force", action="store_true", help="keep the new head even when it scores worse")
     parser.add_argument("--undo", action="store_true", help="go back one head revision instead of teaching "
                                                             "(the same as python -m device undo)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the held-out split and the fit")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds and the fit")
     parser.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1, help="interpreter threads")
     parser.add_argument("--state-dir", default=None, help=STATE_DIR_HELP)
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line (the daemon uses it)")
@@ -132,7 +139,7 @@ def teach(argv: list) -> int:
     if result is None:
         return code
     print(json.dumps(result) if args.json else summary(result))
-    return 0 if result["accepted"] else 1
+    return 0 if result["accepted"] or result.get("unchanged") else 1
 
 
 def undo(argv: list) -> int:
@@ -266,12 +273,29 @@ def _guarded(command: str, as_json: bool, run):
 
 
 def summary(result: dict) -> str:
+    """The teach result for a person: the verdict, how it was measured, each class, and what to do next."""
+    if result.get("unchanged"):
+        return f"UNCHANGED: still head revision {result['revision']}; {result['reason']}"
     current = result["accuracy_current"]
-    lines = [f"held-out fifth ({result['heldout']} frames, trained on {result['trained']}): new head "
-             f"{result['accuracy_new']:.1%}, current head (revision {result['current_revision']}) {current:.1%}",
+    method = "nearest class mean" if result.get("method") == "nearest-mean" else "softmax regression"
+    lines = [f"new head ({method}, fitted on all {result['trained']} frames): {result['accuracy_new']:.1%} "
+             f"cross-validated; current head (revision {result['current_revision']}) {current:.1%}",
+             f"measured by {result['validation']}",
              ("ACCEPTED: now head revision " if result["accepted"] else "REFUSED: still head revision ")
-             + f"{result['revision']} ({', '.join(result['labels'])}); {result['reason']}",
-             f"{result['seconds']:.1f} s (embedding {result['embed_seconds']:.1f} s)"]
+             + f"{result['revision']} ({', '.join(result['labels'])}); {result['reason']}"]
+    for row in result.get("per_class", []):
+        confused = ", ".join(f"{other['label']} {other['count']}" for other in row["confused_with"]) or "nothing"
+        helps = {True: "more frames still help", False: "more frames no longer help", None: "too few frames to say"}
+        accuracy = "-" if row["accuracy"] is None else f"{row['accuracy']:.0%}"
+        lines.append(f"  {row['label']}: {accuracy} of {row['frames']} frames; confused with {confused}; "
+                     f"{helps[row['more_frames_help']]}")
+    lines += [f"advice: {line}" for line in result.get("advice", [])]
+    if result.get("mistakes"):
+        shown = result["mistakes"][:5]
+        lines.append(f"{len(result['mistakes'])} frame(s) the head in use gets wrong (relabel or delete them), worst "
+                     f"first: {', '.join(shown)}{' ...' if len(result['mistakes']) > len(shown) else ''}")
+    lines.append(f"{result['seconds']:.1f} s (embedding {result['embed_seconds']:.1f} s: {result['embedded']} new "
+                 f"frame(s), {result['cached']} from the cache, {len(result['variants'])} looks each)")
     if result["accepted"]:
         lines.append("A running daemon switches to it within seconds; undo with --undo.")
     return "\n".join(lines)
