@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from device.layout import EDGETPU_FORMAT, HEADS_DIR, LABELS, StageError, acquire_lock, model_path
-from device.manifest import Manifest, atomic_write_text, sha256_file, unreadable
+from device.manifest import Manifest, atomic_write_text, load_manifest, sha256_file, unreadable
 from device.state import device_state_dir, model_dir
 from device.teach.head import Head
 
@@ -422,3 +422,8 @@ def bundle_head(bundle, manifest: Manifest) -> Head:
 
 def _iso(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(seconds))
+
+
+def load_revision(bundle, revision: int, model_format: str = "int8", state_dir=None) -> ActiveHead:
+    """Head revision REVISION of BUNDLE's MODEL_FORMAT model, from the store the daemon would use (bench/, tests)."""
+    return open_store(bundle, load_manifest(bundle), model_format, state_dir).load_revision(revision)
