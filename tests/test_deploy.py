@@ -181,23 +181,29 @@ def test_archive_holds_the_device_side_only_and_stays_small(bundle, archive, tmp
     assert all(name.startswith(f"{top}/") for name in names[1:])
     assert members[f"{top}/install.sh"].mode == 0o755
     manifest = json.loads(unpack(archive, tmp_path).joinpath("bundle/manifest.json").read_text())
-    source = json.loads((bundle / "manifest.json").read_text())
-    passed = {fmt for fmt, entry in source["models"].items() if entry.get("parity") == "passed"}
+    from device.manifest import load_manifest
+    from device.tune import exclusions
+
+    passed = {fmt for fmt, why in exclusions(load_manifest(bundle), edgetpu=True).items() if why is None}
     # int8 and every format whose parity passed (the device's tuner chooses among them); the device's manifest
     # lists only what it ships
-    assert len(passed) > 1 and sorted(manifest["models"]) == sorted(passed | {"int8"})
+    assert sorted(manifest["models"]) == sorted(passed | {"int8"})
     assert all(f"bundle/{entry['file']}" in files for entry in manifest["models"].values())
     model_bytes = sum(members[f"{top}/bundle/{entry['file']}"].size for entry in manifest["models"].values())
     assert archive.stat().st_size - model_bytes < 200 * 1024, "the archive without models must stay well under 1 MB"
 
 
-def test_a_format_whose_parity_failed_is_not_shipped_by_default(bundle, tmp_path):
+def test_by_default_every_format_whose_parity_passed_is_shipped_and_no_other(bundle, tmp_path):
+    """The device's tuner chooses among the formats it has: the archive carries int8 and each format whose own
+    parity passed, never one that failed (or was never measured)."""
     copy = Path(shutil.copytree(bundle, tmp_path / "bundle"))
     manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["models"]["float32"]["parity"] = "failed"
-    (copy / "manifest.json").write_text(json.dumps(manifest))
-    shipped = build_archive(copy, tmp_path / "a.tar.gz")["models"]
-    assert "float32" not in shipped and "int8" in shipped
+    manifest["parity"] = "passed"
+    for float32, expected in (("passed", ["float32", "int8"]), ("failed", ["int8"]), ("skipped", ["int8"])):
+        manifest["models"]["int8"]["parity"], manifest["models"]["float32"]["parity"] = "passed", float32
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+        shipped = build_archive(copy, tmp_path / f"{float32}.tar.gz")["models"]
+        assert sorted(shipped) == expected, (float32, shipped)
 
 
 def test_archive_is_reproducible_and_carries_the_pi_requirements(bundle, tmp_path):

@@ -6,8 +6,8 @@
 
 A frame is named by its path inside the data set (as /api/dataset lists it) or by a path to the file itself.
 Each frame moves or goes by one rename (atomic per frame), at most 500 in one command; one JSON line tells
-what happened to each. Exit codes: 0 every frame done, 2 bad input (an unknown class or frame: the others
-are still done, the failures listed), 3 the disk is full.
+what happened to each. Exit codes (device/exitcodes.py): 0 every frame done, 2 bad input (an unknown class or
+frame: the others are still done, the failures listed) or a full disk (it does not pass by itself).
 """
 
 from __future__ import annotations
@@ -60,9 +60,9 @@ def main(argv: list) -> int:
         else:
             files = [inside(dataset.root, name) for name in args.files]
             result = dataset.move(files, args.to) if args.command == "mv" else dataset.remove(files)
-    except DatasetFull as error:
+    except DatasetFull as error:  # a full disk is a 2 everywhere: a retry cannot help (README: Exit codes)
         print(f"edgecam dataset: {error}", file=sys.stderr)
-        return 3
+        return 2
     except DatasetError as error:
         print(f"edgecam dataset: {error}", file=sys.stderr)
         return 2
