@@ -120,3 +120,28 @@ def tune_in_subprocess(bundle, state_dir, source: str, seconds: float, key: str)
     if record is None:
         return None, f"python -m device tune left no record at {record_path(state_dir, key)}"
     return record, None
+
+
+def tuned_format(manifest, state_dir) -> str | None:
+    """The format this device's newest tuning record of MANIFEST's models chose - what a daemon started without
+    --model serves here - or None (no state folder, nothing tuned, or tuned on another board or runtime).
+    ``python -m device teach|undo|status`` default to it, so a teach from a shell writes the heads the daemon
+    reads."""
+    if state_dir is None:
+        return None
+    from device.tune import TUNING, device_facts
+
+    newest, device = None, None
+    for path in sorted((Path(state_dir) / TUNING).glob("*.json")):
+        record = read_record(state_dir, path.stem)
+        models = record.get("models") if record is not None else None
+        if not models or any(fmt not in manifest.models or manifest.models[fmt].sha256 != sha
+                             for fmt, sha in models.items()):
+            continue
+        try:
+            device = device if device is not None else device_facts()
+        except ValueError:  # no interpreter runtime here: the daemon could not serve anything either
+            return None
+        if record.get("device") == device and (newest is None or str(record["date"]) > str(newest["date"])):
+            newest = record
+    return newest["choice"].get("format") if newest is not None else None

@@ -262,3 +262,25 @@ def test_the_fleet_report_lists_each_devices_tuned_choice():
     assert [row["tuned"] for row in rows] == ["float32 x2 4.35 ms (tuned, 2026-12-05)", "int8 x1 (command line)", "-"]
     report = format_report("r1", rows)
     assert "TUNED" in report.splitlines()[1] and "float32 x2 4.35 ms (tuned, 2026-12-05)" in report
+
+
+def test_shell_teach_undo_and_status_act_on_the_format_the_daemon_serves(bundle, tmp_path):
+    """Without --model, `python -m device status|undo|teach` take the format this device's tuning chose (what a
+    daemon started without --model serves), so a teach from a shell writes the heads the daemon reads; else int8."""
+    copy = marked(bundle, tmp_path, {"float32": "passed", "int8": "failed"})
+    manifest = load_manifest(copy)
+    state = tmp_path / "state"
+
+    def head(*extra) -> dict:
+        done = subprocess.run([sys.executable, "-m", "device", "status", "--bundle", str(copy), "--state-dir",
+                               str(state), "--json", *extra], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    assert head()["model_sha256"] == manifest.models["int8"].sha256  # nothing tuned yet: int8, as the daemon
+    done = run_tune("--bundle", copy, "--state-dir", state, "--source", f"images:{images_of(bundle)}",
+                    "--repetitions", 10, "--seconds", 1)
+    assert done.returncode == 0, done.stderr
+    assert head()["model_sha256"] == manifest.models["float32"].sha256  # the tuned choice, as the daemon serves
+    assert head("--model", "int8")["model_sha256"] == manifest.models["int8"].sha256  # --model wins

@@ -96,6 +96,8 @@ def capture(argv: list) -> int:
 
 
 # ---- teach, undo, status ------------------------------------------------------------------------
+SERVED_HELP = ("(default: the format this device's tuning chose, which the daemon serves without --model; "
+               "else int8)")
 STATE_DIR_HELP = ("state folder that keeps the taught heads (default: $EDGECAM_STATE_DIR, systemd's $STATE_DIRECTORY, "
                   "/var/lib/edgecam when this user may write it, else the heads stay in BUNDLE/heads)")
 
@@ -113,7 +115,7 @@ def teach(argv: list) -> int:
     parser.add_argument("--bundle", required=True, help="bundle folder (converted with an embedding output)")
     parser.add_argument("--data", default=None,
                         help="data set: a folder of class folders (default: the same as capture's --dataset)")
-    parser.add_argument("--model", default="int8", help="model format that embeds the frames (as the daemon runs)")
+    parser.add_argument("--model", default=None, help=f"model format that embeds the frames {SERVED_HELP}")
     parser.add_argument("--force", action="store_true", help="keep the new head even when it scores worse")
     parser.add_argument("--undo", action="store_true", help="go back one head revision instead of teaching "
                                                             "(the same as python -m device undo)")
@@ -122,6 +124,7 @@ def teach(argv: list) -> int:
     parser.add_argument("--state-dir", default=None, help=STATE_DIR_HELP)
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line (the daemon uses it)")
     args = parser.parse_args(argv)
+    _served_model(args)
     if args.undo:
         return _undo(args)
     from device.manifest import load_manifest
@@ -147,10 +150,12 @@ def undo(argv: list) -> int:
                                      description="Go back one taught head revision (to the one that was in use "
                                                  "before it); at revision 0 the bundle's own head serves.")
     parser.add_argument("--bundle", required=True, help="bundle folder")
-    parser.add_argument("--model", default="int8", help="model format whose heads to undo (as the daemon runs)")
+    parser.add_argument("--model", default=None, help=f"model format whose heads to undo {SERVED_HELP}")
     parser.add_argument("--state-dir", default=None, help=STATE_DIR_HELP)
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line (the daemon uses it)")
-    return _undo(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    _served_model(args)
+    return _undo(args)
 
 
 def _undo(args) -> int:
@@ -173,10 +178,11 @@ def status(argv: list) -> int:
                                      description="Which head serves the bundle's model (revision, labels), for which "
                                                  "model, fitted on which frames, and where its revisions are kept.")
     parser.add_argument("--bundle", required=True, help="bundle folder")
-    parser.add_argument("--model", default="int8", help="model format (as the daemon runs)")
+    parser.add_argument("--model", default=None, help=f"model format whose heads to show {SERVED_HELP}")
     parser.add_argument("--state-dir", default=None, help=STATE_DIR_HELP)
     parser.add_argument("--json", action="store_true", help="print the head as one JSON object")
     args = parser.parse_args(argv)
+    _served_model(args)
 
     def run() -> dict:
         store, manifest = _store(args)
@@ -218,6 +224,21 @@ def describe_head(head: dict) -> str:
 
 def _percent(value) -> str:
     return f"{value:.1%}" if isinstance(value, (int, float)) else "unknown"
+
+
+def _served_model(args) -> None:
+    """--model left out: the format the daemon serves here when it is not told (this device's tuning choice,
+    device/choice.py), else int8: a teach from a shell then writes the heads the daemon reads."""
+    if args.model is not None:
+        return
+    from device.choice import tuned_format
+    from device.manifest import load_manifest
+    from device.state import device_state_dir
+
+    try:
+        args.model = tuned_format(load_manifest(args.bundle), device_state_dir(args.state_dir)) or "int8"
+    except ValueError:  # a bundle that cannot be read: the command's own loading says what is wrong
+        args.model = "int8"
 
 
 def _store(args):
