@@ -477,8 +477,11 @@ def test_a_class_is_renamed_and_deleted_with_undo(setup, tabs):
     teach.page.once("dialog", lambda dialog: dialog.accept("lots"))
     teach.testid("rename-class").click()
     teach.testid("class-lots").wait_for(timeout=5000)
+    # the view has taken the rename (a dataset poll may show the new button before the rename's answer lands)
+    wait_for(lambda: "Renamed many to lots" in teach.testid("message").inner_text(), 5, "the rename is not taken")
     assert (dataset / "lots").is_dir() and not (dataset / "many").exists()
     teach.testid("delete-class").click()
+    wait_for(lambda: teach.testid("delete-class").inner_text() == "Tap again to delete lots", 5, "no confirmation")
     assert (dataset / "lots").is_dir()  # one tap never deletes a class
     teach.testid("delete-class").click()
     wait_for(lambda: not (dataset / "lots").exists() and teach.testid("class-lots").count() == 0, 5, "not deleted")
