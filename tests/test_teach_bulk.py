@@ -66,6 +66,17 @@ def test_remove_then_restore_brings_the_frames_back_and_only_the_newest_batch(tm
         dataset.restore("../../etc")
 
 
+def test_a_delete_that_removes_nothing_keeps_the_last_undo(tmp_path):
+    dataset = filled(tmp_path / "d", {"rock": 2})
+    rock = [f"rock/{name}" for name in names(dataset.root, "rock")]
+    first = dataset.remove(rock[:1])
+    assert dataset.remove(["rock/missing.jpg"])["undo"] is None  # a delete where every frame failed
+    for refused in ([], ["x.jpg"] * (MAX_BATCH + 1)):  # refused batches
+        with pytest.raises(DatasetError):
+            dataset.remove(refused)
+    assert dataset.restore(first["undo"])["restored"] == rock[:1]  # the first delete can still be undone
+
+
 def test_batches_are_bounded(tmp_path):
     dataset = filled(tmp_path / "d", {"rock": 1})
     with pytest.raises(DatasetError, match=f"at most {MAX_BATCH}"):

@@ -192,7 +192,7 @@ class Dataset:
         if stats.f_files and stats.f_favail < 2:  # bytes to spare, but no file entries (inodes) left
             return ("the disk has no room for new files (every inode is taken). Delete files you do not need "
                     "or pull the data set to your computer and clear it.")
-        free = self.free_bytes()
+        free = stats.f_bavail * stats.f_frsize  # (free_bytes(), from the same statvfs)
         if free - extra < self.min_free_bytes:
             return (f"the disk is nearly full: {free / 1e6:.1f} MB free, and recording stops at "
                     f"{self.min_free_bytes / 1e6:.1f} MB (--min-free-mb) so the system keeps running. "
@@ -457,7 +457,7 @@ class Dataset:
         each is renamed into .deleted/ (atomic per frame), which keeps only the newest batch ->
         {"removed": [...], "failed": [{"file", "error"}], "undo": BATCH or None}."""
         removed, failed = [], []
-        batch = self._new_batch()
+        batch, purged = self._batch_name(), False
         for relative in check_batch(files):
             try:
                 if isinstance(relative, str) and relative.startswith(f"{UNCERTAIN}/"):
@@ -467,6 +467,9 @@ class Dataset:
                 path = self.resolve(relative)
                 with self.lock:
                     size = path.stat().st_size
+                    if not purged:  # the older undo goes only when this delete really moves a frame
+                        self._purge_deleted()
+                        purged = True
                     target = self.root / DELETED / batch / relative
                     target.parent.mkdir(parents=True, exist_ok=True)
                     os.rename(path, target)
@@ -522,8 +525,9 @@ class Dataset:
     def remove_class(self, name: str) -> dict:
         """Delete class NAME with its frames, undoable like :meth:`remove` -> {"removed", "undo"}."""
         self.require_class(name)
-        batch = self._new_batch()
+        batch = self._batch_name()
         with self.lock:
+            self._purge_deleted()
             size = sum(path.stat().st_size for path in find_images(self.root / name))
             target = self.root / DELETED / batch / name
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -532,17 +536,20 @@ class Dataset:
             self._index({"class": name, "deleted": True, "time": round(time.time(), 3)})
         return {"removed": name, "undo": batch}
 
-    def _new_batch(self) -> str:
-        """A fresh .deleted/BATCH folder name; older batches are purged (only the newest delete can be undone)."""
-        with self.lock:
-            deleted = self.root / DELETED
-            if deleted.is_dir():
-                for old in deleted.iterdir():
-                    if old.is_dir():
-                        shutil.rmtree(old, ignore_errors=True)
-                    else:
-                        old.unlink(missing_ok=True)
-            return f"{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(4).hex()}"
+    @staticmethod
+    def _batch_name() -> str:
+        """A fresh .deleted/BATCH folder name."""
+        return f"{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(4).hex()}"
+
+    def _purge_deleted(self) -> None:
+        """Empty .deleted/ before a new delete moves frames into it: only the newest delete can be undone."""
+        deleted = self.root / DELETED
+        if deleted.is_dir():
+            for old in deleted.iterdir():
+                if old.is_dir():
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    old.unlink(missing_ok=True)
 
 
 DELETED = ".deleted"  # the newest deleted frames, until the next delete (undo)
