@@ -27,7 +27,7 @@ from device.notify import Notifier
 from device.outputs import OutputContext, Outputs, configure, open_outputs
 from device.outputs.settings import OutputSettings
 from device.pipeline import Capture, Classifier, FrameSlot, Stats
-from device.runtime import ModelError, load_model, parse_model_spec
+from device.runtime import load_model, parse_model_spec
 from device.server import AddressInUse, EventHub, Limits, Server, parse_address
 from device.sources import MAX_IMAGE_PIXELS, open_source
 from device.state import device_state_dir
@@ -35,7 +35,6 @@ from device.teach import revisions
 from device.teach.service import TeachOptions, TeachService
 
 log = logging.getLogger("edgecam.daemon")
-BUNDLE_ERRORS = (ManifestError, ModelError)  # both are ValueError subclasses; exit code 2 at startup
 MAX_CONSECUTIVE_FAILURES = 100  # e.g. an Edge TPU unplugged mid-run: exit 1 and let systemd restart us
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_TEMPORARY = 0, 1, 2, 3  # the README's exit-code contract
 
@@ -108,6 +107,8 @@ class Daemon:
         self.reloads = 0
         self.state_dir = device_state_dir(options.state_dir)  # taught heads, data set (device/state.py)
         self.head_store: revisions.HeadStore | None = None  # the loaded model's head revisions
+        self.choice: model_choice.Choice | None = None  # the model and threads served, and the models it is for
+        self.choice_models: dict | None = None
 
     # ---- building ------------------------------------------------------------------------
     def load(self) -> Classifier:
@@ -119,8 +120,6 @@ class Daemon:
             model = load_model(choice.model, self.options.bundle, threads=choice.threads, manifest=manifest)
             classifier = Classifier(model, manifest, self.options.smoothing, self.options.threshold,
                                     self.options.top_k)
-            classifier.tuning = choice.describe()
-            log.info("model: %s", choice.summary())
         except ValueError:  # ManifestError, ModelError, a taught head's own message: each says what happened
             raise
         except OSError as error:  # a file of the bundle that cannot be read: say so, not "malformed"
@@ -131,7 +130,9 @@ class Daemon:
                 f"{self.options.bundle}: the bundle cannot be loaded ({type(error).__name__}: {error}). Re-export "
                 "it (python -m train / python -m convert) or copy a good one again."
             ) from error
-        return self.with_head(classifier)
+        classifier = self.with_head(classifier)  # (a taught head makes a new Classifier: the choice goes on that)
+        classifier.tuning = choice.describe()
+        return classifier
 
     def with_head(self, classifier: Classifier) -> Classifier:
         """The classifier with its model's taught head, when one is in use and sound. A damaged or mismatched
@@ -162,10 +163,18 @@ class Daemon:
         return classifier
 
     def choose_model(self, manifest) -> model_choice.Choice:
-        """--model and --threads, else this bundle's and device's tuning (made now if missing), else int8."""
+        """--model and --threads, else this bundle's and device's tuning (made now if missing), else int8. Made
+        once per set of model files: a reload for a new head (teach, undo, SIGHUP with the same models) keeps the
+        choice, without probing the device or tuning on the inference thread again."""
+        models = {fmt: entry.sha256 for fmt, entry in manifest.models.items()}
+        if self.choice is not None and models == self.choice_models:
+            return self.choice
         options = self.options
-        return model_choice.resolve(options.bundle, manifest, options.model, options.threads, options.source,
-                                    self.state_dir, options.tune_seconds, log=log.info)
+        self.choice = model_choice.resolve(options.bundle, manifest, options.model, options.threads, options.source,
+                                           self.state_dir, options.tune_seconds, log=log.info)
+        self.choice_models = models
+        log.info("model: %s", self.choice.summary())
+        return self.choice
 
     def start(self) -> None:
         """Everything that can fail for a configuration reason fails here, before READY=1."""
@@ -428,7 +437,7 @@ def serve(options: Options, stdout=None) -> int:
     daemon.install_signals()
     try:
         daemon.start()
-    except ValueError as error:  # bundle, manifest, model (BUNDLE_ERRORS), --source, --http/--token, --log-file
+    except ValueError as error:  # bundle, manifest, model (ManifestError, ModelError), --source, --http/--token, --log-file
         daemon.shutdown()
         print(f"edgecam: {error}", file=sys.stderr)
         return EXIT_CONFIG

@@ -12,7 +12,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import teach_bundle
+from test_teach_http import listening
 
 REPO = Path(__file__).resolve().parent.parent
 COLOURS = {"paper": "red", "rock": "green", "scissors": "blue"}  # the data set's classes: new names
@@ -144,19 +144,7 @@ class Daemon:
         self.process = subprocess.Popen(read_only([release, *read_only_too], command), cwd=REPO, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, text=True,
                                         env=dict(os.environ, PYTHONPATH=str(REPO), STATE_DIRECTORY=str(state)))
-        self.lines, self.port = [], None
-        found = threading.Event()
-
-        def read():
-            for line in self.process.stderr:
-                self.lines.append(line)
-                match = re.search(r"on http://127\.0\.0\.1:(\d+)", line)
-                if match:
-                    self.port = int(match.group(1))
-                    found.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        assert found.wait(30), "".join(self.lines)
+        self.lines, self.port = listening(self.process)
 
     def request(self, method, path, body=None):
         data = None if body is None else json.dumps(body).encode()
@@ -219,9 +207,13 @@ def test_teach_view_on_a_read_only_release_keeps_the_head_across_restart_redeplo
         code, answer = daemon.request("POST", "/api/teach", {"force": True})
         assert code == 200, answer
         assert answer["accepted"] and answer["revision"] == 1
-        head = daemon.wait_for(lambda s: s["last_result"]["model"] == "tiny:int8+head1")["head"]
+        status = daemon.wait_for(lambda s: s["last_result"]["model"] == "tiny:int8+head1")
+        head = status["head"]
         assert head["frames"] == 90 and head["data"] == str(state / "dataset")
         assert head["store"] == str(model_heads(state, release / "bundle"))
+        # the taught head serves the same model choice, made once (the reload for the head did not choose again)
+        assert status["tuning"] and status["tuning"]["format"] == "int8", status["tuning"]
+        assert daemon.log().count("edgecam.daemon: model: ") == 1, daemon.log()
     finally:
         daemon.stop()
     assert not (release / "bundle" / "heads").exists() and not list(release.glob(".*lock"))
