@@ -177,7 +177,7 @@ def main(argv=None) -> int:
     machine = measure.machine()
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    header = (f"Measured by `python -m bench --bundle {args.bundle}` ({manifest.name}, "
+    header = (f"Measured by `python -m bench --bundle {args.bundle}{' --cost' if args.cost else ''}` ({manifest.name}, "
               f"{manifest.input.width}x{manifest.input.height}, {args.threads} threads) on {when}.\n"
               f"Machine: {machine}; load average {load:.1f} at the end of the run.")
     print(header)

@@ -354,13 +354,14 @@ def _check_target_runtime(content: bytes, fmt: str, target_runtime: str) -> None
 
     if target_runtime == tflite.LATEST:
         return
-    unknown = unknown_ops(op_versions(content), *TARGET_RUNTIMES[target_runtime])
+    ops = op_versions(content)
+    unknown = unknown_ops(ops, *TARGET_RUNTIMES[target_runtime])
     if unknown:
         raise ConvertError(f"The {fmt} model uses {', '.join(unknown)}, whose versions device/opversions.py has not "
                            f"measured for {target_runtime}, so nothing vouches that it runs there. Measure them "
                            "(make op-versions, then copy the printed table into device/opversions.py), or convert "
                            "with --target-runtime latest and try the model on the device.")
-    problems = unsupported(op_versions(content), *TARGET_RUNTIMES[target_runtime])
+    problems = unsupported(ops, *TARGET_RUNTIMES[target_runtime])
     if problems:
         needs = "; ".join(f"{op} version {needed} (it runs up to {highest})" for op, needed, highest in problems)
         raise ConvertError(f"The {fmt} model needs op versions {target_runtime} does not have: {needs}. No "

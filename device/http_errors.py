@@ -26,7 +26,6 @@ ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/'\"():,]+/){2,}([^\s/'\"():,]*
 FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 BAD_NAME_ERRNOS = {errno.ENAMETOOLONG, errno.ELOOP, errno.EINVAL}
 GONE = ("does not exist", "is gone", "not in the ring")
-LOCKED = "being written by another edgecam command"  # device/layout.py's lock, re-raised by device/teach/revisions.py
 
 
 class HttpError(Exception):
@@ -72,8 +71,6 @@ def status_for(error: BaseException) -> tuple:
         return 400, f"that file name cannot be used ({error.strerror}): use a path from /api/dataset."
     if isinstance(error, DatasetError):
         return (404 if any(word in str(error) for word in GONE) else 400), one_line(str(error))
-    if isinstance(error, ValueError) and LOCKED in str(error):
-        return 409, one_line(str(error))
     if isinstance(error, OSError):
         return 500, f"the device could not read or write a file ({error.strerror or type(error).__name__})."
     return 500, one_line(f"{type(error).__name__}: {error}" if not str(error) else str(error))

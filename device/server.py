@@ -36,7 +36,6 @@ from http.server import ThreadingHTTPServer
 from device.events import EventHub  # noqa: F401 - the daemon's hub, imported from here
 from device.guard import ConfigError, TokenGuard, check_token, default_allowed_hosts, redact
 from device.handler import DISCONNECTS, Handler
-from device.metrics import prometheus  # noqa: F401 - /metrics, imported from here by tests and tools
 
 log = logging.getLogger("edgecam.server")
 LISTEN_BACKLOG = 128  # connections the kernel queues before the accept loop takes them (socketserver's is 5)

@@ -25,24 +25,30 @@ TOKEN = "teach-test-token-0123456789"
 COLOUR_NAMES = {"paper": "red", "rock": "green", "scissors": "blue"}  # the tiny bundle's classes are colours
 
 
+def listening(process, timeout: float = 30) -> tuple:
+    """Collect a daemon's stderr lines (a reader thread, until it exits) and wait for the line that says where it
+    listens -> (the growing list of lines, its port)."""
+    lines, port, found = [], [], threading.Event()
+
+    def read():
+        for line in process.stderr:
+            lines.append(line)
+            match = re.search(r"on http://127\.0\.0\.1:(\d+)", line)
+            if match and not port:
+                port.append(int(match.group(1)))
+                found.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    assert found.wait(timeout), "".join(lines)
+    return lines, port[0]
+
+
 class DaemonProcess:
     def __init__(self, *arguments):
         self.process = subprocess.Popen([sys.executable, "-m", "device", *map(str, arguments)], cwd=REPO,
                                         env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, text=True)
-        self.lines, self.port = [], None
-        found = threading.Event()
-
-        def read():
-            for line in self.process.stderr:
-                self.lines.append(line)
-                match = re.search(r"on http://127\.0\.0\.1:(\d+)", line)
-                if match:
-                    self.port = int(match.group(1))
-                    found.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        assert found.wait(30), "".join(self.lines)
+        self.lines, self.port = listening(self.process)
 
     def request(self, method, path, body=None, token=TOKEN, headers=None, data=None):
         data = data if body is None else json.dumps(body).encode()

@@ -146,16 +146,23 @@ def teach(argv: list) -> int:
 
 
 def undo(argv: list) -> int:
-    parser = argparse.ArgumentParser(prog="python -m device undo", formatter_class=FORMATTER,
-                                     description="Go back one taught head revision (to the one that was in use "
-                                                 "before it); at revision 0 the bundle's own head serves.")
+    return _undo(_head_arguments(argv, "undo", "Go back one taught head revision (to the one that was in use "
+                                 "before it); at revision 0 the bundle's own head serves.", "undo",
+                                 "print the result as one JSON line (the daemon uses it)"))
+
+
+def _head_arguments(argv: list, command: str, description: str, verb: str, json_help: str):
+    """The arguments undo and status share: --bundle, --model (default: the format the daemon serves here),
+    --state-dir, --json."""
+    parser = argparse.ArgumentParser(prog=f"python -m device {command}", formatter_class=FORMATTER,
+                                     description=description)
     parser.add_argument("--bundle", required=True, help="bundle folder")
-    parser.add_argument("--model", default=None, help=f"model format whose heads to undo {SERVED_HELP}")
+    parser.add_argument("--model", default=None, help=f"model format whose heads to {verb} {SERVED_HELP}")
     parser.add_argument("--state-dir", default=None, help=STATE_DIR_HELP)
-    parser.add_argument("--json", action="store_true", help="print the result as one JSON line (the daemon uses it)")
+    parser.add_argument("--json", action="store_true", help=json_help)
     args = parser.parse_args(argv)
     _served_model(args)
-    return _undo(args)
+    return args
 
 
 def _undo(args) -> int:
@@ -174,15 +181,9 @@ def _undo(args) -> int:
 
 
 def status(argv: list) -> int:
-    parser = argparse.ArgumentParser(prog="python -m device status", formatter_class=FORMATTER,
-                                     description="Which head serves the bundle's model (revision, labels), for which "
-                                                 "model, fitted on which frames, and where its revisions are kept.")
-    parser.add_argument("--bundle", required=True, help="bundle folder")
-    parser.add_argument("--model", default=None, help=f"model format whose heads to show {SERVED_HELP}")
-    parser.add_argument("--state-dir", default=None, help=STATE_DIR_HELP)
-    parser.add_argument("--json", action="store_true", help="print the head as one JSON object")
-    args = parser.parse_args(argv)
-    _served_model(args)
+    args = _head_arguments(argv, "status", "Which head serves the bundle's model (revision, labels), for which "
+                           "model, fitted on which frames, and where its revisions are kept.", "show",
+                           "print the head as one JSON object")
 
     def run() -> dict:
         store, manifest = _store(args)

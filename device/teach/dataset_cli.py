@@ -17,6 +17,8 @@ import json
 import sys
 from pathlib import Path
 
+from device import exitcodes
+
 FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
 
@@ -60,12 +62,8 @@ def main(argv: list) -> int:
         else:
             files = [inside(dataset.root, name) for name in args.files]
             result = dataset.move(files, args.to) if args.command == "mv" else dataset.remove(files)
-    except DatasetFull as error:  # a full disk is a 2 everywhere: a retry cannot help (README: Exit codes)
-        print(f"edgecam dataset: {error}", file=sys.stderr)
-        return 2
-    except DatasetError as error:
-        print(f"edgecam dataset: {error}", file=sys.stderr)
-        return 2
+    except (DatasetFull, DatasetError) as error:  # a full disk is a 2 too: a retry cannot help (README: Exit codes)
+        return exitcodes.fail("edgecam dataset", str(error), exitcodes.BAD_INPUT)
     print(json.dumps(result), flush=True)
     for failure in result.get("failed", []):
         print(f"edgecam dataset: {failure['file']}: {failure['error']}", file=sys.stderr)
