@@ -130,6 +130,7 @@ class Daemon:
                 f"{self.options.bundle}: the bundle cannot be loaded ({type(error).__name__}: {error}). Re-export "
                 "it (python -m train / python -m convert) or copy a good one again."
             ) from error
+        log.info("model: %s", choice.summary())
         classifier = self.with_head(classifier)  # (a taught head makes a new Classifier: the choice goes on that)
         classifier.tuning = choice.describe()
         return classifier
@@ -173,7 +174,6 @@ class Daemon:
         self.choice = model_choice.resolve(options.bundle, manifest, options.model, options.threads, options.source,
                                            self.state_dir, options.tune_seconds, log=log.info)
         self.choice_models = models
-        log.info("model: %s", self.choice.summary())
         return self.choice
 
     def start(self) -> None:
