@@ -109,7 +109,7 @@ endif
 
 ifneq ($(filter fleet,$(MAKECMDGOALS)),)
 ifeq ($(strip $(INVENTORY)),)
-$(error make fleet needs INVENTORY=hosts.ini, an Ansible inventory of the Pis (README: Fleets))
+$(error make fleet needs INVENTORY=hosts.ini, an Ansible inventory of the Pis (docs/fleets.md))
 endif
 endif
 

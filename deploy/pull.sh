@@ -93,4 +93,4 @@ for folder in "$DEST"/*/; do
   [ -d "$folder" ] || continue
   echo "  $(basename "$folder"): $(find "$folder" -maxdepth 1 -type f -iname '*.jpg' | wc -l) images"
 done
-echo "edgecam pull: done. Train on it: python -m train --data $DEST (see README: Teach it your camera)"
+echo "edgecam pull: done. Train on it: python -m train --data $DEST (see docs/own-objects.md)"

@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_limits(parser: argparse.ArgumentParser) -> None:
-    """What hostile frames and clients may take of the device (README: Limits)."""
+    """What hostile frames and clients may take of the device (docs/limits.md)."""
     from device.server import Limits
     from device.sources import MAX_IMAGE_PIXELS
 

@@ -1,4 +1,4 @@
-"""The exit codes every edgecam command keeps (README: Exit codes), and the one place that maps an error to them.
+"""The exit codes every edgecam command keeps (docs/reference.md: Exit codes), and the one place that maps an error to them.
 
     0  OK         done as asked (teach: the new head was accepted)
     1  FAILED     a check failed: parity (convert), quality (teach refused a worse head), the device (doctor),

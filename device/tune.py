@@ -1,5 +1,5 @@
 """``python -m device tune --bundle B``: which of the bundle's models, with how many interpreter threads, is
-fastest on this device - measured here, never assumed (README: Which model format is fastest; docs/tuning.md).
+fastest on this device - measured here, never assumed (docs/tuning.md).
 
 - Candidates: every model format whose parity passed (:func:`exclusions` reads the manifest's records), never
   one that failed or was not measured; the Edge TPU model only with an Edge TPU present. Each with 1 to

@@ -1,4 +1,4 @@
-"""The README's exit-code table, row by row, for every command: python -m device, its capture, teach, evaluate
+"""The exit-code table (docs/reference.md), row by row, for every command: python -m device, its capture, teach, evaluate
 and doctor, python -m train and python -m convert (issue 19, item 7). Each case runs the real command in a
 real subprocess on real files; full disks are real tmpfs mounts filled to the last page (tests/full_disk.py).
 Codes 0 and 1 of the slower paths (a whole training, a parity failure, an accepted or refused head, a daemon
