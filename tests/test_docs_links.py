@@ -18,6 +18,7 @@ FENCE = re.compile(r"^(\s*)(```|~~~)")
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 INLINE_LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 REFERENCE_DEFINITION = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s+\".*\")?\s*$")
+HTML_LINK = re.compile(r"""<(?:a|img)\s[^>]*?(?:href|src)\s*=\s*["']([^"']+)["']""", re.IGNORECASE)
 HTML_ID = re.compile(r"""<a\s+[^>]*(?:name|id)\s*=\s*["']([^"']+)["']""", re.IGNORECASE)
 CODE_SPAN = re.compile(r"(`+)(.+?)\1")
 
@@ -66,14 +67,16 @@ def anchors(text: str) -> set[str]:
 
 
 def links(text: str) -> list[tuple[int, str]]:
-    """(line number, target) of every inline link, image and reference definition outside code."""
+    """(line number, target) of every inline link, image, HTML link or image and reference definition outside
+    code."""
     found = []
     for number, line in prose_lines(text):
         definition = REFERENCE_DEFINITION.match(line)
         if definition:
             found.append((number, definition.group(1)))
             continue
-        for target in INLINE_LINK.findall(CODE_SPAN.sub("", line)):
+        prose = CODE_SPAN.sub("", line)
+        for target in INLINE_LINK.findall(prose) + HTML_LINK.findall(prose):
             found.append((number, target))
     return found
 
@@ -133,9 +136,10 @@ def test_the_checker_finds_a_missing_file_a_missing_anchor_and_ignores_code(tmp_
     page = tmp_path / "page.md"
     text = ("# Top\n[ok](other.md#same-1) [ok](#top) ![img](other.md) [web](https://example.com/x#y)\n"
             "[gone](missing.md) [bad anchor](other.md#nowhere) `[in code](missing-too.md)`\n"
-            "```\n[in a block](missing-three.md)\n# not a heading\n```\n[x](#not-a-heading)\n[ref]: other.md#other\n")
+            "```\n[in a block](missing-three.md)\n# not a heading\n```\n[x](#not-a-heading)\n[ref]: other.md#other\n"
+            '<img src="gone.png" width="49%"> <a href="other.md#same">ok</a>\n')
     page.write_text(text)
     problems = broken(page)
-    assert len(problems) == 3, problems
+    assert len(problems) == 4, problems
     assert "missing.md" in problems[0] and "no heading or id 'nowhere'" in problems[1]
-    assert "'not-a-heading'" in problems[2]
+    assert "'not-a-heading'" in problems[2] and "gone.png" in problems[3]
