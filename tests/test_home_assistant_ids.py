@@ -115,3 +115,35 @@ def test_the_labels_message_is_never_dropped_for_results(broker):
             subscriber.close()
     finally:
         outputs.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # the first run installs Home Assistant (tests/home_assistant.py)
+def test_home_assistant_makes_an_entity_per_label_and_keeps_the_problem_sensor(tmp_path):
+    """The real Home Assistant core on the real broker: what it makes of these labels' configs."""
+    from home_assistant import HomeAssistant
+
+    broker = Broker(tmp_path / "broker")
+    home = HomeAssistant(tmp_path / "ha", broker.port)
+    output = mqtt.MqttOutput(OutputSettings(mqtt=broker.url, mqtt_topic="edgecam/ids", name="Ids camera",
+                                            mqtt_status_interval=0))
+    outputs = open_outputs([output], OutputContext(name="ids", labels=LABELS, status=dict,
+                                                   health=lambda: (True, None)))
+    try:
+        problem = "binary_sensor.ids_camera_problem"
+        assert wait_for(lambda: home.state(problem), 60), home.tail()
+        device = home.template("{{ device_id('%s') }}" % problem)
+
+        def entities():
+            found = home.template("{{ device_entities('%s') | join(' ') }}" % device).split()
+            return found if len(found) == 8 + len(LABELS) else None
+        found = wait_for(entities, 30)
+        assert found, home.template("{{ device_entities('%s') | join(' ') }}" % device)
+        names = {home.state(entity)["attributes"]["friendly_name"] for entity in found}
+        assert {f"Ids camera Sees {label}" for label in LABELS} <= names and "Ids camera Problem" in names
+        assert home.state(problem)["attributes"]["device_class"] == "problem"
+        assert home.errors() == []
+    finally:
+        outputs.close()
+        home.stop()
+        broker.stop()
