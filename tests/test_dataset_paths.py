@@ -160,3 +160,16 @@ def test_edits_wait_for_another_process_holding_the_edit_lock(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_class_made_again_after_its_delete_takes_its_frames_back_on_undo(tmp_path):
+    dataset = filled(tmp_path / "d", {"rock": 2})
+    old = frames(dataset.root, "rock")
+    answer = dataset.remove_class("rock")
+    dataset.add_class("rock")
+    dataset.save(np.zeros((24, 32, 3), np.uint8), "rock")  # recorded meanwhile
+    bytes_before = dataset.bytes
+    back = dataset.restore(answer["undo"])
+    assert back["restored"] == old and back["failed"] == [] and back["classes"] == []
+    assert len(frames(dataset.root, "rock")) == 3 and dataset.bytes > bytes_before
+    assert not (dataset.root / ".deleted" / answer["undo"]).exists()

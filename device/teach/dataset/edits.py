@@ -13,7 +13,7 @@ import stat
 import time
 from pathlib import Path
 
-from device.layout import find_images
+from device.layout import find_images, is_image_file
 from device.teach.dataset.errors import DatasetError, DatasetFull, short_error
 from device.teach.dataset.files import rename_new
 from device.teach.dataset.paths import CLASS_NAME, check_class_name, frame_bytes, parse_frame
@@ -146,24 +146,30 @@ class BulkEdits:
 
     def _restore_class(self, deleted: Path, restored: list, classes: list, failed: list) -> None:
         label, target = deleted.name, self.root / deleted.name
-        names = sorted(entry.name for entry in os.scandir(deleted))
         if not os.path.lexists(target) and rename_new(deleted, target):  # a deleted class: one rename back
             classes.append(label)
-            deleted = target
-        elif not is_real_folder(target):
+            for path in sorted(target.iterdir()):
+                if not path.name.startswith(".") and is_image_file(path.name):
+                    self._restored(f"{label}/{path.name}", restored)
+            return
+        if not is_real_folder(target):
             failed.append({"file": label, "error": "a file or link took the class's name: move it away"})
             return
-        for name in names:
-            relative = f"{label}/{name}"
+        for path in sorted(deleted.iterdir()):
+            relative = f"{label}/{path.name}"
             try:
                 parse_frame(relative)
-                if deleted != target and not rename_new(deleted / name, target / name):
+                if not rename_new(path, target / path.name):  # never over a frame that took the name meanwhile
                     raise DatasetError(f"{relative} exists again")
-                self.bytes += frame_bytes(target / name)
-                self._index({"file": relative, "label": label, "restored": True, "time": round(time.time(), 3)})
-                restored.append(relative)
+                self._restored(relative, restored)
             except (DatasetError, OSError) as error:
                 failed.append({"file": relative, "error": short_error(error)})
+
+    def _restored(self, relative: str, restored: list) -> None:
+        self.bytes += frame_bytes(self.root / relative)
+        self._index({"file": relative, "label": relative.split("/")[0], "restored": True,
+                     "time": round(time.time(), 3)})
+        restored.append(relative)
 
     def rename_class(self, name: str, new_name: str) -> str:
         """Rename class NAME to NEW_NAME (one rename of its folder, never over another) -> NEW_NAME."""
