@@ -173,3 +173,16 @@ def test_a_class_made_again_after_its_delete_takes_its_frames_back_on_undo(tmp_p
     assert back["restored"] == old and back["failed"] == [] and back["classes"] == []
     assert len(frames(dataset.root, "rock")) == 3 and dataset.bytes > bytes_before
     assert not (dataset.root / ".deleted" / answer["undo"]).exists()
+
+
+def test_a_link_out_of_the_data_set_is_not_a_frame_and_is_left_alone(tmp_path):
+    dataset = filled(tmp_path / "d", {"paper": 1})
+    outside = tmp_path / "outside.jpg"
+    outside.write_bytes(b"not yours")
+    (dataset.root / "paper" / "link.jpg").symlink_to(outside)
+    (dataset.root / "paper" / "nowhere.jpg").symlink_to(tmp_path / "missing.jpg")
+    for relative in ("paper/link.jpg", "paper/nowhere.jpg"):
+        with pytest.raises(DatasetError, match="links outside the data set"):
+            dataset.resolve_any(relative)
+        assert dataset.remove([relative])["removed"] == [] and dataset.move([relative], "paper")["moved"] == []
+    assert outside.read_bytes() == b"not yours" and (dataset.root / "paper" / "link.jpg").is_symlink()

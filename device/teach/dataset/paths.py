@@ -4,7 +4,8 @@ A frame is ``CLASS/NAME``: relative (never absolute), exactly two parts, no empt
 hidden part (``.deleted``, ``.uncertain`` in any spelling: a part that starts with a dot), CLASS a class name
 and a real folder (not a link), NAME an image file name. The frame itself may be a symbolic link: it is
 handled as the link (moved, deleted, restored as a link, never its target). Move, remove, delete, restore and
-the image view all come through here, so one check holds for every entry.
+the image view all come through here, so one check holds for every entry. A link that points outside the
+data set (or nowhere) is not a frame: it is refused, and left alone.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def parse_frame(relative) -> tuple:
 
 
 def frame_path(root: Path, relative) -> Path:
-    """RELATIVE -> ROOT/CLASS/NAME, an existing file or link (not followed); DatasetError otherwise."""
+    """RELATIVE -> ROOT/CLASS/NAME, an existing file, or a link to a file inside the data set (returned as the
+    link, never its target); DatasetError otherwise."""
     label, name = parse_frame(relative)
     try:
         if not stat.S_ISDIR(os.lstat(root / label).st_mode):
@@ -53,16 +55,12 @@ def frame_path(root: Path, relative) -> Path:
         raise DatasetError(f"file {relative!r} does not exist (deleted already?). Reload the list.") from None
     if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
         raise DatasetError(f"file {relative!r} is not a frame: use a path from /api/dataset.")
-    return root / label / name
-
-
-def readable_frame(root: Path, relative) -> Path:
-    """frame_path() for reading the image: a link must point inside the data set (never serves /etc/...)."""
-    path = frame_path(root, relative)
-    if path.is_symlink():
-        target, inside = Path(os.path.realpath(path)), Path(os.path.realpath(root))
-        if inside not in target.parents or not target.is_file():
-            raise DatasetError(f"file {relative!r} links outside the data set (or nowhere): it is not shown.")
+    path = root / label / name
+    if stat.S_ISLNK(mode):  # a frame of this data set only when it points at a file inside it (never /etc/...)
+        target = Path(os.path.realpath(path))
+        if Path(os.path.realpath(root)) not in target.parents or not target.is_file():
+            raise DatasetError(f"file {relative!r} links outside the data set (or nowhere): it is left alone; "
+                               "remove the link in a shell if you do not want it.")
     return path
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from device.manifest import atomic_write_text
 from device.teach.dataset.errors import DatasetError, DatasetFull, disk_full
 from device.teach.dataset.files import encode_jpeg
-from device.teach.dataset.paths import check_class_name, readable_frame
+from device.teach.dataset.paths import check_class_name, frame_path
 
 UNCERTAIN = ".uncertain"
 RING = "ring.json"
@@ -106,11 +106,11 @@ class UncertainRing:
         return identifier
 
     def resolve_any(self, relative) -> Path:
-        """The file to show for a path from /api/dataset: a class frame (paths.readable_frame) or an uncertain
+        """The file to show for a path from /api/dataset: a class frame (paths.frame_path) or an uncertain
         frame's .uncertain/ID."""
         if isinstance(relative, str) and relative.startswith(f"{UNCERTAIN}/"):
             entry = self.ring.get(relative[len(UNCERTAIN) + 1:])
             if entry is None:
                 raise DatasetError(f"uncertain frame {relative!r} is gone (dropped or handled). Reload the list.")
             return self._ring_dir() / entry["id"]
-        return readable_frame(self.root, relative)
+        return frame_path(self.root, relative)
