@@ -186,3 +186,17 @@ def test_a_link_out_of_the_data_set_is_not_a_frame_and_is_left_alone(tmp_path):
             dataset.resolve_any(relative)
         assert dataset.remove([relative])["removed"] == [] and dataset.move([relative], "paper")["moved"] == []
     assert outside.read_bytes() == b"not yours" and (dataset.root / "paper" / "link.jpg").is_symlink()
+
+
+def test_without_renameat2_a_move_still_never_replaces(tmp_path, monkeypatch):
+    """A C library older than glibc 2.28 has no renameat2 (this machine's has): the look-then-rename path,
+    under the edit lock, must keep the same promise."""
+    from device.teach.dataset import files
+
+    monkeypatch.setattr(files, "_renameat2", lambda: None)
+    dataset = filled(tmp_path / "d", {"paper": 1, "rock": 1})
+    (dataset.root / "paper" / "same.jpg").write_bytes(b"paper's frame")
+    (dataset.root / "rock" / "same.jpg").write_bytes(b"rock's frame")
+    answer = dataset.move(["rock/same.jpg"], "paper")
+    assert (dataset.root / "paper" / "same.jpg").read_bytes() == b"paper's frame"
+    assert (dataset.root / answer["moved"][0]["to"]).read_bytes() == b"rock's frame"
