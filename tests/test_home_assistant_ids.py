@@ -73,6 +73,14 @@ def test_topics_that_slug_alike_get_their_own_node_and_client_ids(broker):
         for outputs in opened:
             outputs.close()
         subscriber.close()
+    # --ha-remove of one camera leaves the other's entities alone
+    settings = OutputSettings(mqtt=broker.url, mqtt_topic="edgecam_kitchen")
+    assert mqtt.remove_home_assistant(settings, "k", ["a", "b"]) == 0
+    late = Subscriber(broker)
+    assert late.settle()
+    kept = {topic.split("/")[2] for topic, payload, _ in late.messages if topic.endswith("/config") and payload}
+    late.close()
+    assert kept == {homeassistant.node_id("edgecam/kitchen", mqtt.machine_id())}
 
 
 def test_retained_configs_the_daemon_does_not_know_are_emptied_on_connect(broker):
