@@ -17,6 +17,56 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# ---- no test writes into a real state folder (tests/test_state_isolation.py) ---------------------------
+# An exported $EDGECAM_STATE_DIR (or systemd's $STATE_DIRECTORY) leaves the environment for the whole session,
+# so neither this process nor any subprocess a test starts finds it; a test that wants a state folder names
+# one under its tmp_path. The folders a run could still reach are watched: a test after which one changed fails.
+EXPORTED_STATE = [os.environ.pop(name) for name in ("EDGECAM_STATE_DIR", "STATE_DIRECTORY") if name in os.environ]
+WATCHED_STATE = [Path("/var/lib/edgecam")] + [Path(value.split(":")[0]) for value in EXPORTED_STATE if value]
+FINGERPRINT_ENTRIES = 5000  # a real data set can be large: the first entries (folders first) are enough
+
+
+def fingerprint(folder: Path) -> dict:
+    """{path: (mtime_ns, size)} of FOLDER and what lies in it, three levels deep (a new frame changes its class
+    folder's mtime; an appended index.jsonl its own)."""
+    found: dict = {}
+    for directory, subdirectories, files in os.walk(folder):
+        depth = len(Path(directory).relative_to(folder).parts)
+        if depth >= 3:
+            subdirectories[:] = []
+        for path in [Path(directory)] + [Path(directory) / name for name in files]:
+            try:
+                stats = path.lstat()
+            except OSError:
+                continue
+            found[str(path)] = (stats.st_mtime_ns, stats.st_size)
+            if len(found) >= FINGERPRINT_ENTRIES:
+                return found
+    return found
+
+
+def changes(before: dict, after: dict) -> list:
+    return sorted(f"{path}: {'new' if path not in before else 'gone' if path not in after else 'changed'}"
+                  for path in set(before) | set(after) if before.get(path) != after.get(path))
+
+
+@pytest.fixture(autouse=True)
+def no_real_state_folder(monkeypatch, tmp_path_factory):
+    """In this process the installed device's /var/lib/edgecam and its data set are a folder that does not
+    exist; after the test, every real state folder a run could reach must be as it was."""
+    from device import state
+    from device.teach.dataset import space
+
+    nowhere = tmp_path_factory.getbasetemp() / "no-var-lib-edgecam"
+    monkeypatch.setattr(state, "SYSTEM_STATE_DIR", nowhere)
+    monkeypatch.setattr(space, "DEFAULT_ROOT", nowhere / "dataset")
+    before = {folder: fingerprint(folder) for folder in WATCHED_STATE}
+    yield
+    for folder, prints in before.items():
+        changed = changes(prints, fingerprint(folder))
+        assert not changed, (f"this test wrote into the real state folder {folder} (tests must use a folder "
+                             f"under tmp_path): {changed[:5]}")
+
 TINY_IMAGE_SIZE = 64   # generated images
 TINY_MODEL_SIZE = 48   # model input: the pipeline resizes 64 -> 48, as a camera frame would be
 TINY_TRAIN_PER_CLASS = 40

@@ -134,6 +134,16 @@ class Subscriber:
     def wait(self, topic: str, predicate=lambda payload: True, timeout: float = 10.0):
         return wait_for(lambda: [p for p, _ in self.on(topic) if predicate(p)], timeout)
 
+    def settle(self, timeout: float = 10.0) -> bool:
+        """Wait until every retained message is in: the broker sends them on the subscription, before a
+        message this client publishes after it (one connection keeps its order)."""
+        marker = f"test/settled/{time.monotonic_ns()}"
+
+        def back():
+            self.client.publish(marker, "x", qos=1)
+            return self.on(marker)
+        return bool(wait_for(back, timeout, 0.2))
+
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()

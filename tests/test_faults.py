@@ -25,6 +25,7 @@ from pathlib import Path
 
 import device_bundle
 import pytest
+from outputs_helpers import wait_for
 from test_device_daemon import REPO, DaemonProcess
 
 from device import doctor, runtime
@@ -266,10 +267,10 @@ def test_7_idle_and_slow_clients_are_cut_off_at_the_request_timeout(loose):
 
 def test_7_connection_cap_answers_503_and_recovers(loose):
     idle = [socket.create_connection(("127.0.0.1", loose.port), timeout=5) for _ in range(4)]
-    try:
-        time.sleep(0.3)
-        response = raw_request(loose.port, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        assert response.startswith(b"HTTP/1.1 503") and b"--max-connections 4" in response
+    try:  # the accept loop takes the four in its own time: ask until it answers for a full house
+        response = wait_for(lambda: (lambda answer: answer if answer.startswith(b"HTTP/1.1 503") else None)(
+            raw_request(loose.port, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")), 5)
+        assert response and b"--max-connections 4" in response
     finally:
         for connection in idle:
             connection.close()
@@ -299,10 +300,18 @@ def test_7_clients_that_vanish_leave_no_tracebacks(loose):
             connection.recv(64)
         connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
         connection.close()
-    time.sleep(1.0)
-    assert get(loose.port, "/healthz")[0] == 200
+    # every handler is done (only the /metrics request itself is open), and stderr is read up to after them
+    assert wait_for(lambda: b"edgecam_http_connections 1\n" in get(loose.port, "/metrics")[2], 10)
+    assert settled(loose, "/healthz?after=vanished")
     stderr = "".join(loose.stderr_lines)
     assert "Traceback" not in stderr and "Exception occurred during processing" not in stderr
+
+
+def settled(daemon, marker: str) -> bool:
+    """Request MARKER (a /healthz with a query) after what a test did, and wait until its debug request line
+    is read from the daemon's stderr: whatever the daemon logged before it is there too."""
+    assert get(daemon.port, marker)[0] == 200
+    return wait_for(lambda: marker in "".join(daemon.stderr_lines), 10)
 
 
 def test_7_tcp_nodelay_and_listen_backlog(bundle):
@@ -668,7 +677,7 @@ def test_19_11_head_requests_log_no_warning(loose):
     for path in ("/healthz", "/status", "/metrics", "/", "/teach"):
         response = raw_request(loose.port, f"HEAD {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert response.startswith(b"HTTP/1.1 200"), response[:80]
-    time.sleep(0.3)
+    assert settled(loose, "/healthz?after=head")
     logged = "".join(loose.stderr_lines[before:])
     assert "HEAD /healthz" in logged  # the debug request lines are there ...
     assert "WARNING edgecam.server" not in logged and "HeadWriter" not in logged, logged  # ... and nothing else
@@ -681,7 +690,7 @@ def test_19_12_a_percent_encoded_token_key_never_reaches_a_log(guarded):
                                       source_address=("127.0.0.2", 0)) as connection:
             connection.sendall(f"GET /status?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
             assert connection.recv(12).startswith(b"HTTP/1.1")
-    time.sleep(0.3)
+    assert settled(guarded, "/healthz?after=percent")  # (the log file takes INFO and up: no request lines)
     logged = "".join(guarded.stderr_lines) + guarded.log_file.read_text()
     assert "/status?" in logged and TOKEN not in logged
 

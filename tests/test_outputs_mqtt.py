@@ -127,7 +127,7 @@ def test_discovery_state_results_availability_and_last_will(bundle, images, brok
     assert removed.returncode == 0, removed.stderr
     assert "removed 11 Home Assistant entities of 'Kitchen camera'" in removed.stdout
     after = Subscriber(broker)
-    time.sleep(1.0)
+    assert after.settle()
     assert not [m for m in after.messages if m[0].endswith("/config") or m[0].startswith(TOPIC)]
     after.close()
 
@@ -194,7 +194,7 @@ def test_discovery_follows_the_labels_on_reload_without_a_restart(bundle, images
         assert subscriber.wait("homeassistant/binary_sensor/" + node(subscriber) + "/paper/config",
                                lambda p: p == "", 5)
         late = Subscriber(broker)  # what Home Assistant finds when it starts now
-        time.sleep(1.0)
+        assert late.settle()
         configs = configs_of(late.messages)
         late.close()
         assert sorted(t.split("/")[3] for t in configs if "/binary_sensor/" in t) == ["problem", "rock",

@@ -253,7 +253,7 @@ def test_an_unsure_frame_is_labelled_from_the_view(setup, tabs):
     wait_for(lambda: int(badge.inner_text()) >= 4, 30, f"too few unsure frames reached the view: {badge.inner_text()}")
     camera.show("red")
     # frames of the same picture are grouped: at most one card per distinct frame in the ring
-    time.sleep(1.5)  # the last frame of the unsure pictures lands
+    unsure_frames_landed(setup["daemon"], teach, dataset)
     wait_for(lambda: grouped(teach, dataset), 10,
              f"alike frames were not grouped: {cards.count()} cards, {distinct_unsure(dataset)} distinct frames")
     identifier = cards.first.get_attribute("data-id")  # newer frames may still arrive on top: keep to this one
@@ -270,6 +270,15 @@ def test_an_unsure_frame_is_labelled_from_the_view(setup, tabs):
         teach.page.locator(f'[data-testid="uncertain-item"][data-id="{other}"]').get_by_test_id("discard").click()
         wait_for(lambda: teach.page.locator(f'[data-id="{other}"]').count() == 0, 8, "discard did not remove it")
     assert len(files(dataset, "green")) == before + group
+
+
+def unsure_frames_landed(daemon, teach: Tab, dataset: Path) -> None:
+    """After camera.show("red"): the daemon reads red (each result is observed, and an unsure one kept, on
+    the inference thread before the next: no unsure frame is on its way), and the view lists the whole ring."""
+    wait_for(lambda: (daemon.status().get("last_result") or {}).get("label") in ("red", "paper"), 15,
+             f"the daemon does not read red: {daemon.status().get('last_result')}")
+    wait_for(lambda: int(teach.testid("uncertain-count").inner_text()) == distinct_unsure(dataset)[0], 10,
+             "the view does not list the whole ring")
 
 
 def distinct_unsure(dataset: Path) -> tuple:
@@ -498,7 +507,7 @@ def test_all_unsure_frames_at_once(setup, tabs):
     badge = teach.testid("uncertain-count")
     wait_for(lambda: int(badge.inner_text()) >= 3, 20, "no unsure frames")
     camera.show("red")
-    time.sleep(1.5)  # the ring takes one a second: let the last one land before counting
+    unsure_frames_landed(setup["daemon"], teach, dataset)
     count = int(badge.inner_text())
     before = len(files(dataset, "green"))
     teach.testid("all-label-green").click()

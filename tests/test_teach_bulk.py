@@ -1,4 +1,4 @@
-"""Many frames at once (issue 20 item 4): device/teach/dataset.py's move, remove, restore, class rename and
+"""Many frames at once (issue 20 item 4): device/teach/dataset/edits.py: move, remove, restore, class rename and
 delete on real files, and ``python -m device dataset mv | rm | restore`` as a subprocess. The HTTP side is in
 tests/test_teach_http.py, the Teach view's in tests/test_teach_browser.py."""
 

@@ -135,13 +135,18 @@ class Channel:
         self.thread.start()
 
     def offer(self, kind: str, payload) -> None:
-        """Queue a write without blocking; a full queue drops its oldest item (counted)."""
+        """Queue a write without blocking; a full queue drops its oldest item (counted), never the labels."""
         if self.state == "failed" or self.closing:
             return
         with self.condition:
+            if kind == "labels":  # only the newest labels matter; a result never pushes them out
+                self.items = collections.deque(item for item in self.items if item[0] != "labels")
             if len(self.items) >= self.output.queue_size:
-                self.items.popleft()
+                oldest = next((index for index, item in enumerate(self.items) if item[0] != "labels"), None)
                 self.dropped += 1
+                if oldest is None:  # a queue of one that holds the labels: this write is the one dropped
+                    return
+                del self.items[oldest]
             self.items.append((kind, payload))
             self.condition.notify()
 

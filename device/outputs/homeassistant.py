@@ -9,7 +9,7 @@ run the same bundle are two devices with their own names. Entities:
 
     sensor Label              enum: the labels, or UNSURE when the daemon says "unknown"
     sensor Confidence         % of the smoothed top class
-    binary_sensor Sees <x>    one per label: on while the label is x
+    binary_sensor Sees <x>    one per label: on while the label is x (ids: label_key)
     diagnostics               Frames a second, Camera, Model, Head revision, Last error, Problem
 
 Label and confidence come from one retained JSON message (``<topic>/state``), so both are right at once
@@ -20,10 +20,12 @@ model classifying) are; the diagnostics need only the process, so they can say w
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import re
 import socket
+import unicodedata
 
 from device import __version__
 
@@ -39,6 +41,46 @@ def from_json(expression: str) -> str:
 
 def slug(text: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_-]+", "_", text).strip("_") or "x"
+
+
+# ---- ids: unique for any label and topic, and the same as before where that was unambiguous ------------
+RESERVED = {"problem"}  # the diagnostics' binary sensor: a class of that name must not replace it
+DEFAULT_TOPIC = re.compile(r"edgecam/[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)*")  # default_topic()'s shape
+PLAIN_TOPIC = re.compile(r"[A-Za-z0-9-]+(?:/[A-Za-z0-9-]+)*")
+
+
+def digest(text: str, length: int = 6) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def readable(text: str) -> str:
+    """An ASCII slug that keeps what it can of TEXT (café -> cafe; кошка -> x: the hash beside it tells apart)."""
+    return slug(unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii"))
+
+
+def label_key(label: str) -> str:
+    """A label's part of its entity's config topic and unique_id: the label itself where slug() leaves it as
+    it is (the ids of every release so far), else a readable slug and 6 hex digits of the label's sha256
+    (`a b` -> a_b_<hash>, `кошка` -> x_<hash>, `problem` -> problem_<hash>)."""
+    if slug(label) == label and label not in RESERVED:
+        return label
+    return f"{readable(label)}_{digest(label)}"
+
+
+def topic_key(topic: str) -> str:
+    """A topic's part of the node id: slug(topic) as before where no other topic slugs alike, i.e. the default
+    ``edgecam/NAME`` (NAME of letters, digits, '-' and single '_') and topics of letters, digits and '-' levels
+    (except deeper ones under ``edgecam/``); any other topic a readable slug, '__' and 8 hex digits of its
+    sha256 (the plain ones never hold '__', so no two topics share a node id)."""
+    plain = DEFAULT_TOPIC.fullmatch(topic) or (PLAIN_TOPIC.fullmatch(topic)
+                                                 and not (topic.startswith("edgecam/") and topic.count("/") > 1))
+    return slug(topic) if plain else f"{readable(topic)}__{digest(topic, 8)}"
+
+
+def client_id(topic: str, machine: str) -> str:
+    """The MQTT client id of the daemon publishing to TOPIC on this machine (the broker drops a client whose
+    id a newer one takes, so two topics never share one): at most 64 characters."""
+    return f"edgecam-{machine}-{readable(topic)[:30]}-{digest(topic, 8)}"
 
 
 def default_name(topic: str, host: str | None = None) -> str:
@@ -82,7 +124,7 @@ def kiosk_url(http: str) -> str | None:
 
 
 def node_id(topic: str, machine: str) -> str:
-    return slug(f"edgecam_{machine}_{topic}")
+    return f"edgecam_{slug(machine)}_{topic_key(topic)}"
 
 
 def discovery(prefix: str, topic: str, name: str, labels: list, machine: str, model: str = "",
@@ -111,9 +153,16 @@ def discovery(prefix: str, topic: str, name: str, labels: list, machine: str, mo
             "state_class": "measurement", "suggested_display_precision": 1, "icon": "mdi:percent",
             **working, **common},
     }
+    named: dict = {}
     for label in labels:
-        configs[f"{binary}/{slug(label)}/config"] = {
-            "name": f"Sees {label}", "unique_id": f"{node}_{slug(label)}", "state_topic": f"{topic}/state",
+        key = label_key(label)
+        if key in named:
+            raise ValueError(f"the labels {named[key]!r} and {label!r} give the same Home Assistant "
+                             f"id {key!r}: rename one of the classes (the Teach view, or python -m device dataset), "
+                             "or start with --no-ha-discovery.")
+        named[key] = label
+        configs[f"{binary}/{key}/config"] = {
+            "name": f"Sees {label}", "unique_id": f"{node}_{key}", "state_topic": f"{topic}/state",
             "value_template": from_json("'ON' if value_json.label == %s else 'OFF'" % json.dumps(label)),
             "payload_on": "ON", "payload_off": "OFF", "icon": "mdi:eye-check", **working, **common}
     status = f"{topic}/status"

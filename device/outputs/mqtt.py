@@ -32,7 +32,7 @@ import time
 from urllib.parse import urlsplit
 
 from device.outputs.base import Output, to_json
-from device.outputs.homeassistant import default_name, discovery, kiosk_url, node_id, slug
+from device.outputs.homeassistant import client_id, default_name, discovery, kiosk_url, node_id, slug
 
 log = logging.getLogger("edgecam.outputs.mqtt")
 CONNECT_WAIT_S = 3.0    # at start, how long to wait for the broker's answer before going on without it
@@ -216,10 +216,13 @@ class MqttOutput(Output):
         self.context = context
         self.topic = self.topic or default_topic(context.name)
         self.device_name = self.device_name or default_name(self.topic)
-        client = self.client = self.make_client(f"edgecam-{machine_id()}-{slug(self.topic)}"[:64])
+        if self.settings.ha_discovery:
+            self.configs()  # two labels with one id: refused now, with the labels named (ValueError)
+        client = self.client = self.make_client(client_id(self.topic, machine_id()))
         client.will_set(f"{self.topic}/availability", "offline", qos=1, retain=True)
         client.on_connect = self.on_connect
         client.on_disconnect = self.on_disconnect
+        client.on_message = self.on_message
         reached = True
         try:
             client.connect(self.host, self.port, keepalive=30)
@@ -265,12 +268,28 @@ class MqttOutput(Output):
         if self.settings.ha_discovery:
             for topic, payload in self.configs().items():
                 client.publish(topic, json.dumps(payload), qos=1, retain=True)
+            # retained configs under this node that it does not know (classes gone while it was down): emptied
+            client.subscribe(f"{self.settings.ha_discovery_prefix}/+/{node_id(self.topic, machine_id())}/+/config",
+                             qos=1)
         if self.state is not None:
             client.publish(f"{self.topic}/state", self.state, qos=self.qos, retain=True)
         if self.connects > 1:
             log.info("MQTT reconnected to %s:%d", self.host, self.port)
         self.connected.set()
         self.answered.set()
+
+    def on_message(self, client, userdata, message) -> None:
+        """A retained config under this camera's node (paho's thread): emptied unless it is one of ours now."""
+        if not message.retain or not message.payload:
+            return
+        try:
+            known = self.configs()
+        except ValueError:  # labels whose ids collide: write_labels keeps the last good configs and says why
+            return
+        if message.topic not in known:
+            client.publish(message.topic, b"", qos=1, retain=True)
+            log.info("MQTT: emptied the retained Home Assistant config %s (an entity this camera no longer has)",
+                     message.topic)
 
     def on_disconnect(self, client, userdata, flags, reason_code, properties=None) -> None:
         was_connected = self.connected.is_set()
@@ -328,10 +347,16 @@ class MqttOutput(Output):
         old = list(self.context.labels)
         if labels == old:
             return
+        if self.settings.ha_discovery:
+            try:
+                configs = self.configs(list(labels))
+            except ValueError as error:  # the entities stay as they were; the next labels may be fine
+                log.error("MQTT: Home Assistant entities not changed: %s", error)
+                self.count_error(error)
+                return
         self.context.labels = list(labels)
         if not self.settings.ha_discovery:
             return
-        configs = self.configs()
         for topic, payload in configs.items():
             self.publish(topic, json.dumps(payload), retain=True, qos=1)
         for topic in self.configs(old):

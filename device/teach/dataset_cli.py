@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -39,13 +40,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def inside(dataset_root: Path, name: str) -> str:
-    """NAME as a data-set path: unchanged when it is one, else the path of an existing file inside the set."""
+    """NAME as a data-set path: unchanged when it is one, else the path of an existing file inside the set.
+    A link is named as the link (its folder is resolved, never the link itself: its target may lie in
+    another class)."""
     path = Path(name)
-    if path.exists() and (path.is_absolute() or not (dataset_root / name).exists()):
+    if os.path.lexists(path) and (path.is_absolute() or not os.path.lexists(dataset_root / name)):
         try:
-            return path.resolve().relative_to(dataset_root.resolve()).as_posix()
+            folder = Path(os.path.realpath(path.parent))
+            return (folder / path.name).relative_to(os.path.realpath(dataset_root)).as_posix()
         except ValueError:
-            return name  # outside: Dataset.resolve says so
+            return name  # outside: the data set's path check (device/teach/dataset/paths.py) says so
     return name
 
 
