@@ -353,3 +353,18 @@ def observe(monitor: Monitor | None, classifier, now: float | None = None) -> tu
     state = monitor.state
     score = monitor.observe(classifier.embedding, float(np.max(classifier.frame_probabilities)), now)
     return score, monitor.state != state
+
+
+def history_lines(state_dir) -> list:
+    """``python -m device status``: the daily summaries in words, newest first (none without a state folder)."""
+    if state_dir is None:
+        return []
+    lines = []
+    for day, scopes in sorted(History(Path(state_dir) / HISTORY_FILE).days.items(), reverse=True):
+        for scope, entry in sorted(scopes.items()):
+            began = entry.get("first_drifted") or entry.get("first_watch")
+            far = entry.get("far_frames", 0)
+            lines.append(f"{day} {scope}: worst {entry.get('worst')}{f' (from {began})' if began else ''}, "
+                         f"{far} of {entry.get('frames', 0)} frames far from anything taught, window at worst "
+                         f"{entry.get('worst_score', 0):.0%} far")
+    return lines
