@@ -153,3 +153,16 @@ def test_daemon_status_metrics_and_the_window_flags(drift_bundle, scenes, tmp_pa
     bad = DaemonProcess("--bundle", drift_bundle, "--source", f"images:{scenes['hands']}",
                         "--drift-window-frames", "0", http=False)
     assert bad.exit_code() == 2 and "--drift-window-frames" in "".join(bad.stderr_lines)
+
+
+def test_the_uncertain_ring_keeps_the_highest_drift_first(tmp_path):
+    from device.teach.dataset import Dataset
+
+    dataset = Dataset(tmp_path / "data", keep_uncertain=3)
+    frame = np.full((40, 40, 3), 90, np.uint8)
+    kept = {score: dataset.keep(frame, "rock", 0.4, drift=score) for score in (5.0, 0.2, 3.0, 2.0, 0.1)}
+    listed = dataset.uncertain()
+    assert [entry["drift"] for entry in listed] == [5.0, 3.0, 2.0]
+    assert kept[0.2] not in {entry["id"] for entry in listed} and kept[0.1] is None
+    assert sorted(path.name for path in (tmp_path / "data" / ".uncertain").glob("*.jpg")) == sorted(
+        entry["id"] for entry in listed)

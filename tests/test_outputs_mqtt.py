@@ -68,9 +68,10 @@ def test_discovery_state_results_availability_and_last_will(bundle, images, brok
         assert status["outputs"]["mqtt"]["working"] is True
         configs = configs_of(subscriber.messages)
         kinds = sorted(topic.split("/")[1] + ":" + topic.split("/")[3] for topic in configs)
-        assert kinds == ["binary_sensor:paper", "binary_sensor:problem", "binary_sensor:rock",
-                         "binary_sensor:scissors", "sensor:camera", "sensor:confidence", "sensor:error",
-                         "sensor:fps", "sensor:head", "sensor:label", "sensor:model"]
+        assert kinds == ["binary_sensor:needs_teaching", "binary_sensor:paper", "binary_sensor:problem",
+                         "binary_sensor:rock", "binary_sensor:scissors", "sensor:camera", "sensor:confidence",
+                         "sensor:error", "sensor:fps", "sensor:head", "sensor:label", "sensor:model",
+                         "sensor:scene_match"]
         for topic, config in configs.items():
             device = config["device"]
             assert device["name"] == "Kitchen camera" and device["manufacturer"] == "edgecam"
@@ -197,8 +198,8 @@ def test_discovery_follows_the_labels_on_reload_without_a_restart(bundle, images
         time.sleep(1.0)
         configs = configs_of(late.messages)
         late.close()
-        assert sorted(t.split("/")[3] for t in configs if "/binary_sensor/" in t) == ["problem", "rock",
-                                                                                       "scissors", "sheet"]
+        assert sorted(t.split("/")[3] for t in configs if "/binary_sensor/" in t) == [
+            "needs_teaching", "problem", "rock", "scissors", "sheet"]
         assert entity(configs, "label")["options"] == ["sheet", "rock", "scissors", "uncertain"]
         assert daemon.status()["model"]["labels"] == ["sheet", "rock", "scissors"]
         assert daemon.terminate() == 0

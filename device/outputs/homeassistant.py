@@ -130,8 +130,7 @@ def discovery(prefix: str, topic: str, name: str, labels: list, machine: str, mo
                   "value_template": from_json("(value_json.problem or value_json.errors or 'none') | truncate(250)")},
         "scene_match": {"name": "Scene match", "state_topic": status, "icon": "mdi:image-search",  # device/drift.py
                         "unit_of_measurement": "%", "state_class": "measurement",
-                        "value_template": from_json("value_json.drift.match_percent if value_json.drift and "
-                                                    "value_json.drift.match_percent is not none else 'unknown'")},
+                        "value_template": from_json("value_json.drift.match_percent if value_json.drift else none")},
     }
     for key, config in diagnostics.items():
         configs[f"{sensor}/{key}/config"] = {**config, "unique_id": f"{node}_{key}", **diagnostic, **common}
