@@ -60,6 +60,11 @@ class Reference:
     frames: int
     source: str              # in words: which frames made it
 
+    def __post_init__(self):
+        self.means = np.ascontiguousarray(self.means, np.float32)
+        self.squares = np.einsum("ij,ij->i", self.means, self.means).astype(np.float64)  # |mean|^2, per class
+        self.scale = 1.0 / max(float(self.distances[95]), 1e-12)
+
     @property
     def far_distance(self) -> float:
         return float(self.distances[95]) * FAR_RATIO
@@ -107,15 +112,17 @@ def make_reference(embeddings, labels, confidences, source: str) -> Reference:
 
 
 def nearest_distance(reference: Reference, embedding) -> float:
-    """Distance of one embedding [size] to the nearest class mean."""
-    gaps = reference.means - np.asarray(embedding, np.float32)
-    return float(np.sqrt(np.min(np.einsum("ij,ij->i", gaps, gaps))))
+    """Distance of one embedding [size] to the nearest class mean: |x|^2 - 2 m.x + |m|^2, one matrix-vector
+    product (the cost is per frame)."""
+    x = np.asarray(embedding, np.float32)
+    squared = float(np.min(reference.squares - 2.0 * (reference.means @ x))) + float(x @ x)
+    return max(squared, 0.0) ** 0.5
 
 
 def frame_score(reference: Reference, embedding) -> float:
     """The frame's distance to the nearest class mean over the 95th percentile of the reference's: ~1 or less
     for frames like the taught ones; above FAR_RATIO, far from anything taught."""
-    return nearest_distance(reference, embedding) / max(float(reference.distances[95]), 1e-12)
+    return nearest_distance(reference, embedding) * reference.scale
 
 
 # ---- files ------------------------------------------------------------------------------------------

@@ -68,6 +68,9 @@ def test_the_bundle_head_reference_is_recorded_by_convert(drift_bundle):
     reference = drift.load(drift_bundle / drift.BUNDLE_REFERENCE_FILE, "int8")
     assert reference.frames == 24 and reference.means.shape == (3, manifest.embedding.size)
     assert "held-out" in reference.source and np.all(np.diff(reference.distances) >= 0)
+    probe = reference.means[1] + np.linspace(-1, 1, reference.means.shape[1], dtype=np.float32)
+    assert drift.nearest_distance(reference, probe) == pytest.approx(
+        float(np.min(np.linalg.norm(reference.means - probe, axis=1))), rel=1e-4)
 
 
 def test_in_domain_frames_raise_no_alarm_over_2000_frames_across_seeds(drift_bundle, scenes):

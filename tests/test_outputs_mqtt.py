@@ -93,7 +93,7 @@ def test_discovery_state_results_availability_and_last_will(bundle, images, brok
         paper = entity(configs, "paper")
         assert paper["name"] == "Sees paper" and '"paper"' in paper["value_template"]
         assert entity(configs, "problem")["device_class"] == "problem"
-        assert len({c["unique_id"] for c in configs.values()}) == 11
+        assert len({c["unique_id"] for c in configs.values()}) == 13
 
         assert subscriber.on(f"{TOPIC}/availability")[-1][0] == "online"
         assert subscriber.on(f"{TOPIC}/health")[-1][0] == "online"
@@ -112,7 +112,7 @@ def test_discovery_state_results_availability_and_last_will(bundle, images, brok
         state = json.loads(late.on(f"{TOPIC}/state")[0][0])
         assert state["label"] in {"paper", "rock", "scissors", "unknown"} and 0 < state["confidence"] <= 1
         assert wait_for(lambda: late.on(f"{TOPIC}/health"), 5)[0] == ("online", True)
-        assert wait_for(lambda: len([m for m in late.messages if m[0].endswith("/config") and m[2]]) == 11, 5)
+        assert wait_for(lambda: len([m for m in late.messages if m[0].endswith("/config") and m[2]]) == 13, 5)
         late.close()
 
         daemon.kill()  # kill -9: no goodbye, the broker sends the last will
@@ -126,7 +126,7 @@ def test_discovery_state_results_availability_and_last_will(bundle, images, brok
                               "--name", "Kitchen camera", "--ha-remove"], cwd=REPO, capture_output=True, text=True,
                              timeout=60)
     assert removed.returncode == 0, removed.stderr
-    assert "removed 11 Home Assistant entities of 'Kitchen camera'" in removed.stdout
+    assert "removed 13 Home Assistant entities of 'Kitchen camera'" in removed.stdout
     after = Subscriber(broker)
     time.sleep(1.0)
     assert not [m for m in after.messages if m[0].endswith("/config") or m[0].startswith(TOPIC)]
