@@ -15,6 +15,7 @@ import device_bundle
 import numpy as np
 import pytest
 from test_device_daemon import DaemonProcess
+from test_kiosk_browser import browser  # noqa: F401 - the shared Chromium fixture
 
 from bench.drift import embed_folder, false_alarms, replay
 from device import drift
@@ -169,3 +170,34 @@ def test_the_uncertain_ring_keeps_the_highest_drift_first(tmp_path):
     assert kept[0.2] not in {entry["id"] for entry in listed} and kept[0.1] is None
     assert sorted(path.name for path in (tmp_path / "data" / ".uncertain").glob("*.jpg")) == sorted(
         entry["id"] for entry in listed)
+
+
+def test_the_teach_view_says_needs_teaching_and_lists_the_far_frames(browser, drift_bundle, scenes,  # noqa: F811
+                                                                   tmp_path):
+    """The Teach view in a real Chromium against the real daemon on another scene: the banner says it needs
+    teaching and why, and the Unsure tab holds the frames far from anything taught (kept for their drift
+    although --threshold 0 never makes a reading unsure)."""
+    import test_kiosk_browser
+
+    daemon = test_kiosk_browser.DaemonProcess(
+        drift_bundle, scenes["hands"], tmp_path / "daemon.log", "--max-fps", "0", "--drift-window-frames", "40",
+        "--drift-window-seconds", "0", "--dataset", str(tmp_path / "dataset"), "--keep-uncertain", "5").start()
+    context = browser.new_context(viewport={"width": 800, "height": 480})
+    try:
+        page = context.new_page()
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(daemon.base + "/teach", wait_until="domcontentloaded")
+        banner = page.get_by_test_id("banner")
+        banner.wait_for(state="visible", timeout=30_000)
+        page.wait_for_function("document.querySelector('[data-testid=banner]').textContent.includes('Needs "
+                               "teaching')", timeout=30_000)
+        assert "far from anything taught; since" in banner.inner_text()
+        page.get_by_test_id("tab-uncertain").click()
+        item = page.get_by_test_id("uncertain-item").first
+        item.wait_for(state="visible", timeout=30_000)
+        assert "far from anything taught" in item.inner_text()
+        assert errors == []
+    finally:
+        context.close()
+        daemon.stop()
