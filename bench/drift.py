@@ -92,6 +92,7 @@ def cost(classifier, embeddings, confidences, repeats: int = 2000) -> float:
 
 
 def main(argv=None) -> int:
+    from device import drift
     from device.daemon import Daemon, Options
 
     parser = argparse.ArgumentParser(prog="python -m bench.drift", description=__doc__.splitlines()[0],
@@ -119,13 +120,15 @@ def main(argv=None) -> int:
               for seed in range(args.seeds)]
     result["false_alarms_per_10000"] = [round(a * 10_000 / args.frames, 2) for a, _ in alarms]
     result["frames_not_ok_per_10000"] = [round(n * 10_000 / args.frames, 2) for _, n in alarms]
-    result["in_domain_far_fraction"] = round(float(np.mean(
-        [classifier.drift.reference is not None and s > 1.5 for s in
-         [np.min(np.linalg.norm(reference.means - e, axis=1)) / reference.distances[95] for e in domain[0]]])), 4)
+    scores = np.array([drift.frame_score(reference, embedding) for embedding in domain[0]])
+    result["in_domain_scores"] = {"median": round(float(np.median(scores)), 3), "max": round(float(scores.max()), 3),
+                                  "far_fraction": round(float(np.mean(scores > drift.FAR_RATIO)), 4)}
     for text in args.shifted:
         name, folder = text.split("=", 1)
         shifted = embed_folder(classifier, folder)
-        result[f"shifted:{name}"] = {"images": len(shifted[0]), "to_detection": [
+        shifted_scores = [drift.frame_score(reference, embedding) for embedding in shifted[0]]
+        result[f"shifted:{name}"] = {"images": len(shifted[0]), "median_score": round(float(np.median(shifted_scores)), 3),
+                                     "to_detection": [
             detection(reference, domain[:2], shifted[:2], seed, args.window_frames) for seed in range(args.seeds)]}
     step = cost(classifier, domain[0], domain[1])
     pipeline = float(np.median(domain[2]))
