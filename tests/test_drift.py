@@ -69,6 +69,10 @@ def test_the_bundle_head_reference_is_recorded_by_convert(drift_bundle):
     reference = drift.load(drift_bundle / drift.BUNDLE_REFERENCE_FILE, "int8")
     assert reference.frames == 24 and reference.means.shape == (3, manifest.embedding.size)
     assert "held-out" in reference.source and np.all(np.diff(reference.distances) >= 0)
+    from deploy.bundle import bundle_entries
+
+    shipped = [name for name, _source in bundle_entries(drift_bundle, None)[2]]
+    assert f"bundle/{drift.BUNDLE_REFERENCE_FILE}" in shipped  # the device archive carries it
     probe = reference.means[1] + np.linspace(-1, 1, reference.means.shape[1], dtype=np.float32)
     assert drift.nearest_distance(reference, probe) == pytest.approx(
         float(np.min(np.linalg.norm(reference.means - probe, axis=1))), rel=1e-4)
@@ -201,3 +205,23 @@ def test_the_teach_view_says_needs_teaching_and_lists_the_far_frames(browser, dr
     finally:
         context.close()
         daemon.stop()
+
+
+def test_the_daily_history_keeps_a_week_in_a_few_kilobytes(drift_bundle, scenes, tmp_path):
+    classifier = classifier_of(drift_bundle)
+    embeddings, confidences, _ = embed_folder(classifier, scenes["hands"])
+    monitor = drift.Monitor(classifier.drift.reference, 60, 0.0, scope="frame")
+    history = drift.History(tmp_path / drift.HISTORY_FILE)
+    start = 1_780_000_000.0
+    for day in range(12):
+        for second in range(100):
+            now = start + day * 86_400 + second
+            monitor.observe(embeddings[second % len(embeddings)], confidences[second % len(embeddings)], now)
+        history.record(monitor, now)
+        history.flush(force=True)
+    path = tmp_path / drift.HISTORY_FILE
+    days = json.loads(path.read_text())["days"]
+    assert len(days) == drift.HISTORY_DAYS and path.stat().st_size < 4000
+    newest = days[max(days)]["frame"]
+    assert newest["frames"] == 100 and newest["far_frames"] == 100 and newest["worst"] == "drifted"
+    assert [path.name for path in tmp_path.iterdir()] == [drift.HISTORY_FILE]  # one file, no temporaries left
