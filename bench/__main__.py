@@ -88,6 +88,7 @@ def run(args) -> tuple:
             vga_ratio <= LIMITS["640x480"]),
         row(f"int8 pipeline + outputs (JSON line, SSE, stats), {size[0]}x{size[1]}",
             f"{int8['with_outputs_model_size']:.3f} ms ({outputs_ratio:.2f}x raw)"),
+        drift_row(int8, size),
         row("float32 raw interpreter", f"{float32['raw']:.3f} ms"),
         row(f"float32 pipeline per frame, frames at {size[0]}x{size[1]}",
             f"{float32['pipeline_model_size']:.3f} ms "
@@ -107,6 +108,15 @@ def run(args) -> tuple:
     rows += format_rows(bundle, size, args.format_seconds)
     rows += teach_rows(bundle, args.threads)
     return rows, manifest
+
+
+def drift_row(int8: dict, size: tuple) -> tuple:
+    """The drift score and window (device/drift.py) per frame, against the pipeline's per-frame time."""
+    name = f"int8 drift score + window per frame, {size[0]}x{size[1]} (goal < 3% of the pipeline)"
+    if "drift_step" not in int8:
+        return row(name, "not measured: the bundle has no drift reference (re-convert it without --skip-parity)")
+    share = int8["drift_step"] / int8["pipeline_model_size"]
+    return row(name, f"{int8['drift_step'] * 1000:.1f} us ({share:.1%} of the pipeline per frame)", "goal < 3%")
 
 
 def format_rows(bundle: Path, size: tuple, seconds: float) -> list:

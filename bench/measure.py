@@ -68,6 +68,7 @@ def latency(bundle: Path, model: str, threads: int, frames: int = 1000, rounds: 
     invoke, dequantize, smoothing, top-k, threshold, the result dict - what each result's latency_ms
     measures) for frames at the model's size and at 640x480; and the daemon's whole per-frame step with its
     outputs (Daemon.handle: + a stdout JSON line, stats, SSE publish) at the model's size."""
+    from device import drift
     from device.daemon import Daemon, Options
 
     daemon = Daemon(Options(bundle=str(bundle), model=model, source="images:unused", threads=threads,
@@ -90,6 +91,8 @@ def latency(bundle: Path, model: str, threads: int, frames: int = 1000, rounds: 
     cases = {"raw": raw, "pipeline_model_size": lambda: classifier.process(small),
              "pipeline_640x480": lambda: classifier.process(large),
              "with_outputs_model_size": lambda: daemon.handle(small)}
+    if classifier.drift is not None and classifier.drift.reference is not None:  # device/drift.py, after a frame
+        cases["drift_step"] = lambda: drift.observe(classifier.drift, classifier)
     times = {name: [] for name in cases}
     for case in cases.values():  # warm-up: caches, resize tables, XNNPACK packing
         for _ in range(20):

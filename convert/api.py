@@ -26,7 +26,7 @@ from convert import calibration, device_side, tflite
 from convert.errors import ConvertError
 from convert.heldout import load_heldout
 from convert.parity import ModelParity, ParityReport, Thresholds, compare, environment, write_report
-from device import layout
+from device import drift, layout
 from device.layout import EDGETPU_DIR, EDGETPU_FORMAT, TFLITE_DIR
 
 DEFAULT_CALIBRATION = calibration.DEFAULT_FOLDER
@@ -248,6 +248,7 @@ def _measure(report, heldout, frames, manifest, serving, files, bundle, threads,
     reference = np.concatenate([serving(images[i:i + SAVED_MODEL_BATCH])
                                 for i in range(0, len(images), SAVED_MODEL_BATCH)])
     report.heldout_source, report.images = heldout.source, len(images)
+    references = {}
     report.saved_model_accuracy = float(np.mean(reference.argmax(axis=1) == labels))
     report.saved_model_latency_ms = _saved_model_latency(serving, images)
     for fmt, path in files.items():
@@ -260,12 +261,31 @@ def _measure(report, heldout, frames, manifest, serving, files, bundle, threads,
         meter.done()
         row = compare(fmt, _relative(path, bundle), path.stat().st_size, np.stack(probabilities), reference,
                       labels, model.latencies_ms, report.thresholds)
+        if len(model.embeddings) == len(frames):
+            references[fmt] = drift.make_reference(
+                np.stack(model.embeddings), labels, np.stack(probabilities).max(axis=1),
+                f"the bundle's {len(frames)} held-out images ({heldout.source}), {fmt} model")
         report.models.append(row)
         log(f"parity {fmt}: agreement {row.agreement:.2%} ({row.near_ties} near ties), accuracy {row.accuracy:.2%} "
             f"(drop {row.accuracy_drop:+.2f} points)"
             + ("" if row.passed else f" -- FAIL: {'; '.join(row.failures)}"))
     report.evaluation_seconds = round(time.monotonic() - t0, 2)
+    _record_drift(bundle, manifest, references, log)
     return images
+
+
+def _record_drift(bundle: Path, manifest, references: dict, log) -> None:
+    """The bundle's own head's drift reference (device/drift.py), per format, beside the head; in the manifest
+    (saved with the measurements)."""
+    from device.manifest import sha256_file
+
+    if not references or manifest.embedding is None:
+        return
+    path = bundle / drift.BUNDLE_REFERENCE_FILE
+    _atomic_write_bytes(path, drift.to_bytes(references))
+    manifest.embedding.drift_file = drift.BUNDLE_REFERENCE_FILE
+    manifest.embedding.drift_sha256 = sha256_file(path)
+    log(f"drift: {drift.BUNDLE_REFERENCE_FILE} (reference of {', '.join(references)} on the held-out images)")
 
 
 def _decode(paths, progress) -> list:

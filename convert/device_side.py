@@ -61,10 +61,14 @@ class DeviceModel:
             raise ConvertError(f"The device loader cannot load the {fmt} model: {error}") from None
         self.plan = preprocess.InputPlan.for_model(self.model, manifest.input.colour_order if manifest else "RGB")
         self.latencies_ms: list = []
+        self.embeddings: list = []  # each predicted frame's embedding, dequantized (none without an embedding output)
 
     def predict(self, frame: np.ndarray) -> np.ndarray:
         batch = preprocess.prepare(frame, self.plan)
         started = time.perf_counter()
-        raw = self.model.run(batch)
+        raw, embedding = self.model.run_both(batch)
         self.latencies_ms.append((time.perf_counter() - started) * 1000)
+        if embedding is not None:  # the drift reference of the bundle's own head (device/drift.py)
+            self.embeddings.append(postprocess.dequantize(embedding[0], self.model.embedding_scale,
+                                                          self.model.embedding_zero_point))
         return postprocess.dequantize(raw[0], self.model.output_scale, self.model.output_zero_point)

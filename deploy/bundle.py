@@ -116,6 +116,9 @@ def bundle_entries(bundle: Path, models: list | None, force: bool = False) -> tu
     if manifest.embedding is not None and manifest.embedding.head_file:  # the bundle's own head in numpy
         entries.append((f"bundle/{manifest.embedding.head_file}",
                         checked(bundle, manifest.embedding.head_file, manifest.embedding.head_sha256)))
+    if manifest.embedding is not None and manifest.embedding.drift_file:  # its drift reference (device/drift.py)
+        entries.append((f"bundle/{manifest.embedding.drift_file}",
+                        checked(bundle, manifest.embedding.drift_file, manifest.embedding.drift_sha256)))
     manifest.models = {fmt: manifest.models[fmt] for fmt in chosen}  # the device sees only what it has
     entries.append((f"bundle/{MANIFEST}", manifest.to_json().encode()))
     labels = bundle / LABELS_FILENAME

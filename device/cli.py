@@ -121,7 +121,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="recording stops when the data set's images reach this size")
     teach.add_argument("--min-free-mb", type=non_negative_float, default=500.0,
                        help="recording stops when the disk would have less free space than this")
+    add_drift(parser)
     return parser
+
+
+def add_drift(parser: argparse.ArgumentParser) -> None:
+    """The window drift is judged over (device/drift.py, docs/drift.md)."""
+    from device import drift
+
+    group = parser.add_argument_group("drift (is the scene still what the head was taught?)")
+    group.add_argument("--drift-window-frames", type=positive_int, default=drift.DEFAULT_WINDOW_FRAMES,
+                       help="frames in the window the drift state is judged over (ok / watch / drifted)")
+    group.add_argument("--drift-window-seconds", type=non_negative_float, default=drift.DEFAULT_WINDOW_SECONDS,
+                       help="the window's frames are spread over this many seconds (a frame joins it at most every "
+                            "SECONDS/FRAMES seconds); 0: every frame, the window is the last FRAMES frames")
 
 
 def add_limits(parser: argparse.ArgumentParser) -> None:
@@ -223,6 +236,7 @@ def main(argv: list | None = None) -> int:
         teach=TeachOptions(dataset=getattr(args, "dataset", None), keep_uncertain=args.keep_uncertain,
                            uncertain_mb=args.uncertain_mb, capture_fps=args.capture_fps,
                            dataset_limit_mb=args.dataset_limit_mb, min_free_mb=args.min_free_mb),
+        drift_window_frames=args.drift_window_frames, drift_window_seconds=args.drift_window_seconds,
     )
     if outputs.ha_remove:
         return remove_home_assistant(options)

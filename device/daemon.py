@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from device import choice as model_choice
+from device import drift
 from device.manifest import ManifestError, load_manifest, unreadable
 from device.notify import Notifier
 from device.outputs import OutputContext, Outputs, configure, open_outputs
@@ -75,6 +76,8 @@ class Options:
     state_dir: str | None = None  # --state-dir; resolved with device.state.resolve_state_dir
     outputs: OutputSettings = field(default_factory=OutputSettings)  # MQTT, webhook (device/outputs/)
     teach: TeachOptions = field(default_factory=TeachOptions)  # data set, capture, uncertain ring (device/teach/)
+    drift_window_frames: int = drift.DEFAULT_WINDOW_FRAMES  # device/drift.py: the window drift is judged over
+    drift_window_seconds: float = drift.DEFAULT_WINDOW_SECONDS
 
 
 class Daemon:
@@ -109,6 +112,8 @@ class Daemon:
         self.head_store: revisions.HeadStore | None = None  # the loaded model's head revisions
         self.choice: model_choice.Choice | None = None  # the model and threads served, and the models it is for
         self.choice_models: dict | None = None
+        self.drift_history = drift.History(self.state_dir / drift.HISTORY_FILE if self.state_dir else None)
+        self.drift_recorded = 0.0
 
     # ---- building ------------------------------------------------------------------------
     def load(self) -> Classifier:
@@ -133,6 +138,8 @@ class Daemon:
         log.info("model: %s", choice.summary())
         classifier = self.with_head(classifier)  # (a taught head makes a new Classifier: the choice goes on that)
         classifier.tuning = choice.describe()
+        classifier.drift = drift.monitor_for(self.options.bundle, classifier, self.head_store,
+                                             self.options.drift_window_frames, self.options.drift_window_seconds)
         return classifier
 
     def with_head(self, classifier: Classifier) -> Classifier:
@@ -253,6 +260,7 @@ class Daemon:
             "state": self.state(),
             "model": model,
             "head": self.head_status(classifier),
+            "drift": classifier.drift.describe() if classifier is not None and classifier.drift else None,
             "state_dir": str(self.state_dir) if self.state_dir is not None else None,
             "tuning": getattr(classifier, "tuning", None),
             "fps": round(self.stats.fps(), 2),
@@ -345,10 +353,28 @@ class Daemon:
         self.stats.record(result["latency_ms"], time.monotonic())
         self.last_result = result
         self.outputs.result(result)  # queued per output: never blocks inference
+        score, drift_changed = drift.observe(self.classifier.drift, self.classifier)
         if self.teach is not None:
-            self.teach.observe(frame, result)
+            self.teach.observe(frame, result, score)
+        if drift_changed or time.monotonic() - self.drift_recorded > 10.0:
+            self.record_drift(drift_changed)
         if self.frame_number == 1 or self.published_state != "running":
             self.check_state()
+
+    def record_drift(self, changed: bool) -> None:
+        """Into the daily history (written at most every 10 minutes); a new state is published at once."""
+        self.drift_recorded = time.monotonic()
+        monitor = self.classifier.drift
+        if monitor is None:
+            return
+        self.drift_history.record(monitor)
+        self.drift_history.flush()
+        if changed:
+            log.warning("drift: %s (%s)", monitor.state, monitor.reason())
+            self.event("drift", **{key: value for key, value in monitor.describe().items()
+                                   if key in ("state", "score", "since", "reason")})
+            if self.outputs is not None:
+                self.outputs.status(self.status())
 
     def reload(self) -> None:
         self.reload_requested.clear()
@@ -396,6 +422,9 @@ class Daemon:
         if self.server is not None:
             self.server.stop()
         self.event("stop", frames=self.frame_number)
+        if self.classifier is not None and self.classifier.drift is not None:
+            self.drift_history.record(self.classifier.drift)
+        self.drift_history.flush(force=True)
         if self.log_handler is not None:
             logging.getLogger("edgecam").removeHandler(self.log_handler)
         if self.outputs is not None:

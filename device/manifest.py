@@ -142,6 +142,8 @@ class EmbeddingInfo:
     layer: str = ""
     head_file: str = ""
     head_sha256: str = ""
+    drift_file: str = ""  # the bundle's own head's drift reference per format (device/drift.py), by convert
+    drift_sha256: str = ""
 
 
 @dataclass
@@ -243,6 +245,10 @@ class Manifest:
                                     f"got {self.embedding.size!r}. Re-convert the bundle (python -m convert).")
             if head and (Path(head).is_absolute() or ".." in Path(head).parts):
                 raise ManifestError(f"{source}: embedding.head_file must be a path inside the bundle, got {head!r}.")
+            reference = self.embedding.drift_file
+            if reference and (Path(reference).is_absolute() or ".." in Path(reference).parts):
+                raise ManifestError(f"{source}: embedding.drift_file must be a path inside the bundle, got "
+                                    f"{reference!r}.")
 
 
 # ---- generic type checks, from the dataclass annotations -------------------------------------

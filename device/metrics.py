@@ -52,6 +52,15 @@ def prometheus(status: dict, hub_dropped: int = 0) -> str:
                 for o, item in outputs.items()})
     metric("uptime_seconds", "gauge", "Seconds since the daemon started.", status.get("uptime_s", 0.0))
     metric("confidence", "gauge", "Confidence of the last result.", last.get("confidence"))
+    drift = status.get("drift") or {}  # device/drift.py
+    if drift:
+        metric("drift_state", "gauge", "Drift state: 0 ok, 1 watch, 2 drifted (docs/drift.md).",
+               {"ok": 0, "watch": 1, "drifted": 2}.get(drift.get("state"), 0))
+        metric("drift_score", "gauge", "Share of the drift window's frames far from anything taught (0-1).",
+               drift.get("score"))
+        metric("drift_frame_score", "gauge", "The last frame's distance to what was taught, over the 95th "
+               "percentile of the taught frames'.", drift.get("frame_score"))
+        metric("drift_far_frames_total", "counter", "Frames far from anything taught.", drift.get("far_frames", 0))
     info = ",".join(f'{key}="{_escape(model.get(key, ""))}"' for key in ("format", "runtime", "sha256"))
     metric("model_info", "gauge", "The model being served.", {info: 1})
     return "\n".join(lines) + "\n"

@@ -241,16 +241,24 @@ class Classifier:
         self.threshold = float(threshold)
         self.k = int(k)
         self.name = f"{manifest.name}:{model.format}" + (f"+head{head.revision}" if head is not None else "")
+        self.drift = None  # device.drift.Monitor of this head (the daemon sets it); it reads the two below
+        self.embedding: np.ndarray | None = None  # the last frame's embedding, when a head or drift needs it
+        self.frame_probabilities: np.ndarray | None = None  # the last frame's own probabilities
 
     def probabilities(self, frame: np.ndarray) -> np.ndarray:
         """One frame's own probabilities (no smoothing): preprocess, invoke, dequantize; with a taught head,
         that head on the embedding output of the same invoke."""
         batch = preprocess.prepare(frame, self.plan, self.workspace)
         if self.head is None:
-            raw = self.model.run(batch)
+            if self.drift is None or self.model.embedding_index is None:
+                raw = self.model.run(batch)
+            else:  # drift reads the embedding of the same invoke
+                raw, embedding = self.model.run_both(batch)
+                self.embedding = self.dequantize_embedding(embedding[0])
             return postprocess.dequantize(raw[0], self.model.output_scale, self.model.output_zero_point)
         _, embedding = self.model.run_both(batch)
-        return self.head.head.probabilities(self.dequantize_embedding(embedding[0]))
+        self.embedding = self.dequantize_embedding(embedding[0])
+        return self.head.head.probabilities(self.embedding)
 
     def outputs(self, frame: np.ndarray) -> tuple:
         """One invoke -> (the model's own probabilities, the embedding or None), both dequantized."""
@@ -265,7 +273,7 @@ class Classifier:
     def process(self, frame: np.ndarray) -> dict:
         """Frame -> result dict (without the frame number and time, which the daemon adds)."""
         start = time.perf_counter()
-        probabilities = self.probabilities(frame)
+        probabilities = self.frame_probabilities = self.probabilities(frame)
         smoothed = self.smoother.update(probabilities)
         result = postprocess.summarise(smoothed, probabilities, self.labels, self.k, self.threshold)
         result["latency_ms"] = round((time.perf_counter() - start) * 1000.0, 3)

@@ -20,8 +20,9 @@ IMAGE_SIZE = 40
 COLOURS = {"paper": (200, 40, 40), "rock": (40, 180, 40), "scissors": (40, 60, 210)}
 
 
-def draw_images(root: Path, per_class: int, seed: int) -> list:
-    """Noisy images whose class is the colour of a shape on a grey background -> [(label, path)]."""
+def draw_images(root: Path, per_class: int, seed: int, background=(60, 140), light=(1.0, 1.0, 1.0)) -> list:
+    """Noisy images whose class is the colour of a shape on a grey background -> [(label, path)]. BACKGROUND
+    (the noise's range) and LIGHT (a gain per channel) make another scene of the same shapes (tests/test_drift.py)."""
     from PIL import Image, ImageDraw
 
     rng = np.random.default_rng(seed)
@@ -29,13 +30,15 @@ def draw_images(root: Path, per_class: int, seed: int) -> list:
     for label in LABELS:
         (root / label).mkdir(parents=True, exist_ok=True)
         for index in range(per_class):
-            noise = rng.integers(60, 140, size=(IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+            noise = rng.integers(*background, size=(IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
             image = Image.fromarray(noise)
             draw = ImageDraw.Draw(image)
             x, y = rng.integers(0, IMAGE_SIZE // 2, size=2)
             size = int(rng.integers(IMAGE_SIZE // 3, IMAGE_SIZE // 2))
             colour = tuple(int(np.clip(c + rng.integers(-30, 30), 0, 255)) for c in COLOURS[label])
             draw.ellipse([int(x), int(y), int(x) + size, int(y) + size], fill=colour)
+            if tuple(light) != (1.0, 1.0, 1.0):
+                image = Image.fromarray(np.clip(np.asarray(image) * np.asarray(light), 0, 255).astype(np.uint8))
             path = root / label / f"{label}_{index:03d}.png"
             image.save(path)
             items.append((label, path))

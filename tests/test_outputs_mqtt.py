@@ -68,9 +68,10 @@ def test_discovery_state_results_availability_and_last_will(bundle, images, brok
         assert status["outputs"]["mqtt"]["working"] is True
         configs = configs_of(subscriber.messages)
         kinds = sorted(topic.split("/")[1] + ":" + topic.split("/")[3] for topic in configs)
-        assert kinds == ["binary_sensor:paper", "binary_sensor:problem", "binary_sensor:rock",
-                         "binary_sensor:scissors", "sensor:camera", "sensor:confidence", "sensor:error",
-                         "sensor:fps", "sensor:head", "sensor:label", "sensor:model"]
+        assert kinds == ["binary_sensor:needs_teaching", "binary_sensor:paper", "binary_sensor:problem",
+                         "binary_sensor:rock", "binary_sensor:scissors", "sensor:camera", "sensor:confidence",
+                         "sensor:error", "sensor:fps", "sensor:head", "sensor:label", "sensor:model",
+                         "sensor:scene_match"]
         for topic, config in configs.items():
             device = config["device"]
             assert device["name"] == "Kitchen camera" and device["manufacturer"] == "edgecam"
@@ -92,7 +93,7 @@ def test_discovery_state_results_availability_and_last_will(bundle, images, brok
         paper = entity(configs, "paper")
         assert paper["name"] == "Sees paper" and '"paper"' in paper["value_template"]
         assert entity(configs, "problem")["device_class"] == "problem"
-        assert len({c["unique_id"] for c in configs.values()}) == 11
+        assert len({c["unique_id"] for c in configs.values()}) == 13
 
         assert subscriber.on(f"{TOPIC}/availability")[-1][0] == "online"
         assert subscriber.on(f"{TOPIC}/health")[-1][0] == "online"
@@ -111,7 +112,7 @@ def test_discovery_state_results_availability_and_last_will(bundle, images, brok
         state = json.loads(late.on(f"{TOPIC}/state")[0][0])
         assert state["label"] in {"paper", "rock", "scissors", "unknown"} and 0 < state["confidence"] <= 1
         assert wait_for(lambda: late.on(f"{TOPIC}/health"), 5)[0] == ("online", True)
-        assert wait_for(lambda: len([m for m in late.messages if m[0].endswith("/config") and m[2]]) == 11, 5)
+        assert wait_for(lambda: len([m for m in late.messages if m[0].endswith("/config") and m[2]]) == 13, 5)
         late.close()
 
         daemon.kill()  # kill -9: no goodbye, the broker sends the last will
@@ -125,7 +126,7 @@ def test_discovery_state_results_availability_and_last_will(bundle, images, brok
                               "--name", "Kitchen camera", "--ha-remove"], cwd=REPO, capture_output=True, text=True,
                              timeout=60)
     assert removed.returncode == 0, removed.stderr
-    assert "removed 11 Home Assistant entities of 'Kitchen camera'" in removed.stdout
+    assert "removed 13 Home Assistant entities of 'Kitchen camera'" in removed.stdout
     after = Subscriber(broker)
     assert after.settle()
     assert not [m for m in after.messages if m[0].endswith("/config") or m[0].startswith(TOPIC)]
@@ -197,8 +198,8 @@ def test_discovery_follows_the_labels_on_reload_without_a_restart(bundle, images
         assert late.settle()
         configs = configs_of(late.messages)
         late.close()
-        assert sorted(t.split("/")[3] for t in configs if "/binary_sensor/" in t) == ["problem", "rock",
-                                                                                       "scissors", "sheet"]
+        assert sorted(t.split("/")[3] for t in configs if "/binary_sensor/" in t) == [
+            "needs_teaching", "problem", "rock", "scissors", "sheet"]
         assert entity(configs, "label")["options"] == ["sheet", "rock", "scissors", "uncertain"]
         assert daemon.status()["model"]["labels"] == ["sheet", "rock", "scissors"]
         assert daemon.terminate() == 0

@@ -44,7 +44,7 @@ def slug(text: str) -> str:
 
 
 # ---- ids: unique for any label and topic, and the same as before where that was unambiguous ------------
-RESERVED = {"problem"}  # the diagnostics' binary sensor: a class of that name must not replace it
+RESERVED = {"problem", "needs_teaching"}  # the diagnostics' binary sensors: a class of that name must not replace one
 DEFAULT_TOPIC = re.compile(r"edgecam/[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)*")  # default_topic()'s shape
 PLAIN_TOPIC = re.compile(r"[A-Za-z0-9-]+(?:/[A-Za-z0-9-]+)*")
 
@@ -177,10 +177,17 @@ def discovery(prefix: str, topic: str, name: str, labels: list, machine: str, mo
                  "value_template": from_json("value_json.head.revision if value_json.head else 0")},
         "error": {"name": "Last error", "state_topic": status, "icon": "mdi:alert-circle-outline",
                   "value_template": from_json("(value_json.problem or value_json.errors or 'none') | truncate(250)")},
+        "scene_match": {"name": "Scene match", "state_topic": status, "icon": "mdi:image-search",  # device/drift.py
+                        "unit_of_measurement": "%", "state_class": "measurement",
+                        "value_template": from_json("value_json.drift.match_percent if value_json.drift else none")},
     }
     for key, config in diagnostics.items():
         configs[f"{sensor}/{key}/config"] = {**config, "unique_id": f"{node}_{key}", **diagnostic, **common}
     configs[f"{binary}/problem/config"] = {
         "name": "Problem", "unique_id": f"{node}_problem", "state_topic": f"{topic}/health",
         "payload_on": "offline", "payload_off": "online", "device_class": "problem", **diagnostic, **common}
+    configs[f"{binary}/needs_teaching/config"] = {
+        "name": "Needs teaching", "unique_id": f"{node}_needs_teaching", "state_topic": status,
+        "value_template": from_json("'ON' if value_json.drift and value_json.drift.state == 'drifted' else 'OFF'"),
+        "payload_on": "ON", "payload_off": "OFF", "device_class": "problem", **diagnostic, **common}
     return configs

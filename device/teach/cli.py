@@ -187,13 +187,25 @@ def status(argv: list) -> int:
 
     def run() -> dict:
         store, manifest = _store(args)
-        return dict(_serving(store, manifest, args.model), bundle_head=_bundle_head(args.bundle, manifest))
+        return dict(_serving(store, manifest, args.model), bundle_head=_bundle_head(args.bundle, manifest),
+                    drift=_drift(args, store, manifest))
 
     head, code = _guarded("status", args.json, run)
     if head is None:
         return code
     print(json.dumps(head) if args.json else describe_head(head))
     return 0
+
+
+def _drift(args, store, manifest) -> dict:
+    """The serving head's drift reference and the daily drift summaries (device/drift.py)."""
+    from device import drift
+    from device.teach import revisions
+
+    active, _problem = revisions.serving_head(store, manifest)
+    reference, note = drift.reference_for(args.bundle, manifest, _format(args.model), store, active)
+    return {"reference": note if reference is not None else None, "not_measured": None if reference else note,
+            "days": drift.history_lines(store.state_dir)}
 
 
 def _bundle_head(bundle, manifest) -> str:
@@ -220,6 +232,10 @@ def describe_head(head: dict) -> str:
     for key, title in (("bundle_head", "the bundle's own head"), ("store_note", "store"), ("fallback", "NOT SERVED")):
         if head.get(key):
             lines.append(f"{title}: {head[key]}")
+    drift = head.get("drift") or {}
+    if drift:
+        lines.append(f"drift reference: {drift.get('reference') or 'none, drift not measured: ' + drift['not_measured']}")
+        lines.extend(f"drift {line}" for line in drift.get("days") or ["history: none yet (the daemon writes it)"])
     return "\n".join(lines)
 
 

@@ -168,8 +168,9 @@ class HeadStore:
                 "fitted": _iso(created) if isinstance(created, (int, float)) else None, **common}
 
     # ---- writing ---------------------------------------------------------------------------
-    def write_revision(self, head: Head, labels: list, meta: dict) -> int:
-        """Write HEAD and LABELS as the next revision and make it current -> its number."""
+    def write_revision(self, head: Head, labels: list, meta: dict, files: dict | None = None) -> int:
+        """Write HEAD and LABELS (and FILES, {name: bytes}: the drift reference) as the next revision and make it
+        current -> its number."""
         with self.locked():
             numbers = [int(path.name[1:]) for path in self.root.glob("r[0-9][0-9][0-9][0-9]") if path.is_dir()]
             revision = max(numbers, default=0) + 1
@@ -179,6 +180,8 @@ class HeadStore:
                 temporary.mkdir()
                 head.save(temporary / HEAD)
                 (temporary / LABELS).write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
+                for name, content in (files or {}).items():
+                    (temporary / name).write_bytes(content)
                 meta = dict(meta, revision=revision, parent=self._parent(), labels=list(labels),
                             model_sha256=self.model_sha256, created=round(time.time(), 3))
                 (temporary / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -95,9 +95,13 @@ class TeachService:
         classifier = self.daemon.classifier
         return classifier.name if classifier is not None else ""
 
-    def observe(self, frame, result: dict) -> None:
-        """From the inference loop: keep a frame whose reading fell under the threshold (at most 1 a second)."""
-        if self.options.keep_uncertain <= 0 or result.get("label") != "unknown":
+    def observe(self, frame, result: dict, drift: float | None = None) -> None:
+        """From the inference loop: keep a frame whose reading fell under the threshold, or that is far from
+        anything taught (DRIFT, device/drift.py: its score), at most 1 a second; the ring keeps the highest drift."""
+        from device.drift import FAR_RATIO
+
+        far = drift is not None and drift > FAR_RATIO
+        if self.options.keep_uncertain <= 0 or (result.get("label") != "unknown" and not far):
             return
         now = time.monotonic()
         if now - self.last_uncertain < UNCERTAIN_INTERVAL_S:
@@ -105,7 +109,7 @@ class TeachService:
         self.last_uncertain = now
         try:
             self.dataset.keep(frame, result.get("raw_label", ""), result.get("confidence", 0.0),
-                              self.daemon.options.source, self.model_name())
+                              self.daemon.options.source, self.model_name(), drift)
         except (OSError, ValueError) as error:
             log.warning("could not keep an uncertain frame: %s", error)
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from device import drift
 from device.layout import find_images
 from device.manifest import load_manifest
 from device.teach import advice, augment, crossval, embeddings, revisions
@@ -273,7 +274,10 @@ def teach(bundle, data, model: str = "int8", force: bool = False, seed: int = 0,
                     frames=len(items), fingerprint=stamp, settings=settings,
                     crossval={"labels": labels, "probabilities": {h: [round(float(p), 4) for p in row]
                                                                   for h, row in zip(hashes, run.probabilities)}})
-        result["revision"] = store.write_revision(head, labels, meta)
+        reference = drift.make_reference(vectors[:, 0], truth, run.probabilities.max(axis=1),
+                                         f"the {len(items)} frames of {Path(data).resolve()} the head was fitted on")
+        result["revision"] = store.write_revision(head, labels, meta,
+                                                  {drift.REFERENCE_FILE: drift.to_bytes({"": reference})})
     else:
         result["reason"] = (f"refused: the new head scores {accuracy_new:.1%} in cross-validation, worse than the "
                             f"current head's {accuracy_current:.1%} on frames it never saw. Record more (or cleaner) "

@@ -37,9 +37,11 @@ class UncertainRing:
     def _save_ring(self) -> None:
         atomic_write_text(self._ring_dir() / RING, json.dumps(list(self.ring.values())) + "\n")
 
-    def keep(self, frame, label: str, confidence: float, source: str = "", model: str = "") -> str | None:
-        """Add an uncertain FRAME to the ring (oldest dropped first past --keep-uncertain frames or its MB)
-        -> its id; None when the ring is off or the disk checks refuse it."""
+    def keep(self, frame, label: str, confidence: float, source: str = "", model: str = "",
+             drift: float | None = None) -> str | None:
+        """Add an uncertain FRAME to the ring (past --keep-uncertain frames or its MB, the lowest DRIFT score is
+        dropped first, the oldest among equals: device/drift.py) -> its id; None when the ring is off or the disk
+        checks refuse it."""
         if self.keep_uncertain <= 0:
             return None
         content = encode_jpeg(frame)
@@ -51,10 +53,11 @@ class UncertainRing:
             identifier = self._write_new(self._ring_dir(), content, now)
             self.ring[identifier] = {"id": identifier, "file": f"{UNCERTAIN}/{identifier}", "label": label,
                                      "confidence": round(float(confidence), 4), "time": round(now, 3),
-                                     "source": source, "model": model, "bytes": len(content)}
+                                     "source": source, "model": model, "bytes": len(content),
+                                     "drift": None if drift is None else round(float(drift), 3)}
             while self.ring and (len(self.ring) > self.keep_uncertain or self.ring_bytes() > self.uncertain_bytes):
-                _, oldest = self.ring.popitem(last=False)
-                (self._ring_dir() / oldest["id"]).unlink(missing_ok=True)
+                dropped = min(self.ring, key=lambda key: self.ring[key].get("drift") or 0.0)  # oldest of the lowest
+                (self._ring_dir() / self.ring.pop(dropped)["id"]).unlink(missing_ok=True)
             self._save_ring()
             return identifier if identifier in self.ring else None
 
@@ -62,9 +65,10 @@ class UncertainRing:
         return sum(entry["bytes"] for entry in self.ring.values())
 
     def uncertain(self) -> list:
-        """Newest first, as /api/dataset lists them."""
-        return [{key: entry[key] for key in ("id", "file", "label", "confidence", "time")}
-                for entry in reversed(self.ring.values())]
+        """Highest drift score first (device/drift.py), then newest first, as /api/dataset lists them."""
+        newest = [{key: entry.get(key) for key in ("id", "file", "label", "confidence", "time", "drift")}
+                  for entry in reversed(self.ring.values())]
+        return sorted(newest, key=lambda entry: -(entry["drift"] or 0.0))
 
     def _take(self, identifier) -> dict:
         entry = self.ring.get(identifier) if isinstance(identifier, str) else None

@@ -639,6 +639,11 @@
     else if (app.offline) text = "Lost contact with the camera service — retrying…";
     else if (dataset && dataset.recording_blocked) text = "Recording is stopped: " + dataset.recording_blocked;
     else if (app.status && app.status.state === "degraded") text = "Camera lost — reconnecting…";
+    else if (app.status && app.status.drift && app.status.drift.state !== "ok") {  // device/drift.py
+      text = (app.status.drift.state === "drifted" ? "Needs teaching: the scene no longer looks like what was taught — "
+        : "The scene is changing — ") + app.status.drift.reason +
+        ". The frames that drifted most come first under Unsure: label them, then Teach.";
+    }
     el.banner.hidden = !text;
     el.banner.textContent = text;
   }
@@ -735,7 +740,8 @@
       card.appendChild(image(frame.file));
       const guesses = Array.from(new Set(group.map((item) => item.label))).join(" / ");
       card.appendChild(cell("div", guesses + " " + Math.round(frame.confidence * 100) + "%" +
-        (group.length > 1 ? " · ×" + group.length + " alike" : ""))).className = "guess";
+        (group.length > 1 ? " · ×" + group.length + " alike" : "") +
+        (frame.drift > 1.5 ? " · far from anything taught (" + frame.drift.toFixed(1) + "×)" : ""))).className = "guess";
       const choices = document.createElement("div");
       choices.className = "choices";
       names.forEach((name) => choices.appendChild(
