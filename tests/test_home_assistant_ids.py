@@ -33,7 +33,7 @@ def sees(configs: dict) -> dict:
 def test_every_label_gets_its_own_entity_and_the_problem_sensor_stays():
     configs = homeassistant.discovery("homeassistant", "edgecam/kitchen", "kitchen", LABELS, MACHINE)
     assert sorted(sees(configs)) == sorted(LABELS)  # 8 labels, 8 entities (кошка, собака, 猫 were one)
-    assert len({config["unique_id"] for config in configs.values()}) == len(configs) == 8 + len(LABELS)  # 8: label, confidence, diagnostics
+    assert len({config["unique_id"] for config in configs.values()}) == len(configs) == 10 + len(LABELS)  # 10: label, confidence, 6 diagnostics, problem, needs teaching
     problem = configs[f"homeassistant/binary_sensor/edgecam_{MACHINE}_edgecam_kitchen/problem/config"]
     assert problem["name"] == "Problem" and problem["device_class"] == "problem"
     # the ids users have today stay where label and topic are plain ASCII and unambiguous
@@ -149,7 +149,7 @@ def test_home_assistant_makes_an_entity_per_label_and_keeps_the_problem_sensor(t
 
         def entities():
             found = home.template("{{ device_entities('%s') | join(' ') }}" % device).split()
-            return found if len(found) == 8 + len(LABELS) else None
+            return found if len(found) == 10 + len(LABELS) else None
         found = wait_for(entities, 30)
         assert found, home.template("{{ device_entities('%s') | join(' ') }}" % device)
         names = {home.state(entity)["attributes"]["friendly_name"] for entity in found}
