@@ -85,3 +85,11 @@ def from_arguments(args: argparse.Namespace) -> OutputSettings:
 def needs_tls(settings: OutputSettings) -> bool:
     """An https:// webhook needs http.client with TLS (the daemon otherwise imports it without)."""
     return bool(settings.webhook and settings.webhook.lower().startswith("https:"))
+
+
+def from_settings(words: list, environ) -> OutputSettings:
+    """The output settings a daemon with these flags (e.g. $EDGECAM_ARGS split) and environment would use;
+    other flags are ignored (doctor reads the service's settings with it)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser, int, float, environ)
+    return from_arguments(parser.parse_known_args(words)[0])
