@@ -286,6 +286,11 @@ def test_home_assistant_names_and_the_kiosk_address(monkeypatch):
 
     monkeypatch.setattr(socket, "gethostname", lambda: "kitchenpi")
     assert homeassistant.default_name("edgecam/rps") == "kitchenpi rps"
+    from device.outputs.mqtt import default_topic  # fleets: two Pis with one bundle publish apart
+
+    assert default_topic("rps") == "edgecam/kitchenpi/rps"
+    assert default_topic("my rps", "Door-Pi.lan") == "edgecam/door-pi/my_rps"
+    assert homeassistant.default_name(default_topic("rps")) == "kitchenpi rps"  # the device name carries the host
     assert homeassistant.kiosk_url("0.0.0.0:8080") == "http://kitchenpi.local:8080/"
     assert homeassistant.kiosk_url("192.168.1.20:8080") == "http://192.168.1.20:8080/"
     assert homeassistant.kiosk_url("[fd00::2]:8080") == "http://[fd00::2]:8080/"

@@ -24,7 +24,7 @@ from conftest import copy_bundle
 from outputs_helpers import REPO, Broker, Daemon, Subscriber, make_ca, need_mosquitto, wait_for
 
 pytestmark = pytest.mark.timeout(120)
-TOPIC = "edgecam/tiny"
+TOPIC = f"edgecam/{socket.gethostname().split('.')[0].lower()}/tiny"  # the default: host name and bundle name
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """MQTT with Home Assistant discovery (paho-mqtt, imported only when ``--mqtt`` is on).
 
-Topics under ``--mqtt-topic`` (default ``edgecam/<bundle name>``):
+Topics under ``--mqtt-topic`` (default ``edgecam/<host name>/<bundle name>``):
 
     <topic>/state          {"label": ..., "confidence": ...}, retained: on each label change and every
                            --mqtt-state-interval seconds while the confidence moves (what HA's sensors read)
@@ -136,8 +136,11 @@ def limit_send_buffer(client, userdata, sock) -> None:
         pass
 
 
-def default_topic(name: str) -> str:
-    return f"edgecam/{slug(name)}"
+def default_topic(name: str, host: str | None = None) -> str:
+    """``edgecam/<host name>/<bundle name>``: two Pis running the same bundle publish apart (a fleet's
+    entities never collide). Before 2026-12 it was ``edgecam/<bundle name>``: --mqtt-topic keeps that."""
+    host = (host or socket.gethostname()).split(".")[0].lower()
+    return f"edgecam/{slug(host) if host else 'edgecam'}/{slug(name)}"
 
 
 def import_paho():
