@@ -114,3 +114,14 @@ def test_the_written_settings_serve_the_teach_view_on_the_devices_lan_name(bundl
     finally:
         daemon.terminate()
         daemon.wait(timeout=10)
+
+
+def test_edgecam_http_sets_the_listening_address_and_a_flag_still_wins(monkeypatch):
+    """A fleet's managed block sets EDGECAM_HTTP (deploy/ansible/settings.py); --http in EDGECAM_ARGS wins."""
+    from device import cli
+
+    monkeypatch.setenv("EDGECAM_HTTP", "0.0.0.0:8080")
+    assert cli.build_parser().parse_args(["--bundle", "b"]).http == "0.0.0.0:8080"
+    assert cli.build_parser().parse_args(["--bundle", "b", "--http", "127.0.0.1:9"]).http == "127.0.0.1:9"
+    monkeypatch.delenv("EDGECAM_HTTP")
+    assert cli.build_parser().parse_args(["--bundle", "b"]).http == "127.0.0.1:8080"
