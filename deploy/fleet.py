@@ -172,9 +172,9 @@ def settings_note(settings: dict | None) -> str:
         return ""
     parts = []
     for item in settings.get("overridden") or []:
-        where = item.get("flag") or "its own line"
-        parts.append(f"{item['key']} from the inventory does not apply: the host's {where} (line {item['line']}) "
-                     "sets another value")
+        where = item.get("flag") or "own line"
+        parts.append(f"{item['key']} from the inventory does not apply: the host's {where} (line {item['line']} "
+                     "of /etc/default/edgecam) sets another value")
     if settings.get("edited"):
         parts.append(f"hand-edited fleet settings replaced: {', '.join(settings['edited'])}")
     return "; ".join(parts)

@@ -186,7 +186,10 @@ def test_rollout_stops_at_a_failed_health_check_and_rolls_that_host_back(fleet, 
     assert text[0].startswith(settings_py.BEGIN) and text.count(settings_py.END) == 1
     assert text[5].startswith("EDGECAM_ARGS=") and 'EDGECAM_NAME="my own name"' in text
     assert "hand-edited fleet settings replaced: EDGECAM_MQTT_TOPIC" in rows["pi-1"]["note"]
-    assert "EDGECAM_NAME from the inventory does not apply: the host's its own line" in rows["pi-1"]["note"]
+    assert "EDGECAM_TOKEN" not in rows["pi-1"]["note"]  # new in the inventory: not a hand edit
+    own_name = text.index('EDGECAM_NAME="my own name"') + 1
+    assert (f"EDGECAM_NAME from the inventory does not apply: the host's own line (line {own_name} of "
+            "/etc/default/edgecam)") in rows["pi-1"]["note"]
     assert PI1_TOKEN not in second.stdout + json.dumps(rows)  # the token never reaches the log or report
     from urllib.error import HTTPError
     from urllib.request import urlopen
@@ -323,7 +326,8 @@ def test_the_report_shows_os_head_refit_and_free_disk_and_settings_notes():
     row = rows[0]
     assert (row["os"], row["head"], row["refit"], row["free"]) == ("Debian GNU/Linux 13 (trixie)", "r3 taught",
                                                                    "done", "21.4 GB")
-    assert "EDGECAM_HTTP from the inventory does not apply: the host's --http in EDGECAM_ARGS (line 4)" in row["note"]
+    assert ("EDGECAM_HTTP from the inventory does not apply: the host's --http in EDGECAM_ARGS (line 4 of "
+            "/etc/default/edgecam)") in row["note"]
     assert "hand-edited fleet settings replaced: EDGECAM_TOKEN" in row["note"]
     report = format_report("rps-1", rows).splitlines()
     assert report[1].split()[7:12] == ["OS", "HEAD", "REFIT", "FREE", "NOTE"]
@@ -351,8 +355,9 @@ def test_settings_go_into_one_managed_block_and_never_change_the_hosts_own_lines
     lines = path.read_text().splitlines()
     assert lines[0].startswith(settings_py.BEGIN) and lines[4] == settings_py.END and lines[5:] == own
     assert first["changed"] and first["set"] == ["EDGECAM_HTTP", "EDGECAM_MQTT_TOPIC", "EDGECAM_TOKEN"]
-    assert {(item["key"], item["line"]) for item in first["overridden"]} == {("EDGECAM_MQTT_TOPIC", 4),
-                                                                          ("EDGECAM_HTTP", 2)}
+    assert {(item["key"], item["line"]) for item in first["overridden"]} == {("EDGECAM_MQTT_TOPIC", 9),
+                                                                          ("EDGECAM_HTTP", 7)}  # file lines
+    assert lines[8] == "EDGECAM_MQTT_TOPIC=edgecam/mine" and lines[6].startswith("EDGECAM_ARGS=")
     assert "s" * 24 not in json.dumps(first) and oct(path.stat().st_mode & 0o777) == "0o640"
     assert run(wanted)["changed"] is False  # idempotent
     path.write_text(path.read_text().replace("0.0.0.0:8080", "0.0.0.0:9999"))  # a hand edit inside the block

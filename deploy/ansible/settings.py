@@ -81,10 +81,11 @@ def split(lines: list) -> tuple:
     return own, body, recorded
 
 
-def overriding(own: list, values: dict) -> list:
-    """Managed settings a host's own line sets to another value (those lines win: they come later)."""
+def overriding(own: list, values: dict, first: int = 1) -> list:
+    """Managed settings a host's own line sets to another value (those lines win: they come later); line
+    numbers count from FIRST (the own lines' first line in the written file)."""
     found = []
-    for number, line in enumerate(own, 1):
+    for number, line in enumerate(own, first):
         key, value = assignment(line)
         if key in values and value != values[key]:
             found.append({"key": key, "line": number})
@@ -105,10 +106,10 @@ def update(text: str, values: dict) -> tuple:
     edited = []
     if body is not None and recorded != digest(body):
         old = dict(assignment(line) for line in body if assignment(line)[0])
-        edited = sorted(key for key in set(old) | set(values) if old.get(key) != values.get(key))
+        edited = sorted(key for key in old if old[key] != values.get(key))  # new keys are not edits
     block = block_lines(values)
     new = "\n".join(block + own) + ("\n" if block or own else "")
-    report = {"set": sorted(values), "overridden": overriding(own, values), "edited": edited,
+    report = {"set": sorted(values), "overridden": overriding(own, values, len(block) + 1), "edited": edited,
               "changed": new != text}
     return new, report
 
