@@ -47,8 +47,13 @@ data: setup ## Generate the built-in rock-paper-scissors images (seeded) and cal
 train: setup ## Train the reference CNN on DATA and export the bundle to BUNDLE
 	$(PY) -m train --data $(DATA) --out $(BUNDLE) --epochs $(EPOCHS) --overwrite
 
+# Calibration follows the data: calibration_data/rps belongs to the built-in images, so only the demo's bundle
+# (artifacts/rps trained on data/rps) uses it; any other bundle calibrates on its own training images
+# (convert's default, from its manifest), or on CALIBRATION=DIR when you name one.
+CONVERT_CALIBRATION = $(if $(filter command line environment,$(origin CALIBRATION)),$(CALIBRATION),$(if $(and $(filter artifacts/rps,$(BUNDLE)),$(filter data/rps,$(DATA))),$(wildcard $(CALIBRATION))))
+
 convert: setup ## Convert BUNDLE to TFLite (float32/float16/dynamic/int8) and check accuracy parity (exit 1 if broken; BUNDLE unchanged then)
-	$(PY) -m convert $(BUNDLE) $(if $(wildcard $(CALIBRATION)),--calibration $(CALIBRATION)) $(CONVERT_FLAGS)
+	$(PY) -m convert $(BUNDLE) $(if $(CONVERT_CALIBRATION),--calibration $(CONVERT_CALIBRATION)) $(CONVERT_FLAGS)
 
 edgetpu-check: setup ## Offline Edge TPU readiness of BUNDLE's int8 model (no compiler needed)
 	$(PY) -m convert.readiness $(BUNDLE)/tflite/model_int8.tflite

@@ -29,7 +29,6 @@ from convert.parity import ModelParity, ParityReport, Thresholds, compare, envir
 from device import drift, layout
 from device.layout import EDGETPU_DIR, EDGETPU_FORMAT, TFLITE_DIR
 
-DEFAULT_CALIBRATION = calibration.DEFAULT_FOLDER
 SAVED_MODEL_BATCH = 64
 
 
@@ -50,8 +49,9 @@ def convert_bundle(bundle_dir, formats: Iterable[str] | str = tflite.FORMATS,
                    thresholds: Thresholds | None = None, skip_parity: bool = False,
                    debug_quantization: bool = False, threads: int | None = None, progress: bool = True,
                    log: Callable[[str], None] = print, target_runtime: str = tflite.LATEST) -> ParityReport:
-    """CALIBRATION_DIR None: calibration_data/ when it holds images, else a sample of the bundle's training
-    images (the manifest's dataset.root). Raises ConvertError for bad input before anything is written."""
+    """CALIBRATION_DIR None: a sample of the bundle's own training images (the manifest's dataset.root and
+    train_folder), never another folder found by chance. Raises ConvertError for bad input before anything is
+    written."""
     from device.manifest import ManifestError, load_manifest
 
     bundle = Path(bundle_dir)
@@ -86,8 +86,7 @@ def convert_bundle(bundle_dir, formats: Iterable[str] | str = tflite.FORMATS,
                               saved_model_latency_ms=None, thresholds=thresholds,
                               conversion_seconds=round(time.monotonic() - started, 2), edgetpu=edgetpu_info,
                               environment=environment(threads))
-        if calibration_source.startswith(calibration.TRAINING_IMAGES_NOTE):
-            report.notes.append(f"int8 calibration: {calibration_source}.")
+        report.calibration = calibration_source
         _parity(report, staging, manifest, serving, files, heldout, frames, calibration_images, skip_parity,
                 debug_quantization, threads, progress, log)
     except BaseException:
@@ -114,10 +113,9 @@ def _check_writable(bundle: Path) -> None:
 
 def _calibration_images(bundle: Path, manifest, calibration_dir, samples: int, progress: bool, log):
     """-> (float32 images, what they are). --calibration DIR: that folder (an error if it is unusable: a typo
-    must not quietly calibrate on something else); none: calibration_data/ if it holds images, else a sample
-    of the bundle's own training images."""
-    if calibration_dir is None and DEFAULT_CALIBRATION.is_dir() and calibration.find_images(DEFAULT_CALIBRATION):
-        calibration_dir = DEFAULT_CALIBRATION
+    must not quietly calibrate on something else); none: a sample of the bundle's own training images, so a
+    bundle trained on the user's folder calibrates on that folder (a calibration_data/ in the current folder,
+    the built-in data's, is never picked up by chance)."""
     if calibration_dir is not None:
         images = calibration.load_calibration_images(calibration_dir, manifest.input, samples, progress=progress)
         source = f"{len(images)} images from {calibration_dir}"
@@ -127,7 +125,7 @@ def _calibration_images(bundle: Path, manifest, calibration_dir, samples: int, p
         images = calibration.prepare_images(paths, manifest.input, samples, str(folder),
                                             "Pass --calibration DIR with representative images.", progress=progress)
         source = (f"{calibration.TRAINING_IMAGES_NOTE} ({len(images)} of {len(paths)} in {folder}, held-out "
-                  f"images excluded): no --calibration folder was given and {DEFAULT_CALIBRATION}/ holds no images")
+                  "images excluded): no --calibration folder was given")
     log(f"calibration: {source}")
     return images, source
 

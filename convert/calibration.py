@@ -19,7 +19,6 @@ from convert.errors import ConvertError
 from device import layout
 from device.layout import IMAGE_SUFFIXES, find_images  # noqa: F401  (find_images re-exported)
 
-DEFAULT_FOLDER = Path("calibration_data")  # used when --calibration is not given and it holds images
 DEFAULT_SAMPLES = 200
 TRAINING_IMAGES_NOTE = "the bundle's training images"  # how reports name the fallback
 MIN_SAMPLES = 20
@@ -107,8 +106,8 @@ def training_images(bundle: Path, manifest) -> tuple[Path, list[Path]]:
     fix = ("Pass --calibration DIR with at least 20 representative images (what the camera will see, every "
            "class), or regenerate the training data where the manifest's dataset.root says.")
     if not manifest.dataset.root or not folder.is_dir():
-        raise ConvertError(f"No --calibration folder was given, {DEFAULT_FOLDER}/ holds no images, and the "
-                           f"bundle's training images ({folder}) are not there. {fix}")
+        raise ConvertError(f"No --calibration folder was given and the bundle's training images ({folder}) are "
+                           f"not there. {fix}")
     heldout = set()
     listing = Path(bundle) / (manifest.heldout_file or layout.HELDOUT)
     if listing.is_file():
@@ -121,8 +120,8 @@ def training_images(bundle: Path, manifest) -> tuple[Path, list[Path]]:
                 heldout.add(root / entry[1])
     paths = [path for path in find_images(folder) if path not in heldout]
     if not paths:
-        raise ConvertError(f"No --calibration folder was given, {DEFAULT_FOLDER}/ holds no images, and the "
-                           f"bundle's training folder {folder} holds no images either. {fix}")
+        raise ConvertError(f"No --calibration folder was given and the bundle's training folder {folder} holds no "
+                           f"images. {fix}")
     return folder, paths
 
 

@@ -41,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"comma-separated subset of {','.join(FORMATS)}")
     parser.add_argument("--calibration", type=Path, default=None,
                         help="folder of representative images for int8 calibration (searched recursively); "
-                             "default: calibration_data/ when it holds images, else a sample of the bundle's "
-                             "own training images (the manifest's dataset.root, held-out images excluded)"
+                             "default: a sample of the bundle's own training images (the manifest's dataset.root, "
+                             "held-out images excluded): a bundle trained on your folder calibrates on it"
                              "%(default).0s")  # .0s: the default is described, not printed as 'None'
     parser.add_argument("--calibration-samples", type=positive_int, default=DEFAULT_SAMPLES,
                         help=f"calibration images to use, spread evenly over the folder (at least {MIN_SAMPLES})")

@@ -117,6 +117,7 @@ class ParityReport:
     notes: list[str] = field(default_factory=list)
     environment: dict = field(default_factory=dict)
     failed_try: str | None = None  # where a failed conversion was kept (the bundle itself is unchanged)
+    calibration: str = ""  # what int8 was calibrated on (--calibration DIR, else the bundle's training images)
 
     @property
     def passed(self) -> bool:
@@ -207,7 +208,7 @@ def render_markdown(report: ParityReport) -> str:
         "",
         (f"{report.images} held-out images from {report.heldout_source}. Reference: the SavedModel "
         f"(accuracy {_percent(report.saved_model_accuracy)}). TFLite models run through the device's loader "
-        "and preprocessing."),
+        "and preprocessing." + (f" int8 calibrated on {report.calibration}." if report.calibration else "")),
         "",
         ("| model | file | size | accuracy | Δ accuracy (points) | top-1 agreement | mean abs Δp | max abs Δp "
         "| latency ms (median) | status |"),

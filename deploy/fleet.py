@@ -7,14 +7,20 @@ previous release, and more failures than --max-fail-percentage in a batch stop t
 which host runs which release and model::
 
     edgecam fleet report: release rps-858ee1854520
-    HOST  RESULT       RELEASE          MODEL    SHA256        RUNTIME         TUNED                                  NOTE
-    pi-1  updated      rps-858ee1854520 int8     e96b1610899d  ai_edge_litert  int8 x2 9.81 ms (tuned, 2026-12-05)    healthy
-    pi-2  rolled back  rps-c7a9d456023d float32  9a5334487d52  ai_edge_litert  float32 x4 (command line)              /healthz on 127.0.0.1:8080: ...; back on ...
-    pi-3  not reached  rps-c7a9d456023d int8     ...           ...             -                                      the rollout stopped before this host's batch
+    HOST  RESULT       RELEASE          MODEL    SHA256        RUNTIME         TUNED                                OS                             HEAD        REFIT  FREE     NOTE
+    pi-1  updated      rps-858ee1854520 int8     e96b1610899d  ai_edge_litert  int8 x2 9.81 ms (tuned, 2026-12-05)  Debian GNU/Linux 13 (trixie)   r3 taught   done   21.4 GB  healthy
+    pi-2  rolled back  rps-c7a9d456023d float32  9a5334487d52  ai_edge_litert  float32 x4 (command line)            Debian GNU/Linux 12 (bookworm) r0 bundle   -      3.2 GB   /healthz on 127.0.0.1:8080: ...; back on ...
+    pi-3  not reached  rps-c7a9d456023d int8     ...           ...             -                                    Debian GNU/Linux 13 (trixie)   -           -      20.9 GB  the rollout stopped before this host's batch
 
 TUNED is the daemon's /status "tuning" (device/tune.py): the format and interpreter threads it serves, the
 per-frame time ``python -m device tune`` measured on that device, and whether the choice came from the tuning,
-the command line or the default (int8).
+the command line or the default (int8). OS is the host's /etc/os-release; HEAD the head the daemon serves
+(its revision: r0 the bundle's own, else taught on the device); REFIT the re-fit of a taught head after a
+new model (running, done, skipped, refused, failed; - none); FREE the free disk under the install folder.
+
+Each host's settings come from the inventory (edgecam_mqtt, edgecam_mqtt_topic, edgecam_name, edgecam_token,
+edgecam_address): deploy/ansible/settings.py writes them into a managed block of /etc/default/edgecam, and
+the NOTE says when a host's own line overrides one or a hand-edited fleet line was replaced.
 
 Exit codes: 0 every host runs the release; 1 a host failed its check (rolled back) or was not reached
 because the rollout stopped; 2 bad input (no archive, no inventory, no ansible-playbook, a playbook
@@ -134,10 +140,44 @@ def host_rows(hosts: list, records: dict) -> list:
         else:
             result, state, note = "unreachable", {}, "no record: unreachable, or the probe failed there (see ansible's output); run again later"
         model = state.get("model") or {}
+        settings = (records.get(("settings", host)) or {}).get("settings")
+        note = "; ".join(filter(None, (note, settings_note(settings))))
         rows.append({"host": host, "result": result, "release": state.get("release") or "-",
                      "model": model.get("format") or "-", "sha256": (model.get("sha256") or "-")[:12],
-                     "runtime": model.get("runtime") or "-", "tuned": tuned(state.get("tuning")), "note": note})
+                     "runtime": model.get("runtime") or "-", "tuned": tuned(state.get("tuning")),
+                     "os": state.get("os") or "-", "head": head(state.get("head")), "refit": refit(state.get("head")),
+                     "free": free(state.get("free_bytes")), "settings": settings, "note": note})
     return rows
+
+
+def head(info: dict | None) -> str:
+    """/status head -> "r3 taught" or "r0 bundle"."""
+    if not isinstance(info, dict) or info.get("revision") is None:
+        return "-"
+    return f"r{info['revision']} {info.get('source') or ''}".strip()
+
+
+def refit(info: dict | None) -> str:
+    """The re-fit of a taught head after a new model (/status head.refit): running, done, failed, ... or -."""
+    return (info.get("refit") if isinstance(info, dict) else None) or "-"
+
+
+def free(count) -> str:
+    return f"{count / 1e9:.1f} GB" if isinstance(count, (int, float)) else "-"
+
+
+def settings_note(settings: dict | None) -> str:
+    """What deploy/ansible/settings.py did to the host's /etc/default/edgecam, when it needs a person's eye."""
+    if not isinstance(settings, dict):
+        return ""
+    parts = []
+    for item in settings.get("overridden") or []:
+        where = item.get("flag") or "own line"
+        parts.append(f"{item['key']} from the inventory does not apply: the host's {where} (line {item['line']} "
+                     "of /etc/default/edgecam) sets another value")
+    if settings.get("edited"):
+        parts.append(f"hand-edited fleet settings replaced: {', '.join(settings['edited'])}")
+    return "; ".join(parts)
 
 
 def tuned(tuning: dict | None) -> str:
@@ -152,7 +192,8 @@ def tuned(tuning: dict | None) -> str:
 
 def format_report(release: str, rows: list) -> str:
     columns = [("HOST", "host"), ("RESULT", "result"), ("RELEASE", "release"), ("MODEL", "model"),
-               ("SHA256", "sha256"), ("RUNTIME", "runtime"), ("TUNED", "tuned"), ("NOTE", "note")]
+               ("SHA256", "sha256"), ("RUNTIME", "runtime"), ("TUNED", "tuned"), ("OS", "os"), ("HEAD", "head"),
+               ("REFIT", "refit"), ("FREE", "free"), ("NOTE", "note")]
     cells = [[RESULTS.get(row[key], row[key]) if key == "result" else str(row.get(key, "-")) for _, key in columns]
              for row in rows]
     widths = [max(len(title), *(len(line[index]) for line in cells)) for index, (title, _) in enumerate(columns)]

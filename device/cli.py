@@ -16,7 +16,7 @@ from device.outputs import settings as output_settings
 SUBCOMMANDS = {"doctor": "device.doctor", "capture": "device.teach.cli:capture", "teach": "device.teach.cli:teach",
                "undo": "device.teach.cli:undo", "status": "device.teach.cli:status",
                "evaluate": "device.teach.cli:evaluate", "dataset": "device.teach.dataset_cli",
-               "tune": "device.tune"}
+               "tune": "device.tune", "token": "device.lan"}
 
 
 def positive_int(text: str) -> int:
@@ -88,9 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--top-k", type=positive_int, default=3, help="classes listed in each result's top_k")
     add("--emit", choices=EMIT_MODES, default="every",
         help="stdout JSON lines: every frame, only when the label changes, or off")
-    add("--http", default="127.0.0.1:8080",
+    add("--http", default=os.environ.get("EDGECAM_HTTP") or "127.0.0.1:8080",
         help="HOST:PORT of the HTTP API (/healthz /status /metrics /events), or 'off'; an address other "
-             "than loopback needs --token")
+             "than loopback needs --token; $EDGECAM_HTTP sets it from the service's settings "
+             "(default: 127.0.0.1:8080)")
     add("--token", default=argparse.SUPPRESS,
         help="bearer token the HTTP API requires, at least 16 characters (default: $EDGECAM_TOKEN if set, "
              "else none)")

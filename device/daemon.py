@@ -188,7 +188,7 @@ class Daemon:
         options = self.options
         if options.model is not None:
             parse_model_spec(options.model)
-        chosen = configure(options)  # flag problems (a bad --mqtt URL) fail before the model loads
+        chosen = configure(options)  # an unusable output setting (a bad --mqtt URL) disables that output only
         self.classifier = self.load()
         self.open_outputs(chosen)
         if options.log_file:
@@ -221,7 +221,7 @@ class Daemon:
         self.teach.refit_if_new_model()  # a release with another model: its head re-fitted from the data set
 
     def open_outputs(self, chosen: list | None = None) -> None:
-        """Open the outputs (device/outputs/) for the loaded bundle; a ValueError means a bad setting."""
+        """Open the outputs (device/outputs/) for the loaded bundle; one that cannot open is disabled, not fatal."""
         manifest, model = self.classifier.manifest, self.classifier.model
         self.outputs = open_outputs(configure(self.options) if chosen is None else chosen, OutputContext(
             name=manifest.name, labels=self.classifier.labels, model=f"{model.format} on {model.runtime}",
@@ -466,7 +466,7 @@ def serve(options: Options, stdout=None) -> int:
     daemon.install_signals()
     try:
         daemon.start()
-    except ValueError as error:  # bundle, manifest, model (ManifestError, ModelError), --source, --http/--token, --log-file
+    except ValueError as error:  # bundle, manifest, model (ManifestError, ModelError), --source, --http/--token
         daemon.shutdown()
         print(f"edgecam: {error}", file=sys.stderr)
         return EXIT_CONFIG

@@ -4,7 +4,8 @@ Checks: Python and NumPy versions; every TFLite runtime, each probed in its own 
 crashes the process, e.g. with SIGSEGV inside ``Interpreter()``, is reported and skipped instead of killing
 the doctor); the bundle's model loading and giving one inference of the expected shape; the camera
 (picamera2 importable, /dev/video*); an Edge TPU (libedgetpu and a USB or PCIe device); free disk and write
-access for logs; the systemd notify socket when run under systemd.
+access for logs; the systemd notify socket when run under systemd; the MQTT and webhook outputs the
+service's settings switch on (paho-mqtt importable, their URLs usable: device/outputs/).
 
 The verdict, the first runtime that worked in device.runtime's order, is written to
 ``STATE_DIR/runtime.json`` (``--state-dir`` or ``$EDGECAM_STATE_DIR``). install.sh copies it into
@@ -373,6 +374,28 @@ def check_notify(environ=None) -> Check:
                  "report READY=1 and systemd would restart it", details)
 
 
+def check_outputs(environ=None) -> Check:
+    """The network outputs the service's settings switch on ($EDGECAM_MQTT, $EDGECAM_WEBHOOK and the output
+    flags in $EDGECAM_ARGS): a warning, with the fix, for each the daemon would disable (it serves without)."""
+    from device.outputs import check_settings
+    from device.outputs.settings import from_settings
+
+    environ = os.environ if environ is None else environ
+    try:
+        settings = from_settings(shlex.split(environ.get("EDGECAM_ARGS", "")), environ)
+    except (SystemExit, ValueError) as error:  # argparse refused a value (its message is on stderr)
+        return Check("outputs", "fail", f"EDGECAM_ARGS holds an output flag the daemon refuses ({error}): the "
+                     "service would exit 2; fix it in /etc/default/edgecam")
+    on, disabled = check_settings(settings)
+    details = {"on": on, "disabled": disabled}
+    if disabled:
+        return Check("outputs", "warn", "; ".join(f"{name} will be disabled: {why}" for name, why in
+                                                  disabled.items()), details)
+    if not on:
+        return Check("outputs", "skip", "no MQTT or webhook output is switched on (optional)", details)
+    return Check("outputs", "ok", f"{', '.join(on)} can start (reaching them is checked by the daemon)", details)
+
+
 # ---- the report --------------------------------------------------------------------------
 def default_bundle() -> Path | None:
     """An installed release has bundle/ beside device/; use it when --bundle is not given."""
@@ -407,7 +430,7 @@ def diagnose(bundle: Path | None = None, model: str | None = None, runtimes=None
     checks = [check_python(), check_numpy(), *check_runtimes(results), check_runtime_choice(chosen, results),
               check_model(bundle, model, manifest, manifest_error, chosen, results), check_camera(python),
               check_edgetpu(find_edgetpu_library(), find_edgetpu_devices()), check_disk(log_dir),
-              check_notify()]
+              check_notify(), check_outputs()]
     return {"schema": SCHEMA, "ok": all(check.status != "fail" for check in checks),
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": platform.machine(),
             "python": platform.python_version(), "bundle": str(bundle) if bundle else None, "model": model,

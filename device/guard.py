@@ -1,6 +1,7 @@
 """Who may use the daemon's HTTP API: the Host allow-list, the token, its back-off, and log lines without it.
 
-- The Host header must name this machine (an IP literal, localhost, the host name, the bound address or an
+- The Host header must name this machine (an IP literal, localhost, the host name alone or as
+  ``<host>.local``, ``.lan``, ``.home``, ``.home.arpa``, ``.fritz.box``, the bound address or an
   ``--allow-host`` name): a web page cannot reach the API by DNS rebinding.
 - The token (``--token`` or $EDGECAM_TOKEN) arrives as ``Authorization: Bearer TOKEN`` (scripts), as
   ``?token=TOKEN`` (the first page a person opens), or as the cookie that first page sets: HttpOnly (no
@@ -24,6 +25,7 @@ from collections import OrderedDict
 from http.cookies import CookieError, SimpleCookie
 from urllib.parse import quote, unquote, unquote_plus
 
+LOCAL_SUFFIXES = ("", ".local", ".lan", ".home", ".home.arpa", ".fritz.box")  # the device's own names
 MIN_TOKEN_LENGTH = 16  # characters; secrets.token_urlsafe(16) gives 22
 FREE_TOKEN_FAILURES = 5  # wrong tokens one address may send before it must back off
 BACKOFF_MAX_S = 60.0
@@ -103,12 +105,19 @@ def host_name(header: str) -> str:
     return text.rstrip(".")
 
 
+def own_host_names(hostname: str | None = None) -> set:
+    """This device's own names: its host name (full and short) alone and under the suffixes home networks
+    give it (mDNS .local, routers' .lan, .home, .home.arpa, .fritz.box). A web page cannot rebind those: the
+    home network's own resolver answers for them."""
+    name = (socket.gethostname() if hostname is None else hostname).lower().rstrip(".")
+    if not name:
+        return set()
+    return {base + suffix for base in {name, name.split(".")[0]} for suffix in LOCAL_SUFFIXES}
+
+
 def default_allowed_hosts(bound_host: str, extra=()) -> frozenset:
     """Names a request's Host header may use (IP literals are always allowed: rebinding needs a name)."""
-    names = {"localhost", "localhost.localdomain", bound_host.strip("[]").lower()}
-    hostname = socket.gethostname().lower()
-    if hostname:
-        names |= {hostname, hostname + ".local"}
+    names = {"localhost", "localhost.localdomain", bound_host.strip("[]").lower()} | own_host_names()
     return frozenset(name.rstrip(".") for name in names | {host_name(name) for name in extra} if name)
 
 

@@ -156,7 +156,7 @@ class Daemon:
         self.port = free_port()
         command = [sys.executable, "-m", "device", *map(str, args), "--threads", "1", "--http",
                    f"127.0.0.1:{self.port}"]
-        environment = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
+        environment = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
         self.process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue = queue.Queue()

@@ -175,16 +175,25 @@ def test_undecodable_held_out_image_exits_2_not_1(tiny_bundle, tmp_path, capsys,
     assert code == 2 and "cannot be decoded" in capsys.readouterr().err
 
 
-def test_without_a_calibration_folder_int8_calibrates_on_the_training_images(tiny_bundle, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # no calibration_data/ here
+def test_without_a_calibration_folder_int8_calibrates_on_the_training_images(tiny_bundle, tiny_data_dir,
+                                                                             tiny_calibration_dir, tmp_path,
+                                                                             monkeypatch):
+    """Calibration follows the data (issue 25 item 5): a bundle trained on folder X calibrates on X, even where
+    the current folder holds the built-in calibration_data/ (which convert used to pick up: own objects were
+    calibrated on drawn hands)."""
+    shutil.copytree(tiny_calibration_dir, tmp_path / "calibration_data" / "rps")  # the built-in images' trap
+    monkeypatch.chdir(tmp_path)
     bundle = copy_bundle(tiny_bundle, tmp_path / "rps")
     messages = []
     lenient = Thresholds(min_agreement={"int8": 0.0}, max_accuracy_drop={"int8": 100.0})  # near-chance model
     report = convert_bundle(bundle, formats="int8", thresholds=lenient, progress=False, log=messages.append)
     assert report.passed
-    said = "the bundle's training images (120 of 120 in"
+    said = f"the bundle's training images (120 of 120 in {tiny_data_dir / 'train'}, held-out images excluded)"
     assert any(said in message for message in messages)
-    assert said in (bundle / "parity.md").read_text() and said in load_manifest(bundle).calibration
+    assert said in report.calibration and said in json.loads((bundle / "parity.json").read_text())["calibration"]
+    assert f"int8 calibrated on {said}" in (bundle / "parity.md").read_text()
+    assert said in load_manifest(bundle).calibration and "calibration_data" not in load_manifest(bundle).calibration
+    assert load_manifest(bundle).dataset.root == str(tiny_data_dir)  # where the training data came from
     assert load_manifest(bundle).models["int8"].input_dtype == "int8"
 
 

@@ -387,7 +387,7 @@ def test_help_shows_every_flag_with_its_default():
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
     for expected in ("--formats FORMATS", "(default: float32,float16,dynamic,int8)",
-                     "default: calibration_data/ when it holds images, else a sample of the bundle's own training",
+                     "default: a sample of the bundle's own training images",
                      "--calibration-samples", "(default: 200)", "--io-type {int8,uint8}", "--edgetpu",
                      "--min-agreement-int8 FRACTION", "(default: 0.98)", "--max-accuracy-drop-int8 POINTS",
                      "--max-accuracy-drop-dynamic POINTS",

@@ -118,7 +118,7 @@ def validate_report(report: dict) -> None:
         assert result["status"] in ("ok", "missing", "crashed", "error", "timeout") and isinstance(result["summary"], str)
     names = [check["name"] for check in report["checks"]]
     assert names == ["python", "numpy", *(f"runtime:{name}" for name in report["runtimes"]), "runtime", "model",
-                     "camera", "edgetpu", "disk", "systemd"]
+                     "camera", "edgetpu", "disk", "systemd", "outputs"]
     for check in report["checks"]:
         assert set(check) == {"name", "status", "summary", "details"}
         assert check["status"] in doctor.STATUSES and check["summary"] and isinstance(check["details"], dict)

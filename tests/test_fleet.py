@@ -30,6 +30,22 @@ from test_deploy import build_archive, links, stand_in_system_site  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 HOSTS = ("pi-1", "pi-2", "pi-3")
+PI1_TOKEN = "fleet-token-of-pi-1-0123456789"
+
+
+def host_script(name: str):
+    """deploy/ansible/NAME.py as a module: it runs on the host as a script (standard library only)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"edgecam_fleet_{name}", REPO / "deploy" / "ansible" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+settings_py = host_script("settings")
+probe_module = host_script("probe")
+
 SERVICE = r"""#!/usr/bin/env bash
 # Stand-in for `systemctl restart edgecam` (no systemd here): ROOT's daemon, from its rendered unit.
 set -euo pipefail
@@ -66,11 +82,18 @@ def fleet(tmp_path, bundle):
             hosts[name] = (root, port)
             (root / "etc/default").mkdir(parents=True)
             model = " --model float32" if name == "pi-2" else ""
-            (root / "etc/default/edgecam").write_text(
-                f'EDGECAM_ARGS="--source images:{images} --http 127.0.0.1:{port} --max-fps 2 --threads 1 '
-                f'--emit off{model}"\n')
+            own = (f'EDGECAM_ARGS="--source images:{images} --http 127.0.0.1:{port} --max-fps 2 --threads 1 '
+                   f'--emit off{model}"\n')
+            settings = ""
+            if name == "pi-1":  # a block from an earlier rollout, edited by hand since, and a line of its own
+                own = (f"{settings_py.BEGIN} (from the Ansible inventory: change it there; sha256 000000000000)\n"
+                       f'EDGECAM_MQTT_TOPIC="edgecam/edited-by-hand"\n{settings_py.END}\n'
+                       f'{own}EDGECAM_NAME="my own name"\n')
+                settings = (f" edgecam_mqtt_topic=edgecam/pi-1/kitchen edgecam_name='kitchen camera' "
+                            f"edgecam_token={PI1_TOKEN}")
+            (root / "etc/default/edgecam").write_text(own)
             lines.append(f"{name} ansible_port={server.port} edgecam_root={root} edgecam_http=127.0.0.1:{port} "
-                         f"edgecam_restart_command='bash {tmp_path / 'service.sh'} {root}'")
+                         f"edgecam_restart_command='bash {tmp_path / 'service.sh'} {root}'{settings}")
         lines += ["", "[kiosks:vars]", "ansible_host=127.0.0.1", f"ansible_user={servers[0].host.split('@')[0]}",
                   f"ansible_ssh_private_key_file={client_key}",
                   "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'",
@@ -108,11 +131,17 @@ def report_rows(report: Path) -> dict:
     return {row["host"]: row for row in json.loads((report / "report.json").read_text())["hosts"]}
 
 
-def running_model(port: int) -> dict:
-    from urllib.request import urlopen
+def running_model(port: int, token: str | None = None) -> dict:
+    from urllib.request import Request, urlopen
 
-    with urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as response:
+    request = Request(f"http://127.0.0.1:{port}/status", headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urlopen(request, timeout=5) as response:
         return json.loads(response.read())["model"]
+
+
+def text_header(stdout: str) -> list:
+    lines = stdout.splitlines()
+    return lines[next(i for i, line in enumerate(lines) if line.startswith("edgecam fleet report")) + 1].split()
 
 
 @pytest.mark.slow
@@ -146,10 +175,31 @@ def test_rollout_stops_at_a_failed_health_check_and_rolls_that_host_back(fleet, 
     manifest_a = json.loads((hosts["pi-2"][0] / f"opt/edgecam/releases/{release_a}/bundle/manifest.json").read_text())
     assert running_model(hosts["pi-2"][1])["sha256"] == manifest_a["models"]["float32"]["sha256"]
     manifest_b = json.loads((hosts["pi-1"][0] / f"opt/edgecam/releases/{release_b}/bundle/manifest.json").read_text())
-    assert running_model(hosts["pi-1"][1])["sha256"] == manifest_b["models"]["int8"]["sha256"]
+    assert running_model(hosts["pi-1"][1], PI1_TOKEN)["sha256"] == manifest_b["models"]["int8"]["sha256"]
 
     rows = report_rows(tmp_path / "report-b")
     assert (rows["pi-1"]["result"], rows["pi-1"]["release"], rows["pi-1"]["model"]) == ("updated", release_b, "int8")
+    # pi-1's settings came from the inventory, into the managed block; its own lines are as they were
+    text = (hosts["pi-1"][0] / "etc/default/edgecam").read_text().splitlines()
+    assert text[1:5] == ['EDGECAM_MQTT_TOPIC="edgecam/pi-1/kitchen"', 'EDGECAM_NAME="kitchen camera"',
+                         f'EDGECAM_TOKEN="{PI1_TOKEN}"', settings_py.END], text
+    assert text[0].startswith(settings_py.BEGIN) and text.count(settings_py.END) == 1
+    assert text[5].startswith("EDGECAM_ARGS=") and 'EDGECAM_NAME="my own name"' in text
+    assert "hand-edited fleet settings replaced: EDGECAM_MQTT_TOPIC" in rows["pi-1"]["note"]
+    assert "EDGECAM_TOKEN" not in rows["pi-1"]["note"]  # new in the inventory: not a hand edit
+    own_name = text.index('EDGECAM_NAME="my own name"') + 1
+    assert (f"EDGECAM_NAME from the inventory does not apply: the host's own line (line {own_name} of "
+            "/etc/default/edgecam)") in rows["pi-1"]["note"]
+    assert PI1_TOKEN not in second.stdout + json.dumps(rows)  # the token never reaches the log or report
+    from urllib.error import HTTPError
+    from urllib.request import urlopen
+    with pytest.raises(HTTPError) as refused:  # the daemon took the inventory's token (the probe sent it)
+        urlopen(f"http://127.0.0.1:{hosts['pi-1'][1]}/status", timeout=5)
+    assert refused.value.code == 401
+    # the new columns: OS release, head revision, re-fit state, free disk
+    assert rows["pi-1"]["os"] == probe_module.os_release() and rows["pi-1"]["head"] == "r0 bundle"
+    assert rows["pi-1"]["refit"] == "-" and rows["pi-1"]["free"].endswith(" GB")
+    assert "OS" in text_header(second.stdout) and "FREE" in text_header(second.stdout)
     assert (rows["pi-2"]["result"], rows["pi-2"]["release"], rows["pi-2"]["model"]) == ("rolled_back", release_a,
                                                                                         "float32")
     assert "/healthz" in rows["pi-2"]["note"] and f"back on {release_a}" in rows["pi-2"]["note"]
@@ -254,6 +304,67 @@ def test_the_probe_sees_a_daemon_that_did_not_restart_after_a_code_only_release(
         fresh = probe(base, port, "tiny-bbbbbbbbbbbb")
         assert fresh["healthy"], fresh
         assert fresh["daemon"]["release"] == "tiny-bbbbbbbbbbbb", fresh
+        # what the fleet report shows beside it: OS release, head, re-fit state, free disk
+        assert fresh["os"] and fresh["os"] == probe_module.os_release(), fresh
+        assert fresh["head"]["revision"] == 0 and fresh["head"]["source"] == "bundle" and fresh["head"]["refit"] is None
+        assert isinstance(fresh["free_bytes"], int) and fresh["free_bytes"] > 0
     finally:
         daemon.terminate()
         daemon.wait(10)
+
+
+def test_the_report_shows_os_head_refit_and_free_disk_and_settings_notes():
+    from deploy.fleet import format_report, host_rows
+
+    state = {"release": "rps-1", "model": {"format": "int8", "sha256": "ab" * 32, "runtime": "ai_edge_litert"},
+             "os": "Debian GNU/Linux 13 (trixie)", "free_bytes": 21_400_000_000,
+             "head": {"revision": 3, "source": "taught", "refit": "done"}}
+    settings = {"set": ["EDGECAM_HTTP", "EDGECAM_TOKEN"], "edited": ["EDGECAM_TOKEN"], "changed": True,
+                "overridden": [{"key": "EDGECAM_HTTP", "line": 4, "flag": "--http in EDGECAM_ARGS"}]}
+    rows = host_rows(["pi-1"], {("after", "pi-1"): {"result": "updated", "state": state},
+                                ("settings", "pi-1"): {"settings": settings}})
+    row = rows[0]
+    assert (row["os"], row["head"], row["refit"], row["free"]) == ("Debian GNU/Linux 13 (trixie)", "r3 taught",
+                                                                   "done", "21.4 GB")
+    assert ("EDGECAM_HTTP from the inventory does not apply: the host's --http in EDGECAM_ARGS (line 4 of "
+            "/etc/default/edgecam)") in row["note"]
+    assert "hand-edited fleet settings replaced: EDGECAM_TOKEN" in row["note"]
+    report = format_report("rps-1", rows).splitlines()
+    assert report[1].split()[7:12] == ["OS", "HEAD", "REFIT", "FREE", "NOTE"]
+    assert "Debian GNU/Linux 13 (trixie)  r3 taught  done   21.4 GB" in report[2]
+
+
+def test_settings_go_into_one_managed_block_and_never_change_the_hosts_own_lines(tmp_path):
+    path, values = tmp_path / "edgecam", tmp_path / "values.json"
+    own = ['# my notes', 'EDGECAM_ARGS="--source picamera2 --http 127.0.0.1:8080"', "EDGECAM_RUNTIME=ai_edge_litert",
+           "EDGECAM_MQTT_TOPIC=edgecam/mine"]
+    path.write_text("\n".join(own) + "\n")
+    path.chmod(0o640)
+
+    def run(settings: dict) -> dict:
+        values.write_text(json.dumps(settings))
+        result = subprocess.run([sys.executable, str(REPO / "deploy/ansible/settings.py"), "--file", str(path),
+                                 "--values", str(values)], capture_output=True, text=True, check=False)
+        assert not values.exists()  # the token's file is gone once read
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    wanted = {"EDGECAM_MQTT_TOPIC": "edgecam/pi-7/rps", "EDGECAM_HTTP": "0.0.0.0:8080", "EDGECAM_TOKEN": "s" * 24,
+              "EDGECAM_NAME": ""}
+    first = run(wanted)
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith(settings_py.BEGIN) and lines[4] == settings_py.END and lines[5:] == own
+    assert first["changed"] and first["set"] == ["EDGECAM_HTTP", "EDGECAM_MQTT_TOPIC", "EDGECAM_TOKEN"]
+    assert {(item["key"], item["line"]) for item in first["overridden"]} == {("EDGECAM_MQTT_TOPIC", 9),
+                                                                          ("EDGECAM_HTTP", 7)}  # file lines
+    assert lines[8] == "EDGECAM_MQTT_TOPIC=edgecam/mine" and lines[6].startswith("EDGECAM_ARGS=")
+    assert "s" * 24 not in json.dumps(first) and oct(path.stat().st_mode & 0o777) == "0o640"
+    assert run(wanted)["changed"] is False  # idempotent
+    path.write_text(path.read_text().replace("0.0.0.0:8080", "0.0.0.0:9999"))  # a hand edit inside the block
+    edited = run(wanted)
+    assert edited["edited"] == ["EDGECAM_HTTP"] and "0.0.0.0:8080" in path.read_text()
+    assert run({})["changed"] and path.read_text().splitlines() == own  # no settings left: the block goes
+    values.write_text(json.dumps({"EDGECAM_NAME": 'say "hi"'}))
+    bad = subprocess.run([sys.executable, str(REPO / "deploy/ansible/settings.py"), "--file", str(path), "--values",
+                          str(values)], capture_output=True, text=True, check=False)
+    assert bad.returncode == 2 and "EDGECAM_NAME" in bad.stderr and path.read_text().splitlines() == own

@@ -149,9 +149,12 @@ def test_a_full_disk_turns_the_log_file_off_once(tmp_path, caplog):
     assert errors[0].exc_info is None
 
 
-def test_a_log_file_that_cannot_be_opened_says_what_to_do(tmp_path):
-    with pytest.raises(ValueError, match="create its folder or make it writable"):
-        open_outputs([LogFileOutput(str(tmp_path / "no" / "such" / "x.log"), 1000)], context())
+def test_a_log_file_that_cannot_be_opened_says_what_to_do_and_is_disabled(tmp_path, caplog):
+    outputs = open_outputs([LogFileOutput(str(tmp_path / "no" / "such" / "x.log"), 1000)], context())
+    described = outputs.describe()["logfile"]
+    assert described["state"] == "disabled" and "create its folder or make it writable" in described["reason"]
+    assert not outputs.channels
+    assert [r.getMessage() for r in caplog.records if "output logfile is disabled" in r.getMessage()]
 
 
 def test_outputs_without_channels_is_harmless():
@@ -217,7 +220,7 @@ def test_mqtt_without_paho_says_how_to_install_it(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "paho.mqtt.client", None)  # as on a Pi without the extra
     output = MqttOutput(OutputSettings(mqtt="mqtt://127.0.0.1:1"))
-    with pytest.raises(ValueError, match=r"--mqtt needs paho-mqtt: pip install 'edgecam\[mqtt\]'"):
+    with pytest.raises(ValueError, match=r"--mqtt needs paho-mqtt, .* -m pip install 'paho-mqtt>=2'"):
         output.open(context())
     with pytest.raises(ValueError, match="--mqtt-ca is for mqtts://"):
         MqttOutput(OutputSettings(mqtt="mqtt://127.0.0.1:1", mqtt_ca="/etc/hostname"))
@@ -283,6 +286,11 @@ def test_home_assistant_names_and_the_kiosk_address(monkeypatch):
 
     monkeypatch.setattr(socket, "gethostname", lambda: "kitchenpi")
     assert homeassistant.default_name("edgecam/rps") == "kitchenpi rps"
+    from device.outputs.mqtt import default_topic  # fleets: two Pis with one bundle publish apart
+
+    assert default_topic("rps") == "edgecam/kitchenpi/rps"
+    assert default_topic("my rps", "Door-Pi.lan") == "edgecam/door-pi/my_rps"
+    assert homeassistant.default_name(default_topic("rps")) == "kitchenpi rps"  # the device name carries the host
     assert homeassistant.kiosk_url("0.0.0.0:8080") == "http://kitchenpi.local:8080/"
     assert homeassistant.kiosk_url("192.168.1.20:8080") == "http://192.168.1.20:8080/"
     assert homeassistant.kiosk_url("[fd00::2]:8080") == "http://[fd00::2]:8080/"

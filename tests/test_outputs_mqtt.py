@@ -24,7 +24,7 @@ from conftest import copy_bundle
 from outputs_helpers import REPO, Broker, Daemon, Subscriber, make_ca, need_mosquitto, wait_for
 
 pytestmark = pytest.mark.timeout(120)
-TOPIC = "edgecam/tiny"
+TOPIC = f"edgecam/{socket.gethostname().split('.')[0].lower()}/tiny"  # the default: host name and bundle name
 
 
 @pytest.fixture(scope="module")
@@ -212,12 +212,19 @@ def node(subscriber: Subscriber) -> str:
     return next(t.split("/")[2] for t, _, _ in subscriber.messages if t.endswith("/label/config"))
 
 
-def test_a_wildcard_topic_is_refused_at_start(bundle, images, broker):
-    """It used to start, say MQTT ok in /status, and drop every result."""
-    for topic in ("edgecam/#", "edgecam/+", "edgecam/a\nb", "edgecam//x"):
-        started = run_daemon(bundle, images, "--mqtt", broker.url, "--mqtt-topic", topic, "--once")
-        assert started.process.wait(timeout=60) == 2, topic
-        assert "--mqtt-topic" in "".join(started.stderr) and "e.g. edgecam/kitchen" in "".join(started.stderr)
+def test_a_wildcard_topic_disables_mqtt_at_start(bundle, images, broker):
+    """It used to start, say MQTT ok in /status, and drop every result; then it exited 2 (the camera down).
+    Now MQTT is disabled with the reason and the camera serves."""
+    for topic in ("edgecam/#", "edgecam/a\nb"):
+        started = run_daemon(bundle, images, "--mqtt", broker.url, "--mqtt-topic", topic)
+        try:
+            mqtt = started.wait_status(lambda s: s["frames"] > 2, timeout=60)["outputs"]["mqtt"]
+            assert mqtt["state"] == "disabled", topic
+            assert "--mqtt-topic" in mqtt["reason"] and "e.g. edgecam/kitchen" in mqtt["reason"]
+            assert "--mqtt-topic" in "".join(started.stderr)
+            assert started.terminate() == 0
+        finally:
+            started.kill()
 
 
 def test_paho_clearing_its_session_while_the_worker_reads_pending(broker):
@@ -305,17 +312,26 @@ def test_password_and_tls_on_a_self_made_ca(bundle, images, tmp_path):
         daemon.kill()
         subscriber.close()
 
-    # the wrong password: a clear error and exit 2 at start, not a retry loop
+    # the wrong password: a clear error at start, not a retry loop; MQTT is disabled, the camera serves
     wrong = run_daemon(bundle, images, "--mqtt", url, "--mqtt-ca", tls["ca"],
                        env={"EDGECAM_MQTT_USERNAME": "camera", "EDGECAM_MQTT_PASSWORD": "nope"})
-    assert wrong.process.wait(timeout=60) == 2
-    message = "".join(wrong.stderr)
-    assert "refused the connection" in message and "--mqtt-credentials FILE" in message, message
-    assert "nope" not in message
+    try:
+        status = wrong.wait_status(lambda s: s["frames"] > 2, timeout=60)
+        reason = status["outputs"]["mqtt"]["reason"]
+        assert status["outputs"]["mqtt"]["state"] == "disabled"
+        assert "refused the connection" in reason and "--mqtt-credentials FILE" in reason, reason
+        assert "nope" not in "".join(wrong.stderr) + json.dumps(status)
+        assert wrong.terminate() == 0
+    finally:
+        wrong.kill()
     # credentials in the URL are refused with the way to pass them
     inline = run_daemon(bundle, images, "--mqtt", f"mqtts://camera:nope@127.0.0.1:{broker.port}")
-    assert inline.process.wait(timeout=60) == 2
-    assert "do not put credentials in the URL" in "".join(inline.stderr)
+    try:
+        status = inline.wait_status(lambda s: s["frames"] > 2, timeout=60)
+        assert "do not put credentials in the URL" in status["outputs"]["mqtt"]["reason"]
+        assert "nope" not in "".join(inline.stderr)
+    finally:
+        inline.kill()
     broker.stop()
 
 

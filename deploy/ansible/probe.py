@@ -7,8 +7,10 @@ Standard library only (the Pi's python3 runs it; nothing of edgecam needs to be 
 It reads the ``current`` and ``previous`` release links under --base, asks the daemon's /healthz and
 /status, and compares the sha256 of the model the daemon runs with the one the current release's
 manifest lists for that format. With --wait it polls until the device is healthy, runs the current
-release's model and (with --release) that release is current, or the time is up. Always exits 0; the
-playbook decides from the ``healthy`` field.
+release's model and (with --release) that release is current, or the time is up. It also says the host's
+OS release (/etc/os-release), the free disk under --base, and the head the daemon serves (its revision,
+bundle or taught, and the state of a re-fit after a new model). Always exits 0; the playbook decides from
+the ``healthy`` field.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 import urllib.error
@@ -62,9 +65,33 @@ def expected_sha256(base: Path, model_format: str | None, sha256: str | None) ->
                  f"(it has: {', '.join(sorted(models)) or 'none'})"
 
 
+def os_release(path: Path = Path("/etc/os-release")) -> str | None:
+    """"Debian GNU/Linux 13 (trixie)": os-release(5)'s PRETTY_NAME, else NAME VERSION_ID, else None."""
+    fields = {}
+    try:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            key, equals, value = line.partition("=")
+            if equals:
+                fields[key.strip()] = value.strip().strip("\"'")
+    except OSError:
+        return None
+    return fields.get("PRETTY_NAME") or " ".join(filter(None, (fields.get("NAME"), fields.get("VERSION_ID")))) or None
+
+
+def free_bytes(base: Path) -> int | None:
+    """Free bytes on the file system that holds the install folder (its nearest existing parent)."""
+    existing = base
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        return shutil.disk_usage(existing).free
+    except OSError:
+        return None
+
+
 def probe_once(base: Path, http: str, token: str | None, release: str | None) -> dict:
     state = {"release": release_of(base, "current"), "previous": release_of(base, "previous"),
-             "healthy": False, "reason": None, "model": None}
+             "healthy": False, "reason": None, "model": None, "os": os_release(), "free_bytes": free_bytes(base)}
     if release and state["release"] != release:
         state["reason"] = f"release {release} is not current (current: {state['release'] or 'none'})"
         return state
@@ -80,6 +107,10 @@ def probe_once(base: Path, http: str, token: str | None, release: str | None) ->
         return state
     state["model"] = {key: model.get(key) for key in ("format", "sha256", "runtime")}
     state["tuning"] = body.get("tuning")  # device/tune.py: the format and threads it serves, and why
+    head = body.get("head") if isinstance(body.get("head"), dict) else {}
+    refit = head.get("refit") if isinstance(head.get("refit"), dict) else {}
+    state["head"] = {"revision": head.get("revision"), "source": head.get("source"), "refit": refit.get("state"),
+                     "refit_reason": refit.get("reason")}  # a taught head, and its re-fit after a new model
     state["daemon"] = {"release": body.get("release"), "started_at": body.get("started_at")}
     expected, problem = expected_sha256(base, model.get("format"), model.get("sha256"))
     if problem:

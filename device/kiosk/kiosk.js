@@ -245,9 +245,9 @@
     let health = "ok";
     Object.keys(outputs || {}).forEach((name) => {
       const output = outputs[name];
-      if (output.state === "failed") {
+      if (output.state === "failed" || output.state === "disabled") {
         health = "warn";
-        parts.push(name + " off: " + (output.last_error || "failed"));
+        parts.push(name + " off: " + (output.last_error || output.reason || output.state));
       } else if (output.connected === true) {
         parts.push(name + " connected");
       } else if (output.connected === false) {

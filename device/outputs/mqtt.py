@@ -1,6 +1,6 @@
 """MQTT with Home Assistant discovery (paho-mqtt, imported only when ``--mqtt`` is on).
 
-Topics under ``--mqtt-topic`` (default ``edgecam/<bundle name>``):
+Topics under ``--mqtt-topic`` (default ``edgecam/<host name>/<bundle name>``):
 
     <topic>/state          {"label": ..., "confidence": ...}, retained: on each label change and every
                            --mqtt-state-interval seconds while the confidence moves (what HA's sensors read)
@@ -16,7 +16,8 @@ are emptied. ``--ha-remove`` empties every config this camera published, which r
 
 Reconnects with back-off (1 s to 30 s) while inference goes on; while the broker is away the Channel's
 bounded queue holds the newest messages (``--mqtt-queue``, oldest dropped and counted). A broker that
-refuses the credentials is a configuration error: exit 2 at start, the output turns off later.
+refuses the credentials is a configuration error: the output is disabled at start (the camera goes on,
+/status says why), and turns off later.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from urllib.parse import urlsplit
@@ -134,8 +136,22 @@ def limit_send_buffer(client, userdata, sock) -> None:
         pass
 
 
-def default_topic(name: str) -> str:
-    return f"edgecam/{slug(name)}"
+def default_topic(name: str, host: str | None = None) -> str:
+    """``edgecam/<host name>/<bundle name>``: two Pis running the same bundle publish apart (a fleet's
+    entities never collide). Before 2026-12 it was ``edgecam/<bundle name>``: --mqtt-topic keeps that."""
+    host = (host or socket.gethostname()).split(".")[0].lower()
+    return f"edgecam/{slug(host) if host else 'edgecam'}/{slug(name)}"
+
+
+def import_paho():
+    """paho.mqtt.client, or a ValueError that says how to install it into the Python that runs edgecam."""
+    try:
+        import paho.mqtt.client as mqtt
+    except ImportError:
+        raise ValueError(f"--mqtt needs paho-mqtt, which this Python ({sys.executable}) cannot import: install "
+                         f"it with `{sys.executable} -m pip install 'paho-mqtt>=2'` (on a Pi: deploy a current "
+                         "archive, whose requirements carry it), or drop --mqtt / EDGECAM_MQTT.") from None
+    return mqtt
 
 
 def state_payload(result: dict) -> str:
@@ -187,7 +203,9 @@ class MqttOutput(Output):
         settings = options.outputs
         if not settings.mqtt:
             return None
-        return cls(settings, load_credentials(settings.mqtt_credentials), options.http, options.max_fps)
+        output = cls(settings, load_credentials(settings.mqtt_credentials), options.http, options.max_fps)
+        import_paho()  # a missing library disables this output before the model loads (device/outputs/)
+        return output
 
     # ---- names -----------------------------------------------------------------------------
     def configs(self, labels: list | None = None) -> dict:
@@ -197,11 +215,7 @@ class MqttOutput(Output):
 
     # ---- connection -----------------------------------------------------------------------
     def make_client(self, client_id: str):
-        try:
-            import paho.mqtt.client as mqtt
-        except ImportError:
-            raise ValueError("--mqtt needs paho-mqtt: pip install 'edgecam[mqtt]' (or paho-mqtt>=2), or drop "
-                             "--mqtt.") from None
+        mqtt = import_paho()
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
         if self.credentials:
             client.username_pw_set(*self.credentials)

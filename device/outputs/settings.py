@@ -11,7 +11,7 @@ from dataclasses import dataclass
 @dataclass
 class OutputSettings:
     mqtt: str | None = None                 # mqtt://host[:port] or mqtts://host[:port]
-    mqtt_topic: str | None = None           # default edgecam/<bundle name>
+    mqtt_topic: str | None = None           # default edgecam/<host name>/<bundle name>
     mqtt_emit: str = "change"
     mqtt_qos: int = 0
     mqtt_ca: str | None = None
@@ -48,8 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser, positive_int, non_negative_fl
         help="publish results to this MQTT broker: mqtt://HOST[:1883] or mqtts://HOST[:8883] (needs paho-mqtt: "
              "pip install 'edgecam[mqtt]'); default: $EDGECAM_MQTT")
     add("--mqtt-topic", default=default["mqtt_topic"],
-        help="topic prefix (default: $EDGECAM_MQTT_TOPIC, else edgecam/<bundle name>); each camera on a "
-             "broker needs its own, e.g. edgecam/kitchen")
+        help="topic prefix (default: $EDGECAM_MQTT_TOPIC, else edgecam/<host name>/<bundle name>, so each "
+             "camera on a broker has its own; before 2026-12 the default was edgecam/<bundle name>)")
     add("--name", default=default["name"],
         help="this camera's name in Home Assistant, which also makes its entity ids (default: $EDGECAM_NAME, "
              "else the host name and the topic's last part, e.g. 'kitchenpi rps')")
@@ -85,3 +85,11 @@ def from_arguments(args: argparse.Namespace) -> OutputSettings:
 def needs_tls(settings: OutputSettings) -> bool:
     """An https:// webhook needs http.client with TLS (the daemon otherwise imports it without)."""
     return bool(settings.webhook and settings.webhook.lower().startswith("https:"))
+
+
+def from_settings(words: list, environ) -> OutputSettings:
+    """The output settings a daemon with these flags (e.g. $EDGECAM_ARGS split) and environment would use;
+    other flags are ignored (doctor reads the service's settings with it)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser, int, float, environ)
+    return from_arguments(parser.parse_known_args(words)[0])
