@@ -101,6 +101,7 @@ SERIAL ?= 1
 MAX_FAIL ?= 0
 WHEELS ?=
 WHEELHOUSE ?= dist/wheelhouse
+PI_PYTHON ?= 3.13
 ifneq ($(strip $(WHEELS)),)
 # make bundle|deploy|fleet|pi-sim WHEELS=1: the archive carries the Pi's wheels and installs offline
 bundle: wheelhouse
@@ -117,8 +118,9 @@ endif
 fleet: bundle ## Roll the archive out to INVENTORY=hosts.ini with Ansible in batches (SERIAL=1 MAX_FAIL=0 %), roll back failed hosts, print the report
 	$(PY) -m deploy.fleet --inventory $(INVENTORY) --archive dist/edgecam-device-$(NAME).tar.gz --serial $(SERIAL) --max-fail-percentage $(MAX_FAIL)
 
-wheelhouse: setup ## Download the Pi's wheels (aarch64, armv7l where PyPI has them; Python 3.11) to WHEELHOUSE; make bundle WHEELS=1 ships them
-	$(PY) -m deploy.wheelhouse --out $(WHEELHOUSE)
+wheelhouse: setup ## Download the Pi's wheels (aarch64, armv7l where PyPI has them) for PI_PYTHON=3.13 (trixie; 3.11: bookworm) to WHEELHOUSE; make bundle WHEELS=1 ships them
+	$(if $(filter 3.11 3.13,$(PI_PYTHON)),,$(error PI_PYTHON must be 3.13 (Raspberry Pi OS trixie) or 3.11 (bookworm), got '$(PI_PYTHON)'))
+	$(PY) -m deploy.wheelhouse --out $(WHEELHOUSE) --python-version $(PI_PYTHON)
 
 # ---- teach it your camera (device/teach/) ----------------------------------------------------------------
 .PHONY: evaluate teach-demo
