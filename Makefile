@@ -79,8 +79,9 @@ deploy: bundle ## Copy the device bundle to HOST=user@host over ssh and run its 
 	@test -n "$(HOST)" || { echo "make deploy needs HOST=user@host (the Pi), e.g. make deploy HOST=pi@raspberrypi.local"; exit 2; }
 	bash deploy/deploy.sh "$(HOST)" dist/edgecam-device-$(NAME).tar.gz
 
-pi-sim: bundle ## Run the device bundle in an emulated arm64 Pi OS userland (qemu-user; labels must equal x86)
-	bash deploy/pi_sim.sh dist/edgecam-device-$(NAME).tar.gz
+pi-sim: bundle ## Run the device bundle in an emulated arm64 Pi OS userland, PI_RELEASE=trixie (or bookworm) (qemu-user; labels must equal x86)
+	$(if $(filter trixie bookworm,$(PI_RELEASE)),,$(error PI_RELEASE must be trixie (Raspberry Pi OS today) or bookworm, got '$(PI_RELEASE)'))
+	bash deploy/pi_sim.sh dist/edgecam-device-$(NAME).tar.gz --release $(PI_RELEASE)
 
 lint: setup ## ruff over the code
 	$(PY) -m ruff check train convert device bench deploy tests
@@ -101,7 +102,8 @@ SERIAL ?= 1
 MAX_FAIL ?= 0
 WHEELS ?=
 WHEELHOUSE ?= dist/wheelhouse
-PI_PYTHON ?= 3.13
+PI_RELEASE ?= trixie
+PI_PYTHON ?= $(if $(filter bookworm,$(PI_RELEASE)),3.11,3.13)
 ifneq ($(strip $(WHEELS)),)
 # make bundle|deploy|fleet|pi-sim WHEELS=1: the archive carries the Pi's wheels and installs offline
 bundle: wheelhouse
@@ -118,7 +120,7 @@ endif
 fleet: bundle ## Roll the archive out to INVENTORY=hosts.ini with Ansible in batches (SERIAL=1 MAX_FAIL=0 %), roll back failed hosts, print the report
 	$(PY) -m deploy.fleet --inventory $(INVENTORY) --archive dist/edgecam-device-$(NAME).tar.gz --serial $(SERIAL) --max-fail-percentage $(MAX_FAIL)
 
-wheelhouse: setup ## Download the Pi's wheels (aarch64, armv7l where PyPI has them) for PI_PYTHON=3.13 (trixie; 3.11: bookworm) to WHEELHOUSE; make bundle WHEELS=1 ships them
+wheelhouse: setup ## Download the Pi's wheels (aarch64, armv7l where PyPI has them) for PI_RELEASE=trixie (Python 3.13; bookworm: 3.11) to WHEELHOUSE; make bundle WHEELS=1 ships them
 	$(if $(filter 3.11 3.13,$(PI_PYTHON)),,$(error PI_PYTHON must be 3.13 (Raspberry Pi OS trixie) or 3.11 (bookworm), got '$(PI_PYTHON)'))
 	$(PY) -m deploy.wheelhouse --out $(WHEELHOUSE) --python-version $(PI_PYTHON)
 

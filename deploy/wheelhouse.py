@@ -59,8 +59,7 @@ def target_requirements(requirements: Path, python_version: str, machine: str) -
         except InvalidRequirement as error:
             raise WheelhouseError(f"{requirements}: {line!r} is not a requirement ({error}).") from error
         if requirement.marker is None or requirement.marker.evaluate(environment):
-            requirement.marker = None
-            lines.append(str(requirement))
+            lines.append(line.split(";", 1)[0].strip())  # as written, the marker dropped
     return lines
 
 

@@ -43,6 +43,7 @@ UNIT = "edgecam.service"
 DEFAULT_HTTP = "127.0.0.1:8080"  # the daemon's --http default (device/cli.py)
 AS_SERVICE_USER = ("status", "teach", "undo", "doctor", "tune")
 RELOADS = ("teach", "undo")  # a new head: the running service reloads it (SIGHUP, the unit's ExecReload=)
+RATE_RETRIES, RATE_WAIT_S = 20, 0.25  # a frame the service refused as too soon is asked again, up to 5 s
 
 
 class Setup:
@@ -169,6 +170,11 @@ def capture_through_service(settings: dict, label: str, count: int, interval: fl
             if number:
                 time.sleep(interval)
             status, answer = api(settings, "POST", "/api/capture", {"label": label})
+            for _ in range(RATE_RETRIES):  # 429: faster than the service's --capture-fps (e.g. a capture just before)
+                if status != 429:
+                    break
+                time.sleep(RATE_WAIT_S)
+                status, answer = api(settings, "POST", "/api/capture", {"label": label})
             if status != 200:
                 code = exitcodes.RETRY if status in (429, 503) else exitcodes.BAD_INPUT
                 return exitcodes.fail(PROGRAM, f"the service did not record frame {number + 1} ({status}: "

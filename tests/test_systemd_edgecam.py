@@ -90,7 +90,7 @@ def test_the_edgecam_command_runs_the_current_release_as_the_service_user(box):
 
     url = as_pi(box, "edgecam", "url")
     assert url.returncode == 0 and url.stdout.strip() == "http://127.0.0.1:8080/teach", url
-    logs = as_pi(box, "edgecam", "logs", "--no-pager", "-n", "50")
+    logs = as_pi(box, "edgecam", "logs", "--no-pager", "--output=cat")
     assert logs.returncode == 0 and "serving" in logs.stdout, logs.stdout[-2000:]
     bad = as_pi(box, "edgecam", "nosuchcommand")
     assert bad.returncode == 2 and "invalid choice" in bad.stderr, bad.stderr
