@@ -5,8 +5,8 @@ service's state folder (/var/lib/edgecam: the data set and the taught heads) and
 so what a person does over ssh lands where the service looks:
 
     edgecam status            which head serves (python -m device status)
-    edgecam teach [--force]   fit a new head on the recorded frames; the running service reloads it
-    edgecam undo              go back one head; the running service reloads it
+    edgecam teach [--force]   fit a new head on the recorded frames; the running service switches to it
+    edgecam undo              go back one head; the running service switches back
     edgecam capture --label L [--count N] [--interval S]
                               record frames: through the running service's Teach API when it holds the
                               camera, else straight from the service's --source
@@ -42,7 +42,6 @@ PROGRAM = "edgecam"
 UNIT = "edgecam.service"
 DEFAULT_HTTP = "127.0.0.1:8080"  # the daemon's --http default (device/cli.py)
 AS_SERVICE_USER = ("status", "teach", "undo", "doctor", "tune")
-RELOADS = ("teach", "undo")  # a new head: the running service reloads it (SIGHUP, the unit's ExecReload=)
 RATE_RETRIES, RATE_WAIT_S = 20, 0.25  # a frame the service refused as too soon is asked again, up to 5 s
 
 
@@ -111,12 +110,9 @@ def device_command(setup: Setup, name: str, rest: list) -> list:
 
 def run_as_service_user(setup: Setup, name: str, rest: list) -> int:
     settings = setup.settings()
-    code = subprocess.run(as_service_user(setup, settings, device_command(setup, name, rest)),
+    # A new head (teach, undo) lands in the state folder, where the running service picks it up by itself.
+    return subprocess.run(as_service_user(setup, settings, device_command(setup, name, rest)),
                           cwd=setup.state_dir, check=False).returncode
-    if code == 0 and name in RELOADS and "--help" not in rest and service_active():
-        subprocess.run(["systemctl", "reload", UNIT], check=False)
-        print(f"{PROGRAM}: the running service reloads the head (systemctl reload edgecam)", file=sys.stderr)
-    return code
 
 
 # ---- capture -------------------------------------------------------------------------------------
