@@ -167,5 +167,5 @@ serving: setup ## Lay BUNDLE's SavedModel out for TensorFlow Serving: SERVING_BA
 
 # ---- the systemd test bed (tests/systemd_bed.py; docs/systemd-testbed.md) ----------------------------------
 .PHONY: systemd-test
-systemd-test: setup system-deps ## The device archive under a real systemd: Debian bookworm in systemd-nspawn, install.sh, the unit, teach (root)
-	$(PY) -m pytest -q -s -rsxX tests/test_systemd_service.py tests/test_systemd_teach.py
+systemd-test: setup system-deps ## The device archive under a real systemd: Debian trixie (and bookworm) in systemd-nspawn, install.sh, the unit, teach, the edgecam command, the Pi quick start (root)
+	$(PY) -m pytest -q -s -rsxX tests/test_systemd_edgecam.py tests/test_systemd_quickstart.py tests/test_systemd_service.py tests/test_systemd_teach.py
