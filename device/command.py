@@ -79,8 +79,9 @@ def service_flag(settings: dict, flag: str, default: str | None = None) -> str |
 
 
 def http_address(settings: dict) -> tuple:
-    """-> (host, port) the service listens on, or (None, None) with --http off."""
-    value = service_flag(settings, "--http", DEFAULT_HTTP)
+    """-> (host, port) the service listens on, or (None, None) with --http off: --http in EDGECAM_ARGS, else
+    EDGECAM_HTTP (the daemon's default for --http), else the daemon's own default."""
+    value = service_flag(settings, "--http", settings.get("EDGECAM_HTTP") or DEFAULT_HTTP)
     if value == "off":
         return None, None
     host, _, port = value.rpartition(":")
@@ -97,6 +98,7 @@ def as_service_user(setup: Setup, settings: dict, command: list) -> list:
     variables.update(EDGECAM_STATE_DIR=str(setup.state_dir), HOME=str(setup.state_dir),
                      PATH=os.environ.get("PATH", "/usr/bin:/bin"), LANG=os.environ.get("LANG", "C.UTF-8"))
     variables.pop("EDGECAM_ARGS", None)  # the daemon's flags, not the commands'
+    variables.pop("EDGECAM_HTTP", None)
     return ["runuser", "-u", setup.user, "--", "env", "-i", *(f"{key}={value}" for key, value in variables.items()),
             *command]
 

@@ -29,6 +29,9 @@ def test_the_service_settings_are_read_as_systemd_reads_them():
     assert command.http_address({}) == ("127.0.0.1", 8080)  # the daemon's default --http
     assert command.http_address({"EDGECAM_ARGS": "--http=off"}) == (None, None)
     assert command.http_address({"EDGECAM_ARGS": "--http [::1]:9000"}) == ("::1", 9000)
+    assert command.http_address({"EDGECAM_HTTP": "0.0.0.0:8082"}) == ("0.0.0.0", 8082)  # the daemon's env default
+    assert command.http_address({"EDGECAM_HTTP": "0.0.0.0:8082", "EDGECAM_ARGS": "--http 127.0.0.1:8083"}) == \
+        ("127.0.0.1", 8083)  # the flag wins, as in the daemon
 
 
 def test_the_teach_view_address_carries_the_token_and_the_host_names(monkeypatch):
