@@ -84,8 +84,9 @@ deploy: bundle ## Copy the device bundle to HOST=user@host over ssh and run its 
 	@test -n "$(HOST)" || { echo "make deploy needs HOST=user@host (the Pi), e.g. make deploy HOST=pi@raspberrypi.local"; exit 2; }
 	bash deploy/deploy.sh "$(HOST)" dist/edgecam-device-$(NAME).tar.gz
 
-pi-sim: bundle ## Run the device bundle in an emulated arm64 Pi OS userland (qemu-user; labels must equal x86)
-	bash deploy/pi_sim.sh dist/edgecam-device-$(NAME).tar.gz
+pi-sim: bundle ## Run the device bundle in an emulated arm64 Pi OS userland, PI_RELEASE=trixie (or bookworm) (qemu-user; labels must equal x86)
+	$(if $(filter trixie bookworm,$(PI_RELEASE)),,$(error PI_RELEASE must be trixie (Raspberry Pi OS today) or bookworm, got '$(PI_RELEASE)'))
+	bash deploy/pi_sim.sh dist/edgecam-device-$(NAME).tar.gz --release $(PI_RELEASE)
 
 lint: setup ## ruff over the code
 	$(PY) -m ruff check train convert device bench deploy tests
@@ -106,6 +107,8 @@ SERIAL ?= 1
 MAX_FAIL ?= 0
 WHEELS ?=
 WHEELHOUSE ?= dist/wheelhouse
+PI_RELEASE ?= trixie
+PI_PYTHON ?= $(if $(filter bookworm,$(PI_RELEASE)),3.11,3.13)
 ifneq ($(strip $(WHEELS)),)
 # make bundle|deploy|fleet|pi-sim WHEELS=1: the archive carries the Pi's wheels and installs offline
 bundle: wheelhouse
@@ -122,8 +125,9 @@ endif
 fleet: bundle ## Roll the archive out to INVENTORY=hosts.ini with Ansible in batches (SERIAL=1 MAX_FAIL=0 %), roll back failed hosts, print the report
 	$(PY) -m deploy.fleet --inventory $(INVENTORY) --archive dist/edgecam-device-$(NAME).tar.gz --serial $(SERIAL) --max-fail-percentage $(MAX_FAIL)
 
-wheelhouse: setup ## Download the Pi's wheels (aarch64, armv7l where PyPI has them; Python 3.11) to WHEELHOUSE; make bundle WHEELS=1 ships them
-	$(PY) -m deploy.wheelhouse --out $(WHEELHOUSE)
+wheelhouse: setup ## Download the Pi's wheels (aarch64, armv7l where PyPI has them) for PI_RELEASE=trixie (Python 3.13; bookworm: 3.11) to WHEELHOUSE; make bundle WHEELS=1 ships them
+	$(if $(filter 3.11 3.13,$(PI_PYTHON)),,$(error PI_PYTHON must be 3.13 (Raspberry Pi OS trixie) or 3.11 (bookworm), got '$(PI_PYTHON)'))
+	$(PY) -m deploy.wheelhouse --out $(WHEELHOUSE) --python-version $(PI_PYTHON)
 
 # ---- teach it your camera (device/teach/) ----------------------------------------------------------------
 .PHONY: evaluate teach-demo
@@ -168,5 +172,5 @@ serving: setup ## Lay BUNDLE's SavedModel out for TensorFlow Serving: SERVING_BA
 
 # ---- the systemd test bed (tests/systemd_bed.py; docs/systemd-testbed.md) ----------------------------------
 .PHONY: systemd-test
-systemd-test: setup system-deps ## The device archive under a real systemd: Debian bookworm in systemd-nspawn, install.sh, the unit, teach (root)
-	$(PY) -m pytest -q -s -rsxX tests/test_systemd_service.py tests/test_systemd_teach.py
+systemd-test: setup system-deps ## The device archive under a real systemd: Debian trixie (and bookworm) in systemd-nspawn, install.sh, the unit, teach, the edgecam command, the Pi quick start (root)
+	$(PY) -m pytest -q -s -rsxX tests/test_systemd_edgecam.py tests/test_systemd_quickstart.py tests/test_systemd_service.py tests/test_systemd_teach.py

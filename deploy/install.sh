@@ -8,7 +8,10 @@
 # What the device learns lives outside the releases, in the state folder /var/lib/edgecam (the unit's
 # StateDirectory=): the Teach view's dataset/ and the taught heads (models/<model key>/heads/). It is created
 # once, owned by the service user, and no install, rollback or prune ever deletes it; a person teaching from a
-# shell runs as that user (sudo -u edgecam .../venv/bin/python -m device teach ...) and finds the same folder.
+# shell uses the `edgecam` command install.sh writes (/usr/local/bin/edgecam: edgecam status|teach|capture|...),
+# which runs the current release as that user and finds the same folder.
+# Raspberry Pi OS trixie (Debian 13, Python 3.13) and bookworm (Debian 12, Python 3.11): one requirements file
+# with environment markers serves both (requirements.txt); the apt packages per release are in apt_packages.
 set -euo pipefail
 
 usage() {
@@ -26,8 +29,9 @@ Options:
   --pip-args ARGS  extra pip install arguments, e.g. "--no-index --find-links /media/usb/wheels"
   --keep N         releases to keep, the current and previous ones always kept (default 3)
   --user NAME      system user the service runs as (default edgecam; created when missing)
-  --no-apt         do not apt-get install missing python3-venv, python3-numpy, python3-picamera2
+  --no-apt         do not apt-get install missing python3-venv, python3-numpy, python3-pil, python3-picamera2
                    (only ever tried as root on a device with systemd, never with --root)
+  --bin-dir DIR    where the `edgecam` command goes (default /usr/local/bin)
 EOF
 }
 
@@ -43,6 +47,7 @@ KEEP=3
 SERVICE_USER=edgecam
 ACTION=install
 APT=yes
+BIN_DIR=/usr/local/bin
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) PREFIX=${2:?--prefix needs a folder}; shift 2 ;;
@@ -53,6 +58,7 @@ while [ $# -gt 0 ]; do
     --keep) KEEP=${2:?--keep needs a number}; shift 2 ;;
     --user) SERVICE_USER=${2:?--user needs a name}; shift 2 ;;
     --no-apt) APT=no; shift ;;
+    --bin-dir) BIN_DIR=${2:?--bin-dir needs a folder}; shift 2 ;;
     --rollback) ACTION=rollback; shift ;;
     --status) ACTION=status; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -213,6 +219,21 @@ tune_release() {  # the fastest model format and thread count here (device/tune.
   fi
 }
 
+install_command() {  # BIN_DIR/edgecam: the current release's device/command.py, as the service runs it
+  local bin=$ROOT$BIN_DIR tmp
+  mkdir -p "$bin"
+  tmp=$(mktemp "$bin/.edgecam.XXXXXX")
+  cat >"$tmp" <<EOF
+#!/bin/sh
+# edgecam: this device's command (written by install.sh; edgecam --help). It runs the current release
+# ($BASE/current) as the service's user $SERVICE_USER with its state folder and $ENV_FILE.
+exec $BASE/current/venv/bin/python -m device.command --prefix $BASE --user $SERVICE_USER \\
+  --env-file $ENV_FILE --state-dir $(dirname "$DATASET_DIR") --log-dir $LOG_DIR "\$@"
+EOF
+  chmod 0755 "$tmp"
+  if [ -f "$bin/edgecam" ] && cmp -s "$tmp" "$bin/edgecam"; then rm -f "$tmp"; else mv -f "$tmp" "$bin/edgecam"; fi
+}
+
 show_status() {
   echo "prefix:   $BASE"
   echo "current:  $(release_of current)"
@@ -277,10 +298,25 @@ prune() {
   done
 }
 
-apt_packages() {  # the Pi's own packages: a venv needs python3-venv; numpy and picamera2 only come from apt
+os_field() {  # os_field KEY -> its value in os-release(5), or nothing
+  [ -f "$ROOT/etc/os-release" ] || return 0
+  # shellcheck disable=SC1090,SC1091  # os-release is shell-compatible by its specification
+  (. "$ROOT/etc/os-release" && eval "printf '%s' \"\${$1:-}\"")
+}
+
+apt_packages() {  # the Pi's own packages: a venv needs python3-venv; numpy, Pillow and picamera2 come from apt
   [ "$APT" = yes ] && [ "$SYSTEMD" = yes ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 0
-  local package missing=()
-  for package in python3-venv python3-numpy python3-picamera2; do
+  local package missing=() wanted
+  case "$(os_field VERSION_CODENAME)" in
+    # trixie: Python 3.13, NumPy 2.2, Pillow 11; ai-edge-litert is the interpreter (requirements.txt)
+    trixie) wanted="python3-venv python3-numpy python3-pil python3-picamera2" ;;
+    # bookworm: Python 3.11, NumPy 1.24 (tflite-runtime 2.14 needs NumPy 1.x), Pillow 9.4
+    bookworm) wanted="python3-venv python3-numpy python3-pil python3-picamera2" ;;
+    *) echo "edgecam install: warning: $(os_field PRETTY_NAME) is not a release edgecam is tested on" \
+            "(Raspberry Pi OS trixie or bookworm); trying trixie's packages" >&2
+       wanted="python3-venv python3-numpy python3-pil python3-picamera2" ;;
+  esac
+  for package in $wanted; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
   done
   [ ${#missing[@]} -gt 0 ] || return 0
@@ -298,10 +334,12 @@ install() {
     || die "$HERE is not an unpacked edgecam device archive (no release.json, device/, bundle/)"
   apt_packages
   "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 9))' 2>/dev/null \
-    || die "$PYTHON is missing or older than 3.9 (Raspberry Pi OS bookworm has 3.11)"
+    || die "$PYTHON is missing or older than 3.9 (Raspberry Pi OS trixie has 3.13, bookworm 3.11)"
   "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null \
     || die "$PYTHON cannot create virtual environments: sudo apt install python3-venv"
-  local id old
+  local id old os_name
+  os_name=$(os_field PRETTY_NAME)
+  say "on ${os_name:-an unknown OS}, $("$PYTHON" --version 2>&1)"
   id=$(json_field "$HERE/release.json" id)
   [ -n "$id" ] || die "$HERE/release.json has no release id"
   mkdir -p "$RELEASES"
@@ -320,6 +358,7 @@ install() {
   fi
   ensure_service_user
   ensure_dataset_dir
+  install_command
   tune_release "$id"
   if ! activate "$id"; then
     if [ -n "$old" ] && [ "$old" != "$id" ]; then
@@ -335,7 +374,7 @@ install() {
   say "current release: $id (runtime: $(json_field "$RELEASES/$id/state/runtime.json" runtime))"
   if [ "$SYSTEMD" = yes ]; then
     say "check: systemctl status edgecam; curl -s http://127.0.0.1:8080/status; journalctl -u edgecam -f"
-    say "teach from a shell: sudo -u $SERVICE_USER $BASE/current/venv/bin/python -m device teach --bundle $BASE/current/bundle"
+    say "from a shell: edgecam status | edgecam capture --label NAME | edgecam teach | edgecam url (edgecam --help)"
   fi
 }
 

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # make pi-sim: run the device archive in an emulated Raspberry-Pi-OS-like arm64 userland and check that its
 # labels equal the x86 run's. No binfmt support needed: Python runs as
-#   qemu-aarch64-static -cpu cortex-a72 -L ROOT ROOT/usr/bin/python3.11
-# ROOT is Debian bookworm arm64 (what Pi OS bookworm is built on) from `debootstrap --foreign` with apt's
-# python3 3.11, python3-numpy 1.24 and python3-pil 9.4, the .debs unpacked with dpkg -x. The archive's
-# requirements come as aarch64 wheels (pip download --platform), unpacked into a site folder on PYTHONPATH;
+#   qemu-aarch64-static -cpu cortex-a72 -L ROOT ROOT/usr/bin/python3.13
+# ROOT is Debian trixie arm64 (what Raspberry Pi OS is built on since 2025-10; --release bookworm for the one
+# before) from `debootstrap --foreign` with apt's python3 (3.13; bookworm 3.11), python3-numpy (2.2; 1.24) and
+# python3-pil, the .debs unpacked with dpkg -x. The archive's requirements, their markers evaluated for that
+# Python (deploy/wheelhouse.py), come as aarch64 wheels (pip download --platform), unpacked into a site folder
+# on PYTHONPATH;
 # an archive with wheels/ (make bundle WHEELS=1) is instead installed from those wheels by the emulated pip
 # into a venv, with the network cut (unshare -n): the offline install, proven.
 # `device doctor` runs emulated and probes every runtime in its own emulated process; the daemon then runs
 # on the runtime it chose with the int8 model, on replayed images.
 #
-# Usage: deploy/pi_sim.sh ARCHIVE [--images DIR] [--count N]
+# Usage: deploy/pi_sim.sh ARCHIVE [--release trixie|bookworm] [--images DIR] [--count N]
+#   --release NAME Raspberry Pi OS's Debian release to emulate (default trixie: Python 3.13; bookworm: 3.11)
 #   --images DIR   images to replay (default: the source bundle's held-out images, else DATASET/test)
 #   --count N      how many of them, spread evenly (default 12; about 0.5 s each emulated)
 # Environment: EDGECAM_PI_SIM_DIR (cache folder, default .pi-sim), EDGECAM_PI_SIM_RUN (this run's folder,
@@ -22,12 +25,14 @@ say() { echo "pi-sim: $*"; }
 die() { echo "pi-sim: error: $*" >&2; exit 1; }
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-[ $# -ge 1 ] || die "usage: deploy/pi_sim.sh ARCHIVE [--images DIR] [--count N]   (make pi-sim)"
+[ $# -ge 1 ] || die "usage: deploy/pi_sim.sh ARCHIVE [--release trixie|bookworm] [--images DIR] [--count N]   (make pi-sim)"
 ARCHIVE=$(realpath "$1"); shift
 IMAGES=""
 COUNT=12
+DEBIAN=trixie
 while [ $# -gt 0 ]; do
   case "$1" in
+    --release) DEBIAN=${2:?--release needs trixie or bookworm}; shift 2 ;;
     --images) IMAGES=$(realpath "${2:?--images needs a folder}"); shift 2 ;;
     --count) COUNT=${2:?--count needs a number}; shift 2 ;;
     *) die "unknown option $1" ;;
@@ -38,8 +43,14 @@ CACHE=$(mkdir -p "${EDGECAM_PI_SIM_DIR:-$REPO/.pi-sim}" && cd "${EDGECAM_PI_SIM_
 PY=${PY:-$REPO/.venv/bin/python}
 [ -x "$PY" ] || PY=$(command -v python3)
 MIRROR=${EDGECAM_PI_SIM_MIRROR:-http://deb.debian.org/debian}
+case "$DEBIAN" in
+  trixie) PYV=3.13 ;;
+  bookworm) PYV=3.11 ;;
+  *) die "--release must be trixie (Raspberry Pi OS today) or bookworm, got $DEBIAN" ;;
+esac
 PLATFORMS=(--platform manylinux_2_34_aarch64 --platform manylinux_2_28_aarch64 --platform manylinux_2_27_aarch64
-           --platform manylinux2014_aarch64 --python-version 3.11 --implementation cp --abi cp311 --only-binary=:all:)
+           --platform manylinux2014_aarch64 --python-version "$PYV" --implementation cp --abi "cp${PYV/./}"
+           --only-binary=:all:)
 SECONDS=0
 stage() { say "[$SECONDS s] $*"; }
 
@@ -60,24 +71,53 @@ fi
 # ---- the arm64 userland (cached) -------------------------------------------------------------
 exec 8>"$CACHE/.lock"
 flock 8  # one builder of the caches at a time; released once they are ready
-ROOTFS=$CACHE/rootfs-bookworm-arm64
+ROOTFS=$CACHE/rootfs-$DEBIAN-arm64
 if [ ! -f "$ROOTFS/.complete" ]; then
   [ "$(id -u)" = 0 ] || die "debootstrap needs root to build $ROOTFS once (sudo make pi-sim); later runs reuse it"
-  stage "debootstrap --foreign arm64 bookworm into $ROOTFS"
+  stage "debootstrap --foreign arm64 $DEBIAN into $ROOTFS"
   rm -rf "$ROOTFS"
   debootstrap --foreign --arch=arm64 --variant=minbase --include=python3,python3-numpy,python3-pil \
-    bookworm "$ROOTFS" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 \
-    || { tail -20 "$CACHE/debootstrap.log" >&2; die "debootstrap failed (log: $CACHE/debootstrap.log)"; }
+    "$DEBIAN" "$ROOTFS" "$MIRROR" >"$CACHE/debootstrap-$DEBIAN.log" 2>&1 \
+    || { tail -20 "$CACHE/debootstrap-$DEBIAN.log" >&2; die "debootstrap failed (log: $CACHE/debootstrap-$DEBIAN.log)"; }
   stage "unpacking $(ls "$ROOTFS"/var/cache/apt/archives/*.deb | wc -l) .debs (dpkg -x; no second stage, no binfmt)"
   for deb in "$ROOTFS"/var/cache/apt/archives/*.deb; do dpkg -x "$deb" "$ROOTFS"; done
   # The alternatives system would link these; without the second stage, link them by hand.
-  ln -sfn blas/libblas.so.3 "$ROOTFS/usr/lib/aarch64-linux-gnu/libblas.so.3"
-  ln -sfn lapack/liblapack.so.3 "$ROOTFS/usr/lib/aarch64-linux-gnu/liblapack.so.3"
+  for lib in blas/libblas.so.3 lapack/liblapack.so.3; do
+    [ ! -e "$ROOTFS/usr/lib/aarch64-linux-gnu/$lib" ] || ln -sfn "$lib" "$ROOTFS/usr/lib/aarch64-linux-gnu/${lib#*/}"
+  done
   touch "$ROOTFS/.complete"
 fi
-QEMU=("$(command -v qemu-aarch64-static)" -cpu cortex-a72 -L "$ROOTFS" "$ROOTFS/usr/bin/python3.11")
+# qemu-user before 10 (bookworm's 7.2) crashes ai-edge-litert 2.3.0 with SIGSEGV in Interpreter(); trixie's
+# qemu-user 10.0 runs it. Such a host gets trixie's static qemu-aarch64 from Debian's archive once (apt-get
+# download + dpkg -x into the cache; nothing is installed). EDGECAM_PI_SIM_QEMU=PATH picks one yourself.
+qemu_major() { "$1" --version 2>/dev/null | sed -n '1s/^qemu-aarch64 version \([0-9]*\).*/\1/p'; }
+QEMU_BIN=${EDGECAM_PI_SIM_QEMU:-$(command -v qemu-aarch64-static)}
+if [ -z "${EDGECAM_PI_SIM_QEMU:-}" ] && [ "$(qemu_major "$QEMU_BIN")" -lt 10 ] 2>/dev/null; then
+  NEWER=$CACHE/qemu-trixie/usr/bin/qemu-aarch64
+  if [ ! -x "$NEWER" ] && command -v apt-get >/dev/null; then
+    stage "qemu-user $(qemu_major "$QEMU_BIN") here; fetching trixie's qemu-user (10.0) into $CACHE/qemu-trixie"
+    apt_dir=$CACHE/qemu-apt
+    mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
+    echo "deb $MIRROR trixie main" >"$apt_dir/sources.list"
+    APT_OPTS=(-q -o "Dir::Etc::SourceList=$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+              -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache" -o APT::Sandbox::User=root)
+    if apt-get "${APT_OPTS[@]}" update >"$CACHE/qemu-apt.log" 2>&1 \
+       && (cd "$apt_dir" && apt-get "${APT_OPTS[@]}" download qemu-user >>"$CACHE/qemu-apt.log" 2>&1); then
+      dpkg -x "$apt_dir"/qemu-user_*.deb "$CACHE/qemu-trixie"
+    fi
+    rm -rf "$apt_dir"
+  fi
+  if [ -x "$NEWER" ]; then
+    QEMU_BIN=$NEWER
+  else
+    echo "pi-sim: warning: qemu-user $(qemu_major "$QEMU_BIN") may crash ai-edge-litert (trixie's 10.0 does not);" \
+         "set EDGECAM_PI_SIM_QEMU to a newer qemu-aarch64 (log: $CACHE/qemu-apt.log)" >&2
+  fi
+fi
+QEMU=("$QEMU_BIN" -cpu cortex-a72 -L "$ROOTFS" "$ROOTFS/usr/bin/python$PYV")
 VERSIONS=$(env -i "${QEMU[@]}" -c 'import platform, numpy, PIL; print(platform.machine(), "Python", platform.python_version(), "NumPy", numpy.__version__, "Pillow", PIL.__version__)') \
-  || die "python3.11 does not run under qemu in $ROOTFS; remove it and retry"
+  || die "python$PYV does not run under qemu in $ROOTFS; remove it and retry"
+VERSIONS="$VERSIONS, qemu-aarch64 $(qemu_major "$QEMU_BIN")"
 stage "emulated userland: $VERSIONS"
 
 # ---- offline install (an archive with wheels/: make bundle WHEELS=1) -----------------------------
@@ -118,13 +158,13 @@ if [ -d "$RELEASE/wheels" ]; then
   flock -u 8
   offline_install  # the archive's own wheels, installed by the emulated pip with the network cut
 else
-  REQUIREMENTS_HASH=$(sha256sum "$RELEASE/requirements.txt" | cut -c1-12)
+  REQUIREMENTS_HASH=$(sha256sum "$RELEASE/requirements.txt" | cut -c1-12)-cp${PYV/./}
   SITE=$CACHE/site-$REQUIREMENTS_HASH
   if [ ! -f "$SITE/.complete" ]; then
-    stage "pip download aarch64 wheels for requirements.txt"
+    stage "pip download aarch64 CPython $PYV wheels for requirements.txt (deploy/wheelhouse.py)"
     rm -rf "$SITE" "$CACHE/wheels-$REQUIREMENTS_HASH"
-    "$PY" -m pip download --quiet --disable-pip-version-check "${PLATFORMS[@]}" -r "$RELEASE/requirements.txt" \
-      -d "$CACHE/wheels-$REQUIREMENTS_HASH" >"$CACHE/pip.log" 2>&1 \
+    PYTHONPATH=$REPO "$PY" -m deploy.wheelhouse --requirements "$RELEASE/requirements.txt" --platforms aarch64 \
+      --python-version "$PYV" --out "$CACHE/wheels-$REQUIREMENTS_HASH" >"$CACHE/pip.log" 2>&1 \
       || { tail -20 "$CACHE/pip.log" >&2; die "pip download failed (log: $CACHE/pip.log)"; }
     # apt provides numpy and Pillow on Pi OS (--system-site-packages): install every other wheel.
     wheels=()

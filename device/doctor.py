@@ -1,6 +1,6 @@
 """``python -m device doctor [--bundle DIR]``: is this device ready to run edgecam? A checklist, or JSON.
 
-Checks: Python and NumPy versions; every TFLite runtime, each probed in its own subprocess (a runtime that
+Checks: the OS release (/etc/os-release) and board; Python and NumPy versions; every TFLite runtime, each probed in its own subprocess (a runtime that
 crashes the process, e.g. with SIGSEGV inside ``Interpreter()``, is reported and skipped instead of killing
 the doctor); the bundle's model loading and giving one inference of the expected shape; the camera
 (picamera2 importable, /dev/video*); an Edge TPU (libedgetpu and a USB or PCIe device); free disk and write
@@ -38,6 +38,7 @@ from pathlib import Path
 
 from device.layout import MANIFEST
 from device.manifest import ManifestError, atomic_write_text, load_manifest
+from device.osrelease import TESTED_RELEASES, board_model, os_release
 from device.runtime import DEVICE_RUNTIMES, RUNTIME_ENV, RUNTIMES, OpVersionError  # importing it loads no interpreter
 
 SCHEMA = "edgecam-doctor/1"
@@ -194,6 +195,18 @@ def distribution_version(runtime: str) -> str | None:
 
 
 # ---- the checks --------------------------------------------------------------------------
+def check_os(release: dict, board: str) -> Check:
+    """The OS release and board; a warning (not a failure) on a release the requirements were not made for."""
+    name = release["pretty_name"] or "an unknown OS (no /etc/os-release)"
+    codename = release["codename"]
+    where = f" on {board}" if board else ""
+    details = {**release, "board": board or None, "tested": codename in TESTED_RELEASES}
+    if codename in TESTED_RELEASES:
+        return Check("os", "ok", f"{name}{where}: tested ({TESTED_RELEASES[codename]})", details)
+    return Check("os", "warn", f"{name}{where}: not a release edgecam is tested on ({', '.join(TESTED_RELEASES)}); "
+                 "if pip install fails, flash Raspberry Pi OS (trixie) with Raspberry Pi Imager", details)
+
+
 def check_python() -> Check:
     version = platform.python_version()
     details = {"version": version, "executable": sys.executable, "machine": platform.machine()}
@@ -427,19 +440,21 @@ def diagnose(bundle: Path | None = None, model: str | None = None, runtimes=None
         results = {runtime: future.result() for runtime, future in futures.items()}
     chosen = choose_runtime(results)
     log_dir = Path(log_dir or os.environ.get("LOGS_DIRECTORY") or "/var/log/edgecam")
-    checks = [check_python(), check_numpy(), *check_runtimes(results), check_runtime_choice(chosen, results),
+    release = os_release()
+    checks = [check_os(release, board_model()), check_python(), check_numpy(), *check_runtimes(results), check_runtime_choice(chosen, results),
               check_model(bundle, model, manifest, manifest_error, chosen, results), check_camera(python),
               check_edgetpu(find_edgetpu_library(), find_edgetpu_devices()), check_disk(log_dir),
               check_notify(), check_outputs()]
     return {"schema": SCHEMA, "ok": all(check.status != "fail" for check in checks),
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": platform.machine(),
+            "os": release["pretty_name"] or None, "os_codename": release["codename"] or None,
             "python": platform.python_version(), "bundle": str(bundle) if bundle else None, "model": model,
             "runtime": chosen, "runtimes": results, "checks": [asdict(check) for check in checks]}
 
 
 def format_checklist(report: dict) -> str:
     marks = {"ok": "[ok]  ", "warn": "[WARN]", "fail": "[FAIL]", "skip": "[--]  "}
-    lines = [f"edgecam doctor: {report['machine']}, Python {report['python']}, "
+    lines = [f"edgecam doctor: {report.get('os') or 'unknown OS'}, {report['machine']}, Python {report['python']}, "
              f"bundle {report['bundle'] or '-'}"]
     for check in report["checks"]:
         lines.append(f"  {marks[check['status']]} {check['name']:<24} {check['summary']}")

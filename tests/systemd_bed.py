@@ -1,4 +1,5 @@
-"""The systemd test bed: a Debian bookworm root file system booted with systemd as PID 1 in systemd-nspawn.
+"""The systemd test bed: a Debian root file system (trixie, as Raspberry Pi OS today, or bookworm, as before
+2025-10) booted with systemd as PID 1 in systemd-nspawn.
 
 What runs is what runs on a Pi: the real device archive (python -m deploy.bundle), the real install.sh (venv,
 pip, device doctor, user, unit, restart, health check, rollback), the real unit under the real systemd
@@ -6,13 +7,16 @@ pip, device doctor, user, unit, restart, health check, rollback), the real unit 
 journalctl and HTTP. Faked, because it cannot exist here: the Pi camera (frames replayed from a folder,
 EDGECAM_ARGS="--source images:/opt/frames") and the CPU (x86_64, not arm64: make pi-sim covers that).
 
-- The root file system is built once with mmdebstrap and cached outside the repository
-  ($EDGECAM_BED_CACHE, default ~/.cache/edgecam/rootfs-bookworm.tar.zst); each session unpacks it once and
-  every container boots it with --volatile=overlay, so a boot always starts from the same clean image.
-  It carries python3-venv and python3-numpy as Raspberry Pi OS does; install.sh runs with --no-apt
-  (python3-picamera2, its third apt package, is the faked camera).
-- pip installs offline from a wheelhouse for the container's own platform (x86_64, CPython 3.11),
-  downloaded once into the cache: install.sh --pip-args "--no-index --find-links /mnt/bed/wheels".
+- Each release's root file system is built once with mmdebstrap and cached outside the repository
+  ($EDGECAM_BED_CACHE, default ~/.cache/edgecam/rootfs-RELEASE.tar.zst, rebuilt when PACKAGES change); each
+  session unpacks it once and every container boots it with --volatile=overlay, so a boot always starts from
+  the same clean image. It carries what Raspberry Pi OS Lite has and install.sh uses: python3-venv,
+  python3-numpy, python3-pil, sudo, curl; install.sh runs with --no-apt (python3-picamera2 is the faked camera).
+- pip installs offline from a wheelhouse for the container's own platform (x86_64; CPython 3.13 on trixie,
+  3.11 on bookworm; deploy/wheelhouse.py evaluates the requirements' markers for it), downloaded once into
+  the cache: install.sh --pip-args "--no-index --find-links /mnt/bed/wheels-RELEASE".
+- systemd 257 (trixie) refuses cgroup v1 unless told: PID 1 gets SYSTEMD_CGROUP_ENABLE_LEGACY_FORCE=1 on
+  its command line (a container's systemd reads its "kernel command line" from its own argv).
 - The host has no systemd, so: --register=no --keep-unit. Each container gets its own cgroups (memory,
   name=systemd, unified), and its PID 1 remounts its memory hierarchy read-write before it execs systemd, so
   MemoryMax= is enforced; the cgroups are removed after the container stops.
@@ -37,16 +41,17 @@ import time
 from pathlib import Path
 
 CACHE = Path(os.environ.get("EDGECAM_BED_CACHE") or Path.home() / ".cache" / "edgecam")
-ROOTFS = CACHE / "rootfs-bookworm.tar.zst"
-WHEELS = CACHE / "wheels-x86_64-cp311"
-PACKAGES = "systemd,systemd-sysv,dbus,python3,python3-venv,python3-numpy"
+# Debian release -> its python3 (Raspberry Pi OS trixie since 2025-10-01; bookworm before)
+RELEASES = {"trixie": "3.13", "bookworm": "3.11"}
+PACKAGES = "systemd,systemd-sysv,dbus,python3,python3-venv,python3-numpy,python3-pil,sudo,curl"
 PATH_INSIDE = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 REPO = Path(__file__).resolve().parent.parent
 REQUIREMENTS = REPO / "deploy" / "requirements-pi.txt"
 SHARE = "/mnt/bed"  # the host folder every container sees read-only (archives, wheels, frames)
 CGROUP_ROOTS = ("memory", "systemd", "unified")
 # PID 1 of the container: the memory hierarchy read-write first, or systemd cannot apply MemoryMax=.
-INIT = "mount -o remount,rw,bind /sys/fs/cgroup/memory; exec /lib/systemd/systemd"
+INIT = ("mount -o remount,rw,bind /sys/fs/cgroup/memory; "
+        "exec /lib/systemd/systemd systemd.unified_cgroup_hierarchy=0 SYSTEMD_CGROUP_ENABLE_LEGACY_FORCE=1")
 HTTP_CLIENT = r"""
 import json, sys, urllib.error, urllib.request
 method, url, body, token = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
@@ -74,8 +79,8 @@ def missing() -> str | None:
     for tool in ("systemd-nspawn", "nsenter", "zstd", "tar"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed: run `make system-deps` (scripts/system-deps.sh)"
-    if not ROOTFS.is_file() and shutil.which("mmdebstrap") is None:
-        return f"mmdebstrap is not installed and {ROOTFS} is not built: run `make system-deps`"
+    if shutil.which("mmdebstrap") is None and not all(rootfs_file(release).is_file() for release in RELEASES):
+        return "mmdebstrap is not installed and the root file systems are not built: run `make system-deps`"
     if not Path("/sys/fs/cgroup/memory/cgroup.procs").is_file():
         return "no cgroup v1 memory hierarchy at /sys/fs/cgroup/memory (the bed's MemoryMax set-up needs it)"
     return None
@@ -88,47 +93,55 @@ def _locked(path: Path):
     return handle
 
 
-def build_rootfs(log=print) -> Path:
-    """The cached root file system (tar.zst), built with mmdebstrap when missing (about 60-100 s, once)."""
-    with _locked(ROOTFS):
-        if not ROOTFS.is_file():
-            partial = ROOTFS.with_name(ROOTFS.name + ".partial.tar.zst")
+def rootfs_file(release: str) -> Path:
+    return CACHE / f"rootfs-{release}.tar.zst"
+
+
+def wheels_folder(release: str) -> Path:
+    return CACHE / f"wheels-x86_64-cp{RELEASES[release].replace('.', '')}"
+
+
+def build_rootfs(release: str = "trixie", log=print) -> Path:
+    """RELEASE's cached root file system (tar.zst), built with mmdebstrap when missing or when PACKAGES changed
+    (about 30-100 s, once)."""
+    rootfs = rootfs_file(release)
+    stamp = rootfs.with_suffix("").with_suffix(".packages")  # rootfs-RELEASE.packages: what it was built with
+    with _locked(rootfs):
+        if not rootfs.is_file() or not stamp.is_file() or stamp.read_text() != PACKAGES:
+            partial = rootfs.with_name(rootfs.name + ".partial.tar.zst")
             started = time.monotonic()
-            log(f"systemd bed: building {ROOTFS} with mmdebstrap (once)")
+            log(f"systemd bed: building {rootfs} with mmdebstrap (once)")
             result = subprocess.run(["mmdebstrap", "--quiet", "--variant=minbase", f"--include={PACKAGES}",
-                                     "bookworm", str(partial)], capture_output=True, text=True, check=False)
+                                     release, str(partial)], capture_output=True, text=True, check=False)
             if result.returncode != 0:
                 partial.unlink(missing_ok=True)
                 raise RuntimeError(f"mmdebstrap failed (exit {result.returncode}): {result.stderr[-2000:]}")
-            partial.rename(ROOTFS)
-            log(f"systemd bed: root file system built in {time.monotonic() - started:.0f} s")
-    return ROOTFS
+            partial.rename(rootfs)
+            stamp.write_text(PACKAGES)
+            log(f"systemd bed: {release} root file system built in {time.monotonic() - started:.0f} s")
+    return rootfs
 
 
-def build_wheels(log=print) -> Path:
-    """The device requirements as wheels for the container (x86_64, CPython 3.11), downloaded once."""
-    with _locked(WHEELS):
-        stamp = WHEELS / ".requirements"
+def build_wheels(release: str = "trixie", log=print) -> Path:
+    """The device requirements as wheels for RELEASE's container (x86_64, its CPython), downloaded once."""
+    from deploy import wheelhouse  # the one place that evaluates the requirements' markers for a target
+
+    folder = wheels_folder(release)
+    with _locked(folder):
+        stamp = folder / ".requirements"
         wanted = REQUIREMENTS.read_text()
         if not stamp.is_file() or stamp.read_text() != wanted:
-            WHEELS.mkdir(parents=True, exist_ok=True)
-            platforms = ["manylinux2014_x86_64", *(f"manylinux_2_{minor}_x86_64" for minor in range(17, 37))]
-            command = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--quiet",
-                       "--only-binary=:all:", "--implementation", "cp", "--python-version", "3.11",
-                       "--dest", str(WHEELS), "-r", str(REQUIREMENTS)]
-            for platform in platforms:
-                command += ["--platform", platform]
-            log("systemd bed: downloading the container's wheels (once)")
-            result = subprocess.run(command, capture_output=True, text=True, check=False)
-            if result.returncode != 0:
-                raise RuntimeError(f"pip download failed: {result.stderr[-2000:]}")
+            log(f"systemd bed: downloading the {release} container's wheels (once)")
+            report = wheelhouse.download_platform(REQUIREMENTS, "x86_64", RELEASES[release], folder)
+            if report["missing"] or report["without_dependencies"]:
+                raise RuntimeError(f"pip download for x86_64 CPython {RELEASES[release]} failed: {report}")
             stamp.write_text(wanted)
-    return WHEELS
+    return folder
 
 
-def unpack_rootfs(destination: Path) -> Path:
+def unpack_rootfs(destination: Path, release: str = "trixie") -> Path:
     destination.mkdir(parents=True, exist_ok=True)
-    subprocess.run(f"zstd -dc {shlex.quote(str(build_rootfs()))} | tar -x -C {shlex.quote(str(destination))}",
+    subprocess.run(f"zstd -dc {shlex.quote(str(build_rootfs(release)))} | tar -x -C {shlex.quote(str(destination))}",
                    shell=True, check=True)
     return destination
 
@@ -146,8 +159,9 @@ def _own_cgroup(kind: str) -> Path:
 class Container:
     """One booted container. ``with Container(rootfs, "bed-1", share) as box:`` boots; leaving stops it."""
 
-    def __init__(self, rootfs: Path, name: str, share: Path, private_network: bool = True):
-        self.rootfs, self.name, self.share = rootfs, name, share
+    def __init__(self, rootfs: Path, name: str, share: Path, private_network: bool = True,
+                 release: str = "trixie"):
+        self.rootfs, self.name, self.share, self.release = rootfs, name, share, release
         self.private_network = private_network  # False: the host's network (sshd for make fleet)
         self.process: subprocess.Popen | None = None
         self.pid: int | None = None
@@ -301,10 +315,10 @@ class Container:
 
     # ---- edgecam ------------------------------------------------------------------------------
     def install(self, archive: str, *options, check: bool = True) -> subprocess.CompletedProcess:
-        """Unpack SHARE/ARCHIVE in /root and run its install.sh, pip offline from SHARE/wheels."""
+        """Unpack SHARE/ARCHIVE in /root and run its install.sh, pip offline from SHARE/wheels-RELEASE."""
         script = (f"set -e; top=$(tar -tzf {SHARE}/{archive} | head -n 1 | cut -d/ -f1); rm -rf /root/$top; "
                   f"tar -xzf {SHARE}/{archive} -C /root; "
-                  f"bash /root/$top/install.sh --no-apt --pip-args '--no-index --find-links {SHARE}/wheels' "
+                  f"bash /root/$top/install.sh --no-apt --pip-args '--no-index --find-links {SHARE}/wheels-{self.release}' "
                   + " ".join(map(shlex.quote, options)))
         return self.sh(script, check=check, timeout=300)
 
@@ -351,7 +365,8 @@ _SESSION: dict = {}
 
 @pytest.fixture(scope="session", name="bed_share")
 def bed_share_fixture(tmp_path_factory):
-    """-> (share folder, {"a": release A's release.json}, teach bundle): the unpacked root file system beside it."""
+    """-> (share folder, {"a": release A's release.json}, teach bundle): the unpacked root file systems beside it
+    (rootfs-RELEASE, unpacked when a container of that release first boots)."""
     reason = missing()
     if reason:
         pytest.skip(reason)
@@ -363,24 +378,31 @@ def bed_share_fixture(tmp_path_factory):
         work = tmp_path_factory.mktemp("systemd-bed")
         share = work / "share"
         share.mkdir()
-        _link_tree(build_wheels(), share / "wheels")
+        for release in RELEASES:
+            _link_tree(build_wheels(release), share / f"wheels-{release}")
         bundle = teach_bundle.shared_teach_bundle(tmp_path_factory)
         shutil.copytree(teach_bundle.images_root(tmp_path_factory) / "test", share / "frames")
         releases = {"a": build_archive(bundle, share / "a.tar.gz")}
-        unpack_rootfs(work / "rootfs")
-        print(f"systemd bed: rootfs, wheels, archive ready in {time.monotonic() - started:.1f} s")
+        print(f"systemd bed: wheels, archive ready in {time.monotonic() - started:.1f} s")
         _SESSION[key] = share, releases, bundle
     return _SESSION[key]
 
 
-@pytest.fixture(scope="session", name="box")
-def box_fixture(bed_share, tmp_path_factory, request):
-    """One booted container with release A installed and running, shared by every systemd test of the session
-    (each test puts back what it changed)."""
-    key = ("box", str(tmp_path_factory.getbasetemp()))
+def rootfs_dir(share: Path, release: str) -> Path:
+    """RELEASE's root file system unpacked beside SHARE, once per session (containers boot it --volatile)."""
+    rootfs = share.parent / f"rootfs-{release}"
+    if not (rootfs / "etc" / "os-release").exists():
+        unpack_rootfs(rootfs, release)
+    return rootfs
+
+
+def booted_box(release: str, bed_share, tmp_path_factory, request) -> Container:
+    """RELEASE's booted container with release A installed and running, one per session (each test puts back
+    what it changed)."""
+    key = ("box", release, str(tmp_path_factory.getbasetemp()))
     if key not in _SESSION:
         share, releases, _ = bed_share
-        container = Container(share.parent / "rootfs", f"edgecam-bed-{os.getpid()}", share)
+        container = Container(rootfs_dir(share, release), f"edgecam-{release}-{os.getpid()}", share, release=release)
         container.__enter__()
         request.config.add_cleanup(container.stop)
         container.sh(f"cp -r {SHARE}/frames {FRAMES_INSIDE}")
@@ -388,6 +410,19 @@ def box_fixture(bed_share, tmp_path_factory, request):
         started = time.monotonic()
         container.install("a.tar.gz")
         container.install_seconds = time.monotonic() - started
-        print(f"systemd bed: boot {container.boot_seconds:.2f} s, install {container.install_seconds:.1f} s")
+        print(f"systemd bed: {release} boot {container.boot_seconds:.2f} s, "
+              f"install {container.install_seconds:.1f} s")
         _SESSION[key] = container
     return _SESSION[key]
+
+
+@pytest.fixture(scope="session", name="box")
+def box_fixture(bed_share, tmp_path_factory, request):
+    """The trixie container (Raspberry Pi OS today): every systemd test runs on it."""
+    return booted_box("trixie", bed_share, tmp_path_factory, request)
+
+
+@pytest.fixture(scope="session", name="bookworm_box")
+def bookworm_box_fixture(bed_share, tmp_path_factory, request):
+    """The bookworm container: install, teach and rollback only (tests/test_systemd_teach.py)."""
+    return booted_box("bookworm", bed_share, tmp_path_factory, request)

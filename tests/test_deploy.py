@@ -244,6 +244,9 @@ def test_install_is_idempotent_and_rolls_back(bundle, archive, host_requirements
     assert environment_file(root / "etc/default/edgecam")["EDGECAM_RUNTIME"] == "ai_edge_litert"
     venv_config = (root / "opt/edgecam/releases" / release / "venv/pyvenv.cfg").read_text()
     assert "include-system-site-packages = true" in venv_config
+    shim = (root / "usr/local/bin/edgecam").read_text()  # the device's `edgecam` command (device/command.py)
+    assert f"exec {root}/opt/edgecam/current/venv/bin/python -m device.command --prefix {root}/opt/edgecam " in shim
+    assert (root / "usr/local/bin/edgecam").stat().st_mode & 0o777 == 0o755
 
     # The Teach view's dataset folder: made once, private to the service, outside every release.
     dataset = root / "var/lib/edgecam/dataset"

@@ -1,6 +1,8 @@
 """`make pi-sim WHEELS=1`: the device archive with its wheelhouse (deploy/wheelhouse.py) installs in an emulated
-arm64 Debian bookworm userland (Python 3.11, apt's NumPy 1.24 and Pillow 9.4) from its own wheels with the
-network cut, and gives the same labels as on x86. `make wheelhouse` reports which armv7l wheels PyPI lacks.
+arm64 Debian trixie userland (Raspberry Pi OS today: Python 3.13, apt's NumPy 2.2 and Pillow 11) from its own
+wheels with the network cut, and gives the same labels as on x86 (ai-edge-litert under qemu-user 10; the
+7.2 of bookworm hosts crashes it, so pi_sim.sh fetches trixie's qemu-user). `make wheelhouse` reports which
+armv7l wheels PyPI lacks; the requirements' markers pick per release.
 
 Needs qemu-user-static and debootstrap (scripts/system-deps.sh installs them) and reaches Debian's mirror and
 PyPI (pip download of the aarch64 wheels; the userland is cached in .pi-sim/). About 40 s the first time,
@@ -19,7 +21,10 @@ from pathlib import Path
 import device_bundle
 import pytest
 
+from deploy import wheelhouse as wheelhouse_module
+
 REPO = Path(__file__).resolve().parent.parent
+REQUIREMENTS = REPO / "deploy" / "requirements-pi.txt"
 
 
 def skip_without_pi_sim() -> None:
@@ -56,14 +61,16 @@ def test_pi_sim_installs_offline_and_its_labels_equal_the_x86_labels(bundle, tmp
     assert summary["equal"] and summary["frames"] == 12 and summary["arm64_frames"] == 12
     assert summary["labels_arm64"] == summary["labels_x86"]
     assert summary["arm64_runtimes"][summary["arm64_runtime"]] == "ok"
-    assert summary["arm64_userland"].startswith("aarch64 Python 3.11") and "NumPy 1.24" in summary["arm64_userland"]
+    assert summary["arm64_userland"].startswith("aarch64 Python 3.13") and "NumPy 2.2" in summary["arm64_userland"]
     assert "All required checks passed." in result.stdout
     # Installed from the archive's wheels by the emulated pip, in a network namespace with no network;
-    # apt's numpy and Pillow satisfied their requirements, so pip installed only the interpreters.
+    # apt's numpy and Pillow satisfied their requirements, so pip installed only the interpreter and paho-mqtt;
+    # tflite-runtime has no CPython 3.13 wheel and its marker keeps it out.
     offline = summary["offline_install"]
     assert offline["network"].startswith("cut"), offline
     installed = {name.rsplit("-", 1)[0] for name in offline["installed"]}
-    assert {"tflite-runtime", "ai-edge-litert"} <= installed and not {"numpy", "pillow"} & installed, installed
+    assert {"ai-edge-litert", "paho-mqtt"} <= installed and not {"numpy", "pillow", "tflite-runtime"} & installed, \
+        installed
 
 
 @pytest.mark.slow
@@ -71,10 +78,22 @@ def test_wheelhouse_reports_the_armv7l_wheels_pypi_lacks(tmp_path):
     skip_without_pi_sim()  # it reaches PyPI, as the emulated install's wheelhouse does
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("numpy>=1.24,<2\ntflite-runtime==2.14.0\nai-edge-litert==2.3.0\n")
-    result = wheelhouse(tmp_path / "wheels", "--requirements", str(requirements), "--platforms", "armv7l")
+    result = wheelhouse(tmp_path / "wheels", "--requirements", str(requirements), "--platforms", "armv7l",
+                        "--python-version", "3.11")
     report = json.loads((tmp_path / "wheels/wheelhouse.json").read_text())["platforms"]["armv7l"]
     assert report == {"complete": [], "without_dependencies": ["tflite-runtime==2.14.0"],
                       "missing": ["numpy>=1.24,<2", "ai-edge-litert==2.3.0"]}
     assert "no armv7l wheel on PyPI: numpy>=1.24,<2, ai-edge-litert==2.3.0" in result.stdout
     assert [path.name for path in (tmp_path / "wheels").glob("*.whl")] == \
         ["tflite_runtime-2.14.0-cp311-cp311-manylinux_2_34_armv7l.whl"]
+
+
+def test_the_requirements_pick_per_release():
+    """One requirements file for both Raspberry Pi OS releases: its markers, evaluated for each target."""
+    trixie = wheelhouse_module.target_requirements(REQUIREMENTS, "3.13", "aarch64")
+    bookworm = wheelhouse_module.target_requirements(REQUIREMENTS, "3.11", "aarch64")
+    assert [line for line in trixie if line.startswith("numpy")] == ["numpy>=1.24"]  # apt's 2.2 is kept
+    assert [line for line in bookworm if line.startswith("numpy")] == ["numpy>=1.24,<2"]  # for tflite-runtime
+    assert "ai-edge-litert==2.3.0" in trixie and "ai-edge-litert==2.3.0" in bookworm
+    assert "tflite-runtime==2.14.0" in bookworm and not any(line.startswith("tflite-runtime") for line in trixie)
+    assert "paho-mqtt>=2" in trixie and "paho-mqtt>=2" in bookworm  # the MQTT output ships

@@ -109,7 +109,8 @@ def validate_report(report: dict) -> None:
     """The JSON schema ``edgecam-doctor/1``, written out as checks."""
     assert report["schema"] == "edgecam-doctor/1"
     types = {"ok": bool, "time": str, "machine": str, "python": str, "bundle": (str, type(None)),
-             "model": (str, type(None)), "runtime": (str, type(None)), "runtimes": dict, "checks": list}
+             "model": (str, type(None)), "runtime": (str, type(None)), "runtimes": dict, "checks": list,
+             "os": (str, type(None)), "os_codename": (str, type(None))}
     for key, kind in types.items():
         assert isinstance(report[key], kind), (key, report[key])
     assert set(report) == set(types) | {"schema"}
@@ -117,8 +118,8 @@ def validate_report(report: dict) -> None:
         assert name in doctor.RUNTIMES
         assert result["status"] in ("ok", "missing", "crashed", "error", "timeout") and isinstance(result["summary"], str)
     names = [check["name"] for check in report["checks"]]
-    assert names == ["python", "numpy", *(f"runtime:{name}" for name in report["runtimes"]), "runtime", "model",
-                     "camera", "edgetpu", "disk", "systemd", "outputs"]
+    assert names == ["os", "python", "numpy", *(f"runtime:{name}" for name in report["runtimes"]), "runtime",
+                     "model", "camera", "edgetpu", "disk", "systemd", "outputs"]
     for check in report["checks"]:
         assert set(check) == {"name", "status", "summary", "details"}
         assert check["status"] in doctor.STATUSES and check["summary"] and isinstance(check["details"], dict)
@@ -222,3 +223,20 @@ def test_notify_socket_under_systemd(tmp_path):
         assert server.recv(1024).startswith(b"STATUS=edgecam doctor")
     broken = doctor.check_notify({"NOTIFY_SOCKET": str(tmp_path / "gone")})
     assert broken.status == "fail" and "READY=1" in broken.summary
+
+
+def test_the_os_release_is_named_and_an_untested_one_warns(tmp_path):
+    from device import osrelease
+
+    trixie = tmp_path / "os-release"
+    trixie.write_text('PRETTY_NAME="Debian GNU/Linux 13 (trixie)"\nNAME="Debian GNU/Linux"\nVERSION_ID="13"\n'
+                      "VERSION_CODENAME=trixie\nID=debian\n")
+    found = osrelease.os_release([tmp_path / "missing", trixie])
+    assert (found["pretty_name"], found["codename"], found["version_id"]) == ("Debian GNU/Linux 13 (trixie)",
+                                                                             "trixie", "13")
+    check = doctor.check_os(found, "Raspberry Pi 5 Model B Rev 1.0")
+    assert check.status == "ok" and check.summary.startswith("Debian GNU/Linux 13 (trixie) on Raspberry Pi 5")
+    bullseye = dict(found, pretty_name="Debian GNU/Linux 11 (bullseye)", codename="bullseye")
+    check = doctor.check_os(bullseye, "")
+    assert check.status == "warn" and "not a release edgecam is tested on" in check.summary, check.summary
+    assert doctor.check_os(osrelease.os_release([tmp_path / "missing"]), "").summary.startswith("an unknown OS")

@@ -1,7 +1,7 @@
 """The installed device under a real systemd (tests/systemd_bed.py): the unit as install.sh writes it, on a
-Debian bookworm userland booted with systemd as PID 1 in systemd-nspawn.
+Debian trixie userland (Raspberry Pi OS today) booted with systemd as PID 1 in systemd-nspawn.
 
-Real: systemd 252, the device archive, install.sh (venv, offline pip, device doctor, service user, unit,
+Real: systemd 257, the device archive, install.sh (venv, offline pip, device doctor, service user, unit,
 restart, health check, rollback), the daemon, its HTTP API, the journal, cgroup memory limits. Faked, because
 it cannot exist here: the Pi camera (frames replayed from /opt/frames) and the Pi's CPU (x86_64).
 One container and one install serve every test here; each test puts back what it changed.

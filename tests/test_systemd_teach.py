@@ -1,7 +1,9 @@
 """The whole path once, for real (issue 18 item 4), in the systemd test bed (tests/systemd_bed.py): install the
 archive, record frames through the Teach view's HTTP API from the replayed folder, teach, restart the
 service, install a new release with the same model, roll back, and after each step check that the taught
-head serves: /status shows its labels and its predictions on one fixed frame are unchanged.
+head serves: /status shows its labels and its predictions on one fixed frame are unchanged. On Raspberry Pi OS
+today (trixie: Python 3.13, apt's NumPy 2.2, ai-edge-litert) and before (bookworm: Python 3.11, NumPy 1.24), with
+the one archive and its one requirements file.
 
 Real: systemd, install.sh, the unit (ProtectSystem=strict: the release is read-only), the daemon, the Teach
 API and its teach child. Faked, because it cannot exist here: the camera (frames replayed from /opt/frames,
@@ -13,7 +15,8 @@ from __future__ import annotations
 
 import time
 
-from systemd_bed import REQUIREMENTS, bed_share_fixture, box_fixture, build_archive  # noqa: F401 (fixtures)
+import pytest
+from systemd_bed import REQUIREMENTS, bed_share_fixture, bookworm_box_fixture, box_fixture, build_archive  # noqa: F401 (fixtures)
 from test_systemd_service import MIB, UNIT, active_and_healthy, capture, release_of
 
 FIXED = "/opt/frames/paper/paper_000.png"  # the frame whose predictions are compared (--smoothing 1)
@@ -31,8 +34,17 @@ def predictions(box, timeout: float = 30) -> dict:
     raise AssertionError(f"{FIXED} was not replayed within {timeout} s: {body}")
 
 
-def test_a_taught_head_survives_restart_redeploy_and_rollback(box, bed_share):
+@pytest.fixture(params=["trixie", "bookworm"])
+def release_box(request):
+    """Raspberry Pi OS today (trixie) and before 2025-10 (bookworm): install, teach and rollback on both."""
+    return request.getfixturevalue("box" if request.param == "trixie" else "bookworm_box")
+
+
+def test_a_taught_head_survives_restart_redeploy_and_rollback(release_box, bed_share):
+    box = release_box
     share, releases, bundle = bed_share
+    os_release = box.run("cat", "/etc/os-release").stdout
+    assert f"VERSION_CODENAME={box.release}" in os_release, os_release  # the release this run claims
     first = release_of(box)
     box.wait_for(lambda: active_and_healthy(box), 30, "release A serving")
     shipped = predictions(box)
