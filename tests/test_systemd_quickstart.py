@@ -7,7 +7,8 @@ the service, the `edgecam` command, the Teach API, the teach. Stand-ins for what
 before the page's first block and named here: the network (pip reads /etc/pip.conf, which points at the bed's
 offline wheels), the copy from the laptop (the archive put into /home/pi, the page's unmarked scp) and the
 camera (EDGECAM_ARGS="--source images:/opt/frames ..." in /etc/default/edgecam, frames replayed). The unmarked
-blocks (Imager, ssh, rpicam-hello, make bundle, scp, edgecam token) need real hardware or a laptop.
+blocks (Imager, ssh, rpicam-hello, make bundle, scp) need real hardware or a laptop; the browser on the laptop
+is the token's URL opened here with the token it printed.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def marked_blocks(text: str) -> list:
 def test_the_page_marks_the_blocks_the_bed_runs():
     text = PAGE.read_text()
     blocks = marked_blocks(text)
-    assert len(blocks) == text.count("<!-- bed -->") == 4, blocks  # every mark is followed by a block
+    assert len(blocks) == text.count("<!-- bed -->") == 5, blocks  # every mark is followed by a block
     every = re.findall(r"^```sh\n(.*?)^```$", text, re.MULTILINE | re.DOTALL)
     unmarked = "".join(block for block in every if block not in blocks)
     for hardware in ("rpicam-hello", "scp ", "ssh pi@"):  # left to a real Pi and a laptop
@@ -73,14 +74,17 @@ def test_the_pi_quick_start_runs_as_written(bed_share, tmp_path):
             assert result.returncode == 0, f"{block}\nexited {result.returncode}:\n{result.stdout[-3000:]}\n" \
                                            f"{result.stderr[-3000:]}"
             outputs.append(result.stdout + result.stderr)
-        install, check, url, teach = outputs
+        install, check, url, token, teach = outputs
         assert "edgecam install: on Debian GNU/Linux 13 (trixie), Python 3.13" in install, install[-3000:]
         assert "edgecam install: service edgecam is running" in install, install[-3000:]
         assert check.splitlines()[0] == "active", check[:500]
         assert "Debian GNU/Linux 13 (trixie)" in check and "All required checks passed." in check, check[-3000:]
         assert "http://127.0.0.1:8080/teach" in url.splitlines(), url
+        printed = re.search(r"http://[^ /]+:8080/teach\?token=([A-Za-z0-9_-]{32,})$", token, re.MULTILINE)
+        assert printed, token[-3000:]  # `sudo edgecam token --write-defaults` printed the laptop's URL
+        assert box.http("GET", "/status")[0] == 401  # the LAN lines took: a token is asked for now
         assert "recorded 10 frames of mug through the running service" in teach, teach[-3000:]
         assert "head revision 1 (taught): mug, nothing" in teach, teach[-3000:]  # edgecam status
-        box.wait_for(lambda: box.http("GET", "/status")[1]["model"]["labels"] == ["mug", "nothing"], 30,
+        box.wait_for(lambda: box.http("GET", "/status", token=printed.group(1))[1]["model"]["labels"] == ["mug", "nothing"], 30,
                      "the service serving the taught head")
         print(f"pi quick start on trixie: install block {seconds[0]:.1f} s, every block {sum(seconds):.1f} s")
