@@ -23,13 +23,13 @@ from pathlib import Path
 
 from device import choice as model_choice
 from device import drift
+from device.http.server import AddressInUse, EventHub, Limits, Server, parse_address
 from device.manifest import ManifestError, load_manifest, unreadable
 from device.notify import Notifier
 from device.outputs import OutputContext, Outputs, configure, open_outputs
 from device.outputs.settings import OutputSettings
 from device.pipeline import Capture, Classifier, FrameSlot, Stats
 from device.runtime import load_model, parse_model_spec
-from device.server import AddressInUse, EventHub, Limits, Server, parse_address
 from device.sources import MAX_IMAGE_PIXELS, open_source
 from device.state import device_state_dir
 from device.teach import revisions

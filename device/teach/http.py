@@ -31,7 +31,7 @@ import tarfile
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from device.http_errors import HttpError as Refused
+from device.http.errors import HttpError as Refused
 
 MAX_BODY = 64 * 1024
 THUMB_SIZE = 160

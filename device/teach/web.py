@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from device.web import CONTENT_TYPES, SAFE_NAME, SECURITY_HEADERS, file_version, send, stamp_links
+from device.http.web import CONTENT_TYPES, SAFE_NAME, SECURITY_HEADERS, file_version, send, stamp_links
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 PAGE = "teach.html"

@@ -19,9 +19,9 @@ import time
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
-from device import guard
-from device.http_errors import status_for
-from device.metrics import prometheus
+from device.http import guard
+from device.http.errors import status_for
+from device.http.metrics import prometheus
 
 log = logging.getLogger("edgecam.server")
 PING_S = 5.0

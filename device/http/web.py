@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-KIOSK_DIR = Path(__file__).resolve().parent / "kiosk"
+KIOSK_DIR = Path(__file__).resolve().parent.parent / "kiosk"
 STREAM_MAX_FPS = 8.0
 JPEG_QUALITY = 80
 WRITE_TIMEOUT_S = 10.0  # a viewer that stops reading is dropped instead of holding a thread forever

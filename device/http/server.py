@@ -33,9 +33,9 @@ import time
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 
-from device.events import EventHub  # noqa: F401 - the daemon's hub, imported from here
-from device.guard import ConfigError, TokenGuard, check_token, default_allowed_hosts, redact
-from device.handler import DISCONNECTS, Handler
+from device.http.events import EventHub  # noqa: F401 - the daemon's hub, imported from here
+from device.http.guard import ConfigError, TokenGuard, check_token, default_allowed_hosts, redact
+from device.http.handler import DISCONNECTS, Handler
 
 log = logging.getLogger("edgecam.server")
 LISTEN_BACKLOG = 128  # connections the kernel queues before the accept loop takes them (socketserver's is 5)
@@ -212,12 +212,12 @@ class Server(ThreadingHTTPServer):
 
 def load_web():
     """device.web, if it exists and has ``handle``; a broken one is logged, not fatal."""
-    if importlib.util.find_spec("device.web") is None:
+    if importlib.util.find_spec("device.http.web") is None:
         return None
     try:
-        module = importlib.import_module("device.web")
+        module = importlib.import_module("device.http.web")
     except Exception as error:  # noqa: BLE001 - the kiosk is optional; the API must still serve
-        log.warning("device/web.py failed to import (%s); serving the API only", error)
+        log.warning("device/http/web.py failed to import (%s); serving the API only", error)
         return None
     return module if callable(getattr(module, "handle", None)) else None
 
