@@ -33,9 +33,11 @@ import time
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 
+from device.http.errors import ErrorMap
 from device.http.events import EventHub  # noqa: F401 - the daemon's hub, imported from here
 from device.http.guard import ConfigError, TokenGuard, check_token, default_allowed_hosts, redact
 from device.http.handler import DISCONNECTS, Handler
+from device.http.routes import Routes
 
 log = logging.getLogger("edgecam.server")
 LISTEN_BACKLOG = 128  # connections the kernel queues before the accept loop takes them (socketserver's is 5)
@@ -100,7 +102,8 @@ class Server(ThreadingHTTPServer):
         self.refusals: dict = {}
         self.counter_lock = threading.Lock()
         self.web = load_web()
-        self.teach = load_optional("device.teach.http")
+        self.routes = Routes()  # the Teach API registers here (device/teach/http.py register, called by the daemon)
+        self.errors = ErrorMap()  # and its errors here
         try:
             super().__init__(address, Handler)
         except OSError as error:
@@ -218,17 +221,5 @@ def load_web():
         module = importlib.import_module("device.http.web")
     except Exception as error:  # noqa: BLE001 - the kiosk is optional; the API must still serve
         log.warning("device/http/web.py failed to import (%s); serving the API only", error)
-        return None
-    return module if callable(getattr(module, "handle", None)) else None
-
-
-def load_optional(name: str):
-    """An optional module with ``handle`` (device.teach.http); a broken one is logged, not fatal."""
-    try:
-        if importlib.util.find_spec(name) is None:
-            return None
-        module = importlib.import_module(name)
-    except Exception as error:  # noqa: BLE001 - the API must still serve
-        log.warning("%s failed to import (%s); serving without it", name, error)
         return None
     return module if callable(getattr(module, "handle", None)) else None

@@ -32,10 +32,14 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from device.http.errors import HttpError as Refused
+from device.http.errors import one_line
+from device.teach.dataset import DatasetError, DatasetFull
+from device.teach.service import NoFrame, RateLimited, TeachBusy, TeachFailed, TeachRefused, TeachStorage
 
 MAX_BODY = 64 * 1024
 THUMB_SIZE = 160
 GET_PATHS = ("/teach", "/api/dataset", "/api/dataset/image", "/api/dataset/frames", "/dataset.tar")
+GONE = ("does not exist", "is gone", "not in the ring")
 
 
 def handle(request_handler, method: str, path: str, daemon) -> bool:
@@ -53,6 +57,23 @@ def handle(request_handler, method: str, path: str, daemon) -> bool:
         _post(request_handler, path, daemon)
         return True
     return False
+
+
+def register(routes, errors) -> None:
+    """Serve the Teach API and page on a daemon's HTTP server (device/http/): its paths on ROUTES, its errors'
+    statuses on ERRORS. The daemon calls this when it enables teaching; device/http/ never imports teach."""
+    for path in GET_PATHS + ("/teach/static/",):
+        routes.register("GET", path, handle)
+    for path in POSTS:
+        routes.register("POST", path, handle)
+    errors.register(RateLimited, 429)
+    errors.register(DatasetFull, lambda error: (507, one_line(f"recording stopped: {error}")))
+    errors.register(NoFrame, 503)
+    errors.register((TeachBusy, TeachRefused), 409)
+    errors.register(TeachStorage, 507)  # the state folder read-only, not the service's, or full: a person must act
+    errors.register(TeachFailed, 500)
+    errors.register(DatasetError, lambda error: (404 if any(word in str(error) for word in GONE) else 400,
+                                                 one_line(str(error))))
 
 
 # ---- GET --------------------------------------------------------------------------------------
