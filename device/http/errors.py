@@ -12,7 +12,7 @@ The errors of an optional part (the Teach API's busy, refused, full, ...) are re
 :class:`ErrorMap` by that part (device/teach/http.py), so this module imports none of them.
 
 The message is one line of at most ``MAX_MESSAGE`` characters and names no absolute path (a path says where
-the device keeps its files; the answer only needs what happened and what to do). device/server.py answers
+the device keeps its files; the answer only needs what happened and what to do). device/http/server.py answers
 with it for any endpoint; device/teach/http.py for the Teach API.
 """
 

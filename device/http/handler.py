@@ -1,11 +1,11 @@
 """One HTTP request to the daemon: /healthz, /status, /metrics, /events, then the Teach API and the kiosk.
 
 - The whole request, request line, headers and body, must arrive within ``--request-timeout`` seconds of its
-  start (the accept loop, device/server.py, shuts a late one down); a handler reads its body with
+  start (the accept loop, device/http/server.py, shuts a late one down); a handler reads its body with
   :meth:`Handler.read_body`, after which the handler's own work (teaching: seconds) has no deadline.
-- Host and token are checked before anything else of a request is used (device/guard.py); a page opened with
+- Host and token are checked before anything else of a request is used (device/http/guard.py); a page opened with
   ``?token=`` gets the token back as an HttpOnly, SameSite=Strict cookie, so its own requests carry no token.
-- Any exception a request meets is answered through device/http_errors.py's one map, in one short line.
+- Any exception a request meets is answered through device/http/errors.py's one map, in one short line.
 - HEAD is answered like GET, without the body; clients that go away mid-response are a debug line.
 """
 

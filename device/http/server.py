@@ -1,11 +1,11 @@
 """The daemon's local HTTP server (standard library only): connections, limits, and what serves each path.
 
 - Bound to 127.0.0.1 by default; any other address needs a token (``--token`` or $EDGECAM_TOKEN); who may ask
-  what is device/guard.py's (Host allow-list, token, back-off, cookie, log masking). /healthz stays open
+  what is device/http/guard.py's (Host allow-list, token, back-off, cookie, log masking). /healthz stays open
   for monitors (it says only ok or degraded).
-- One request is device/handler.py's: /healthz, /status, /metrics (device/metrics.py), /events (a
-  Server-Sent Events stream fed by device/events.py), the Teach API (device/teach/http.py), then the kiosk
-  (device/web.py) when those modules exist; errors through one map (device/http_errors.py).
+- One request is device/http/handler.py's: /healthz, /status, /metrics (device/http/metrics.py), /events (a
+  Server-Sent Events stream fed by device/http/events.py), the Teach API (device/teach/http.py), then the kiosk
+  (device/http/web.py) when those modules exist; errors through one map (device/http/errors.py).
 
 The daemon object passed in provides ``status() -> dict``, ``healthy() -> (bool, reason)``, ``hub``.
 

@@ -1,4 +1,4 @@
-"""The Teach HTTP API, served by the daemon's HTTP server (device/server.py routes these paths here).
+"""The Teach HTTP API, served by the daemon's HTTP server (device/http/server.py routes these paths here).
 
     GET  /teach, /teach/static/NAME        the Teach page and its files (device/teach/static/)
     GET  /api/dataset                      classes, counts, newest files, uncertain frames, space
@@ -16,11 +16,11 @@ A bulk call answers once for all its frames, each moved or deleted by one rename
 ``{"moved"|"removed": [...], "failed": [{"file", "error"}]}``; a remove also gives ``"undo"``.
 
 The server has checked the Host allow-list (a DNS-rebinding name is refused) and the token for every request
-(device/server.py). A POST must also carry a JSON body (``Content-Type: application/json``, which a cross-site
+(device/http/server.py). A POST must also carry a JSON body (``Content-Type: application/json``, which a cross-site
 form cannot send without a CORS preflight this server never grants) and, when the browser sends an Origin or a
 Referer, come from that same host.
 So no other web page open in the kiosk's browser can record, delete or retrain. Errors are JSON
-``{"error": "what happened and what to do"}``, one short line, statuses from device/http_errors.py's one map.
+``{"error": "what happened and what to do"}``, one short line, statuses from device/http/errors.py's one map.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def _post(request_handler, path: str, daemon) -> None:
 
 def check_request(request_handler, daemon) -> None:
     """Origin/Referer: Refused(403) when a state-changing call comes from another site's page. The Host
-    allow-list and the token (with back-off) were checked by device/server.py (Handler.admitted) before the
+    allow-list and the token (with back-off) were checked by device/http/server.py (Handler.admitted) before the
     request got here, for every method."""
     host = request_handler.headers.get("Host", "")
     for header in ("Origin", "Referer"):

@@ -1,9 +1,9 @@
 """The Teach page's own files: ``/teach`` and ``/teach/static/NAME`` (device/teach/static/).
 
 device/teach/http.py calls ``handle(request_handler, path) -> bool`` after it checked the token, the same way
-device/web.py serves the kiosk: the page's ``/teach/static/`` links are stamped with each file's content hash
-(cached for good; the token travels as the cookie device/guard.py sets, never in a link); only files directly inside
-device/teach/static/ are served (no sub-folders, no dot-files, nothing percent-encoded), with the kiosk's
+device/http/web.py serves the kiosk: the page's ``/teach/static/`` links are stamped with each file's content hash
+(cached for good; the token travels as the cookie device/http/guard.py sets, never in a link); only files directly
+inside device/teach/static/ are served (no sub-folders, no dot-files, nothing percent-encoded), with the kiosk's
 Content-Security-Policy (only this daemon).
 """
 
