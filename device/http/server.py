@@ -214,7 +214,7 @@ class Server(ThreadingHTTPServer):
 
 
 def load_web():
-    """device.web, if it exists and has ``handle``; a broken one is logged, not fatal."""
+    """device.http.web (the kiosk), if it exists and has ``handle``; a broken one is logged, not fatal."""
     if importlib.util.find_spec("device.http.web") is None:
         return None
     try:
