@@ -140,7 +140,7 @@ def add_drift(parser: argparse.ArgumentParser) -> None:
 
 def add_limits(parser: argparse.ArgumentParser) -> None:
     """What hostile frames and clients may take of the device (docs/limits.md)."""
-    from device.server import Limits
+    from device.http.server import Limits
     from device.sources import MAX_IMAGE_PIXELS
 
     limits = parser.add_argument_group("limits")

@@ -23,15 +23,16 @@ from pathlib import Path
 
 from device import choice as model_choice
 from device import drift
+from device.http.server import AddressInUse, EventHub, Limits, Server, parse_address
 from device.manifest import ManifestError, load_manifest, unreadable
 from device.notify import Notifier
 from device.outputs import OutputContext, Outputs, configure, open_outputs
 from device.outputs.settings import OutputSettings
 from device.pipeline import Capture, Classifier, FrameSlot, Stats
 from device.runtime import load_model, parse_model_spec
-from device.server import AddressInUse, EventHub, Limits, Server, parse_address
 from device.sources import MAX_IMAGE_PIXELS, open_source
 from device.state import device_state_dir
+from device.teach import http as teach_http
 from device.teach import revisions
 from device.teach.service import TeachOptions, TeachService
 
@@ -203,6 +204,7 @@ class Daemon:
             limits = Limits(options.max_connections, options.max_sse_clients, options.request_timeout,
                             tuple(options.allow_hosts))
             self.server = Server(parse_address(options.http), self, options.token, limits)
+            teach_http.register(self.server.routes, self.server.errors)  # the Teach API and its error statuses
         self.capture = Capture(lambda: open_source(options.source, size, options.loop, options.max_image_pixels),
                                self.slot,
                                once=not options.loop, on_change=self.check_state)

@@ -10,8 +10,8 @@ import urllib.request
 import device_bundle
 import pytest
 
-from device import server as server_module
 from device.daemon import Daemon, Options
+from device.http import server as server_module
 
 
 class Running:

@@ -15,8 +15,8 @@ from pathlib import Path
 import device_bundle
 import pytest
 
-from device import web
 from device.daemon import Daemon, Options
+from device.http import web
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -217,7 +217,7 @@ def test_mjpeg_stream_ends_when_the_daemon_stops(bundle):
 
 
 def test_pillow_is_imported_only_when_a_frame_is_encoded():
-    code = "import sys, device.web, device.server; assert 'PIL' not in sys.modules, 'Pillow at import'"
+    code = "import sys, device.http.web, device.http.server; assert 'PIL' not in sys.modules, 'Pillow at import'"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 

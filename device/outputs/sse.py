@@ -1,6 +1,6 @@
 """The HTTP API's Server-Sent Events stream (/events): every result and each status change.
 
-The EventHub (device/server.py) keeps one bounded queue per browser; this output only feeds it."""
+The EventHub (device/http/server.py) keeps one bounded queue per browser; this output only feeds it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Teach HTTP API, served by the daemon's HTTP server (device/server.py routes these paths here).
+"""The Teach HTTP API, served by the daemon's HTTP server (device/http/server.py routes these paths here).
 
     GET  /teach, /teach/static/NAME        the Teach page and its files (device/teach/static/)
     GET  /api/dataset                      classes, counts, newest files, uncertain frames, space
@@ -16,11 +16,11 @@ A bulk call answers once for all its frames, each moved or deleted by one rename
 ``{"moved"|"removed": [...], "failed": [{"file", "error"}]}``; a remove also gives ``"undo"``.
 
 The server has checked the Host allow-list (a DNS-rebinding name is refused) and the token for every request
-(device/server.py). A POST must also carry a JSON body (``Content-Type: application/json``, which a cross-site
+(device/http/server.py). A POST must also carry a JSON body (``Content-Type: application/json``, which a cross-site
 form cannot send without a CORS preflight this server never grants) and, when the browser sends an Origin or a
 Referer, come from that same host.
 So no other web page open in the kiosk's browser can record, delete or retrain. Errors are JSON
-``{"error": "what happened and what to do"}``, one short line, statuses from device/http_errors.py's one map.
+``{"error": "what happened and what to do"}``, one short line, statuses from device/http/errors.py's one map.
 """
 
 from __future__ import annotations
@@ -31,11 +31,15 @@ import tarfile
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from device.http_errors import HttpError as Refused
+from device.http.errors import HttpError as Refused
+from device.http.errors import one_line
+from device.teach.dataset import DatasetError, DatasetFull
+from device.teach.service import NoFrame, RateLimited, TeachBusy, TeachFailed, TeachRefused, TeachStorage
 
 MAX_BODY = 64 * 1024
 THUMB_SIZE = 160
 GET_PATHS = ("/teach", "/api/dataset", "/api/dataset/image", "/api/dataset/frames", "/dataset.tar")
+GONE = ("does not exist", "is gone", "not in the ring")
 
 
 def handle(request_handler, method: str, path: str, daemon) -> bool:
@@ -53,6 +57,23 @@ def handle(request_handler, method: str, path: str, daemon) -> bool:
         _post(request_handler, path, daemon)
         return True
     return False
+
+
+def register(routes, errors) -> None:
+    """Serve the Teach API and page on a daemon's HTTP server (device/http/): its paths on ROUTES, its errors'
+    statuses on ERRORS. The daemon calls this when it enables teaching; device/http/ never imports teach."""
+    for path in GET_PATHS + ("/teach/static/",):
+        routes.register("GET", path, handle)
+    for path in POSTS:
+        routes.register("POST", path, handle)
+    errors.register(RateLimited, 429)
+    errors.register(DatasetFull, lambda error: (507, one_line(f"recording stopped: {error}")))
+    errors.register(NoFrame, 503)
+    errors.register((TeachBusy, TeachRefused), 409)
+    errors.register(TeachStorage, 507)  # the state folder read-only, not the service's, or full: a person must act
+    errors.register(TeachFailed, 500)
+    errors.register(DatasetError, lambda error: (404 if any(word in str(error) for word in GONE) else 400,
+                                                 one_line(str(error))))
 
 
 # ---- GET --------------------------------------------------------------------------------------
@@ -131,7 +152,7 @@ def _post(request_handler, path: str, daemon) -> None:
 
 def check_request(request_handler, daemon) -> None:
     """Origin/Referer: Refused(403) when a state-changing call comes from another site's page. The Host
-    allow-list and the token (with back-off) were checked by device/server.py (Handler.admitted) before the
+    allow-list and the token (with back-off) were checked by device/http/server.py (Handler.admitted) before the
     request got here, for every method."""
     host = request_handler.headers.get("Host", "")
     for header in ("Origin", "Referer"):

@@ -1,9 +1,9 @@
 """The Teach page's own files: ``/teach`` and ``/teach/static/NAME`` (device/teach/static/).
 
 device/teach/http.py calls ``handle(request_handler, path) -> bool`` after it checked the token, the same way
-device/web.py serves the kiosk: the page's ``/teach/static/`` links are stamped with each file's content hash
-(cached for good; the token travels as the cookie device/guard.py sets, never in a link); only files directly inside
-device/teach/static/ are served (no sub-folders, no dot-files, nothing percent-encoded), with the kiosk's
+device/http/web.py serves the kiosk: the page's ``/teach/static/`` links are stamped with each file's content hash
+(cached for good; the token travels as the cookie device/http/guard.py sets, never in a link); only files directly
+inside device/teach/static/ are served (no sub-folders, no dot-files, nothing percent-encoded), with the kiosk's
 Content-Security-Policy (only this daemon).
 """
 
@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from device.web import CONTENT_TYPES, SAFE_NAME, SECURITY_HEADERS, file_version, send, stamp_links
+from device.http.web import CONTENT_TYPES, SAFE_NAME, SECURITY_HEADERS, file_version, send, stamp_links
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 PAGE = "teach.html"

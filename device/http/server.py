@@ -1,11 +1,11 @@
 """The daemon's local HTTP server (standard library only): connections, limits, and what serves each path.
 
 - Bound to 127.0.0.1 by default; any other address needs a token (``--token`` or $EDGECAM_TOKEN); who may ask
-  what is device/guard.py's (Host allow-list, token, back-off, cookie, log masking). /healthz stays open
+  what is device/http/guard.py's (Host allow-list, token, back-off, cookie, log masking). /healthz stays open
   for monitors (it says only ok or degraded).
-- One request is device/handler.py's: /healthz, /status, /metrics (device/metrics.py), /events (a
-  Server-Sent Events stream fed by device/events.py), the Teach API (device/teach/http.py), then the kiosk
-  (device/web.py) when those modules exist; errors through one map (device/http_errors.py).
+- One request is device/http/handler.py's: /healthz, /status, /metrics (device/http/metrics.py), /events (a
+  Server-Sent Events stream fed by device/http/events.py), the Teach API (device/teach/http.py), then the kiosk
+  (device/http/web.py) when those modules exist; errors through one map (device/http/errors.py).
 
 The daemon object passed in provides ``status() -> dict``, ``healthy() -> (bool, reason)``, ``hub``.
 
@@ -33,9 +33,11 @@ import time
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 
-from device.events import EventHub  # noqa: F401 - the daemon's hub, imported from here
-from device.guard import ConfigError, TokenGuard, check_token, default_allowed_hosts, redact
-from device.handler import DISCONNECTS, Handler
+from device.http.errors import ErrorMap
+from device.http.events import EventHub  # noqa: F401 - the daemon's hub, imported from here
+from device.http.guard import ConfigError, TokenGuard, check_token, default_allowed_hosts, redact
+from device.http.handler import DISCONNECTS, Handler
+from device.http.routes import Routes
 
 log = logging.getLogger("edgecam.server")
 LISTEN_BACKLOG = 128  # connections the kernel queues before the accept loop takes them (socketserver's is 5)
@@ -100,7 +102,8 @@ class Server(ThreadingHTTPServer):
         self.refusals: dict = {}
         self.counter_lock = threading.Lock()
         self.web = load_web()
-        self.teach = load_optional("device.teach.http")
+        self.routes = Routes()  # the Teach API registers here (device/teach/http.py register, called by the daemon)
+        self.errors = ErrorMap()  # and its errors here
         try:
             super().__init__(address, Handler)
         except OSError as error:
@@ -211,24 +214,12 @@ class Server(ThreadingHTTPServer):
 
 
 def load_web():
-    """device.web, if it exists and has ``handle``; a broken one is logged, not fatal."""
-    if importlib.util.find_spec("device.web") is None:
+    """device.http.web (the kiosk), if it exists and has ``handle``; a broken one is logged, not fatal."""
+    if importlib.util.find_spec("device.http.web") is None:
         return None
     try:
-        module = importlib.import_module("device.web")
+        module = importlib.import_module("device.http.web")
     except Exception as error:  # noqa: BLE001 - the kiosk is optional; the API must still serve
-        log.warning("device/web.py failed to import (%s); serving the API only", error)
-        return None
-    return module if callable(getattr(module, "handle", None)) else None
-
-
-def load_optional(name: str):
-    """An optional module with ``handle`` (device.teach.http); a broken one is logged, not fatal."""
-    try:
-        if importlib.util.find_spec(name) is None:
-            return None
-        module = importlib.import_module(name)
-    except Exception as error:  # noqa: BLE001 - the API must still serve
-        log.warning("%s failed to import (%s); serving without it", name, error)
+        log.warning("device/http/web.py failed to import (%s); serving the API only", error)
         return None
     return module if callable(getattr(module, "handle", None)) else None

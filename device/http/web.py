@@ -1,11 +1,11 @@
 """The kiosk: a full-screen local page served by the daemon itself (standard library; Pillow for JPEG only).
 
-device/server.py hands every path that is not its own API to ``handle(request_handler, path, daemon)``,
+device/http/server.py hands every path that is not its own API to ``handle(request_handler, path, daemon)``,
 after it checked the token. This module answers:
 
 - ``/`` (and ``/index.html``): device/kiosk/index.html. Its ``/static/`` links are stamped with each file's
   content hash (so they can be cached for good). A daemon that requires a token serves the page opened with
-  ``?token=`` and sets it as a same-site cookie (device/guard.py), which the page's own requests carry.
+  ``?token=`` and sets it as a same-site cookie (device/http/guard.py), which the page's own requests carry.
 - ``/static/NAME``: a file directly inside device/kiosk/ whose name is listed there; sub-folders,
   dot-files, ``..`` and anything percent-encoded simply do not match, so there is no traversal.
 - ``/frame.jpg``: the newest camera frame as a JPEG (503 until the first frame arrives).
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-KIOSK_DIR = Path(__file__).resolve().parent / "kiosk"
+KIOSK_DIR = Path(__file__).resolve().parent.parent / "kiosk"
 STREAM_MAX_FPS = 8.0
 JPEG_QUALITY = 80
 WRITE_TIMEOUT_S = 10.0  # a viewer that stops reading is dropped instead of holding a thread forever

@@ -1,11 +1,11 @@
 """One HTTP request to the daemon: /healthz, /status, /metrics, /events, then the Teach API and the kiosk.
 
 - The whole request, request line, headers and body, must arrive within ``--request-timeout`` seconds of its
-  start (the accept loop, device/server.py, shuts a late one down); a handler reads its body with
+  start (the accept loop, device/http/server.py, shuts a late one down); a handler reads its body with
   :meth:`Handler.read_body`, after which the handler's own work (teaching: seconds) has no deadline.
-- Host and token are checked before anything else of a request is used (device/guard.py); a page opened with
+- Host and token are checked before anything else of a request is used (device/http/guard.py); a page opened with
   ``?token=`` gets the token back as an HttpOnly, SameSite=Strict cookie, so its own requests carry no token.
-- Any exception a request meets is answered through device/http_errors.py's one map, in one short line.
+- Any exception a request meets is answered through device/http/errors.py's one map, in one short line.
 - HEAD is answered like GET, without the body; clients that go away mid-response are a debug line.
 """
 
@@ -19,9 +19,8 @@ import time
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
-from device import guard
-from device.http_errors import status_for
-from device.metrics import prometheus
+from device.http import guard
+from device.http.metrics import prometheus
 
 log = logging.getLogger("edgecam.server")
 PING_S = 5.0
@@ -115,7 +114,7 @@ class Handler(BaseHTTPRequestHandler):
         except DISCONNECTS:
             self.close_connection = True
         except Exception as error:  # noqa: BLE001 - every failure gets an answer, not a closed connection
-            code, message = status_for(error)
+            code, message = self.server.errors.status_for(error)
             if code >= 500 and code != 507:
                 log.warning("%s %s failed: %s", self.command, urlsplit(self.path).path,
                             guard.redact(f"{type(error).__name__}: {error}"))
@@ -139,7 +138,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_body(200, text.encode("utf-8"), "text/plain; version=0.0.4; charset=utf-8")
         if path == "/events":
             return self.stream_events()
-        if self.teach_handles("GET", path):
+        if self.server.routes.handle(self, "GET", path):
             return None
         web = self.server.web
         if web is not None and web.handle(self, path, self.daemon):
@@ -151,7 +150,7 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         if not self.admitted(url.path, url.query):
             return None
-        if self.teach_handles("POST", url.path):
+        if self.server.routes.handle(self, "POST", url.path):
             return None
         self.close_connection = True  # the unread body must not be taken for the next request
         return self.send_json(404, {"error": f"no such endpoint POST {url.path}"})
@@ -191,10 +190,6 @@ class Handler(BaseHTTPRequestHandler):
         self.send_json(401, {"error": "token required: Authorization: Bearer TOKEN, or open the page once "
                                       "as ?token=TOKEN"}, {"WWW-Authenticate": "Bearer"})
         return False
-
-    def teach_handles(self, method: str, path: str) -> bool:
-        teach = self.server.teach
-        return teach is not None and teach.handle(self, method, path, self.daemon)
 
     def send_json(self, code: int, payload: dict, headers: dict | None = None) -> None:
         body = json.dumps(payload, separators=(",", ":")).encode("utf-8")

@@ -1,4 +1,4 @@
-"""The /events fan-out: server-sent events to per-client bounded queues (device/server.py streams them).
+"""The /events fan-out: server-sent events to per-client bounded queues (device/http/server.py streams them).
 
 Each client has its own bounded queue; a client that lags loses its oldest events, so a slow browser can never
 block the pipeline.
