@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from device import exitcodes
-from device.guard import MIN_TOKEN_LENGTH
+from device.http.guard import MIN_TOKEN_LENGTH
 
 PROGRAM = "python -m device token"
 DEFAULTS_FILE = "/etc/default/edgecam"

@@ -19,7 +19,7 @@ import pytest
 from outputs_helpers import REPO, free_port, wait_for
 
 from device import lan
-from device.guard import default_allowed_hosts, host_allowed
+from device.http.guard import default_allowed_hosts, host_allowed
 
 pytestmark = pytest.mark.timeout(120)
 HOST = socket.gethostname().split(".")[0].lower()

@@ -297,7 +297,7 @@ def test_a_failed_teach_answers_one_line_and_says_why_in_the_log(device_root):
         probe(daemon)
         code, answer = daemon.request("POST", "/api/teach", {"force": True})
         assert code == 507, answer
-        # the answer is one line without paths (device/http_errors.py); the journal names the folder to fix
+        # the answer is one line without paths (device/http/errors.py); the journal names the folder to fix
         assert "read-only file system" in answer["error"] and "writable" in answer["error"], answer
         assert "\n" not in answer["error"] and "Traceback" not in answer["error"] and str(state) not in answer["error"]
         assert daemon.logged(f"make {state} writable")
