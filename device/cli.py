@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
              "$EDGECAM_STATE_DIR, else systemd's $STATE_DIRECTORY, else /var/lib/edgecam when this user may "
              "write it, else none (taught heads stay in BUNDLE/heads)")
     add_limits(parser)
+    add_region_arguments(parser)
     teach = parser.add_argument_group("teaching (the Teach view, /api/*)")
     teach.add_argument("--dataset", default=argparse.SUPPRESS,
                        help="folder for captured frames (default: /var/lib/edgecam/dataset if it exists and is "
@@ -122,6 +123,28 @@ def build_parser() -> argparse.ArgumentParser:
     teach.add_argument("--min-free-mb", type=non_negative_float, default=500.0,
                        help="recording stops when the disk would have less free space than this")
     return parser
+
+
+def region(text: str):
+    """--region NAME=X,Y,W,H -> device.regions.Region (argparse says which flag and exits 2 on a bad one)."""
+    from device.regions import RegionError, parse_region
+
+    try:
+        return parse_region(text)
+    except RegionError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_region_arguments(parser: argparse.ArgumentParser) -> None:
+    """Regions: several boxes of the view, each read on its own (docs/regions.md, device/regions.py)."""
+    group = parser.add_argument_group("regions (docs/regions.md)")
+    group.add_argument("--region", action="append", type=region, default=[], metavar="NAME=X,Y,W,H",
+                       help="read this box of the frame on its own (fractions of the frame: left, top, width, "
+                            "height), with its own taught head, one result line per region; repeatable "
+                            "(default: none, the whole frame)")
+    group.add_argument("--regions-file", default=None, metavar="TOML",
+                       help="regions settings file ([regions.NAME] box = [X, Y, W, H], smoothing, threshold, "
+                            "repeat); STATE/regions.json (the Teach view) wins over it (default: none)")
 
 
 def add_limits(parser: argparse.ArgumentParser) -> None:
@@ -223,6 +246,7 @@ def main(argv: list | None = None) -> int:
         teach=TeachOptions(dataset=getattr(args, "dataset", None), keep_uncertain=args.keep_uncertain,
                            uncertain_mb=args.uncertain_mb, capture_fps=args.capture_fps,
                            dataset_limit_mb=args.dataset_limit_mb, min_free_mb=args.min_free_mb),
+        regions=tuple(args.region), regions_file=args.regions_file,
     )
     if outputs.ha_remove:
         return remove_home_assistant(options)

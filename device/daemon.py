@@ -27,6 +27,7 @@ from device.notify import Notifier
 from device.outputs import OutputContext, Outputs, configure, open_outputs
 from device.outputs.settings import OutputSettings
 from device.pipeline import Capture, Classifier, FrameSlot, Stats
+from device.regionserve import DaemonRegions
 from device.runtime import load_model, parse_model_spec
 from device.server import AddressInUse, EventHub, Limits, Server, parse_address
 from device.sources import MAX_IMAGE_PIXELS, open_source
@@ -75,6 +76,8 @@ class Options:
     state_dir: str | None = None  # --state-dir; resolved with device.state.resolve_state_dir
     outputs: OutputSettings = field(default_factory=OutputSettings)  # MQTT, webhook (device/outputs/)
     teach: TeachOptions = field(default_factory=TeachOptions)  # data set, capture, uncertain ring (device/teach/)
+    regions: tuple = ()  # --region NAME=X,Y,W,H (device/regions.py Region); none: the whole frame, as before
+    regions_file: str | None = None  # --regions-file (TOML)
 
 
 class Daemon:
@@ -109,6 +112,7 @@ class Daemon:
         self.head_store: revisions.HeadStore | None = None  # the loaded model's head revisions
         self.choice: model_choice.Choice | None = None  # the model and threads served, and the models it is for
         self.choice_models: dict | None = None
+        self.regions: DaemonRegions | None = None  # --region, STATE/regions.json (device/regionserve.py)
 
     # ---- building ------------------------------------------------------------------------
     def load(self) -> Classifier:
@@ -183,6 +187,8 @@ class Daemon:
             parse_model_spec(options.model)
         chosen = configure(options)  # flag problems (a bad --mqtt URL) fail before the model loads
         self.classifier = self.load()
+        self.regions = DaemonRegions(options, self.state_dir)  # a bad box or settings file fails here (exit 2)
+        self.regions.build(self.classifier)
         self.open_outputs(chosen)
         if options.log_file:
             self.log_handler = EventLogHandler(self.outputs)
@@ -199,6 +205,7 @@ class Daemon:
         self.capture = Capture(lambda: open_source(options.source, size, options.loop, options.max_image_pixels),
                                self.slot,
                                once=not options.loop, on_change=self.check_state)
+        self.capture.full_frames = self.regions.active  # regions are cropped from the camera's whole frame
         self.capture.start()
         if self.server is not None:
             self.server.start()
@@ -249,6 +256,7 @@ class Daemon:
         source = {"spec": self.options.source, "state": "starting", "error": None, "retries": 0}
         if self.capture is not None:
             source.update(self.capture.describe())
+        regions = {"regions": self.regions.describe()} if self.regions is not None and self.regions.active else {}
         return {
             "state": self.state(),
             "model": model,
@@ -270,6 +278,7 @@ class Daemon:
             "pid": os.getpid(),
             "release": self.release,
             "started_at": round(self.started_at, 3),
+            **regions,
         }
 
     def head_status(self, classifier) -> dict | None:
@@ -307,6 +316,8 @@ class Daemon:
         while not self.stopping.is_set():
             if self.teach is not None and self.teach.head_changed():
                 self.reload_requested.set()  # `python -m device teach` or --undo changed the head revision
+            if self.regions is not None and self.regions.changed(time.monotonic()):
+                self.reload_requested.set()  # STATE/regions.json or a region's head revision changed
             if self.reload_requested.is_set():
                 self.reload()
             now = time.monotonic()
@@ -337,6 +348,8 @@ class Daemon:
         return 2 if self.capture is not None and self.capture.fatal is not None else 0
 
     def handle(self, frame, item: str | None = None) -> None:
+        if self.regions is not None and self.regions.reader is not None:
+            return self.handle_regions(frame, item)
         result = self.classifier.process(frame)
         self.frame_number += 1
         result = {"frame": self.frame_number, "time": round(time.time(), 3), **result}
@@ -347,6 +360,22 @@ class Daemon:
         self.outputs.result(result)  # queued per output: never blocks inference
         if self.teach is not None:
             self.teach.observe(frame, result)
+        if self.frame_number == 1 or self.published_state != "running":
+            self.check_state()
+
+    def handle_regions(self, frame, item: str | None = None) -> None:
+        """One result line per region (device/regionserve.py), each with "region": NAME."""
+        results = self.regions.process(frame)
+        self.frame_number += 1
+        stamp = {"frame": self.frame_number, "time": round(time.time(), 3)}
+        self.stats.record(results[0]["latency_ms"] if results else 0.0, time.monotonic())
+        for result in results:
+            result = {**stamp, **result}
+            if item is not None:
+                result["item"] = item
+            self.regions.last[result["region"]] = result
+            self.last_result = result
+            self.outputs.result(result)
         if self.frame_number == 1 or self.published_state != "running":
             self.check_state()
 
@@ -364,6 +393,8 @@ class Daemon:
             self.event("reload_failed", error=str(error))
         else:
             self.classifier = classifier
+            if self.regions is not None:
+                self.regions.build(classifier)
             if self.outputs is not None:  # MQTT discovery follows a taught head, an undo, a release
                 self.outputs.labels(classifier.labels)
             self.errors = None

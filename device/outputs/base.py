@@ -37,13 +37,14 @@ class Emitter:
         if mode not in EMIT_MODES:
             raise ValueError(f"{flag} must be one of {EMIT_MODES}, got {mode!r}")
         self.mode = mode
-        self.last_label: str | None = None
+        self.last_labels: dict = {}  # region (None: the whole frame) -> its last label
 
     def wants(self, result: dict) -> bool:
         if self.mode == "off":
             return False
-        changed = result["label"] != self.last_label
-        self.last_label = result["label"]
+        region = result.get("region")
+        changed = result["label"] != self.last_labels.get(region)
+        self.last_labels[region] = result["label"]
         return self.mode == "every" or changed
 
 
