@@ -245,3 +245,30 @@ def test_a_region_moved_in_the_state_folder_is_read_without_a_restart(tmp_path, 
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_bench_measures_1_2_and_4_regions_beside_raw_invokes(tmp_path_factory):
+    """The make bench rows' measurement (timings are not asserted: shared build machine)."""
+    from bench.regions import measure_cost
+
+    cost = measure_cost(teach_bundle.shared_teach_bundle(tmp_path_factory), threads=1, repetitions=5)
+    assert sorted(cost) == [1, 2, 4]
+    assert all(entry[key] > 0 for entry in cost.values() for key in ("regions_ms", "raw_ms", "batch_ms"))
+
+
+def test_evaluate_a_region_scores_its_labelled_crops(tmp_path, tmp_path_factory, bundle_copy):
+    from device.regions import make_region
+    from device.teach import regionlabels
+    from device.teach.dataset import Dataset
+
+    train = photos(tmp_path_factory, "train")
+    dataset = Dataset(tmp_path / "dataset", min_free_bytes=0)
+    left = make_region("left", [0, 0, 0.5, 1])
+    for label in sorted(RECOLOUR):
+        for photo in train[label][:3]:
+            regionlabels.save(dataset, side_by_side(photo, train["rock"][0]), {"left": label}, {"left": left.box})
+    assert regionlabels.counts(dataset.root, "left") == {"paper": 3, "rock": 3, "scissors": 3}
+    done = device("evaluate", "--bundle", bundle_copy, "--data", dataset.root, "--region", "left=0,0,0.5,1",
+                  "--out", tmp_path / "report", "--threads", 1)
+    assert done.returncode == 0, done.stderr
+    assert "9 images from" in done.stdout  # the region's labelled crops (the data set has no class folders)

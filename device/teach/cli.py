@@ -379,6 +379,8 @@ def evaluate(argv: list) -> int:
     parser.add_argument("--model", default="int8", help="model format")
     parser.add_argument("--out", default="evaluation", help="folder for report.md and mistakes.png")
     parser.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1, help="interpreter threads")
+    add_region_arguments(parser, "score this region: the frames labelled for it (DATA/regions.jsonl), cropped to "
+                                 "its box, with its head; default: the whole frame")
     args = parser.parse_args(argv)
     from device.teach.evaluate import contact_sheet
     from device.teach.evaluate import evaluate as run_evaluate
@@ -386,7 +388,7 @@ def evaluate(argv: list) -> int:
     program = "edgecam evaluate"
     out = Path(args.out)
     try:
-        report = run_evaluate(args.bundle, args.data, args.model, args.threads)
+        report = run_evaluate(args.bundle, args.data, args.model, args.threads, _region(args), args.state_dir)
         out.mkdir(parents=True, exist_ok=True)
         text = report.markdown()
         sheet = contact_sheet(report.mistakes, out / "mistakes.png")
