@@ -225,7 +225,8 @@ class Daemon:
         manifest, model = self.classifier.manifest, self.classifier.model
         self.outputs = open_outputs(configure(self.options) if chosen is None else chosen, OutputContext(
             name=manifest.name, labels=self.classifier.labels, model=f"{model.format} on {model.runtime}",
-            status=self.status, health=self.healthy, hub=self.hub, stdout=self.stdout))
+            status=self.status, health=self.healthy, hub=self.hub, stdout=self.stdout,
+            extra={"regions": self.regions.summary() if self.regions is not None else []}))
 
     # ---- state ---------------------------------------------------------------------------
     def state(self) -> str:
@@ -397,6 +398,8 @@ class Daemon:
                 self.regions.build(classifier)
             if self.outputs is not None:  # MQTT discovery follows a taught head, an undo, a release
                 self.outputs.labels(classifier.labels)
+                if self.regions is not None:
+                    self.outputs.regions(self.regions.summary())
             self.errors = None
             if self.teach is not None:
                 self.teach.head_stamp = self.teach.stamp()  # this reload read the store: no second one for it

@@ -199,6 +199,11 @@ class DaemonRegions:
             log.info("region %s %s: %s", state.region.name, ",".join(f"{v:g}" for v in state.region.box),
                      "taught revision %s" % state.info.get("revision") if state.head is not None else "the bundle's own head")
 
+    def summary(self) -> list:
+        """[{"name", "labels"}] of the regions served (the outputs announce them: Home Assistant sensors)."""
+        return [{"name": state.region.name, "labels": list(state.labels)}
+                for state in (self.reader.heads if self.reader is not None else ())]
+
     def names(self) -> list:
         return [region.name for region in self.regions]
 

@@ -100,6 +100,9 @@ class Output:
     def write_labels(self, labels: list) -> None:
         pass
 
+    def write_regions(self, regions: list) -> None:
+        """The regions served changed ([{"name", "labels"}]; --region, device/regionserve.py)."""
+
     def interrupt(self) -> None:
         """Called from another thread at shutdown: make a write that waits (for a broker, a server) give up."""
 
@@ -148,7 +151,8 @@ class Channel:
 
     def _run(self) -> None:
         writes = {"result": self.output.write_result, "event": lambda item: self.output.write_event(*item),
-                  "status": self.output.write_status, "labels": self.output.write_labels}
+                  "status": self.output.write_status, "labels": self.output.write_labels,
+                  "regions": self.output.write_regions}
         while True:
             with self.condition:
                 while not self.items and not self.closing:
