@@ -4,7 +4,8 @@ frame's on the same photos.
     python -m bench.regions --bundle artifacts/rps            # cost rows (also in make bench)
     python -m bench.regions --bundle B --compare-teach DATA    # DATA/train and DATA/test class folders of photos
 
-Cost: RegionReader.process (crop views of a 640x480 frame, resize, invoke, head, smoothing, the result dicts)
+Cost (each case's fastest of 7 rounds, the cases taken in turn: a shared machine disturbs them alike):
+RegionReader.process (crop views of a 640x480 frame, resize, invoke, head, smoothing, the result dicts)
 per frame for N regions, beside N raw invokes (set_tensor, invoke, get_tensor) and one raw invoke of an input of
 batch N (resize_tensor_input on a second interpreter: what batching would cost, if it were used).
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -27,16 +27,20 @@ BOXES = {1: ["0,0,1,1"], 2: ["0,0,0.5,1", "0.5,0,0.5,1"],
          4: ["0,0,0.5,0.5", "0.5,0,0.5,0.5", "0,0.5,0.5,0.5", "0.5,0.5,0.5,0.5"]}
 
 
-def _median_ms(case, repetitions: int, rounds: int = 5) -> float:
-    for _ in range(20):
-        case()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(repetitions):
+def _interleaved_ms(cases: dict, repetitions: int, rounds: int = 7) -> dict:
+    """{name: ms per call}: the cases measured in turn, round after round (so a busy moment of a shared machine
+    falls on all of them alike), each case's fastest round (the least disturbed)."""
+    for case in cases.values():
+        for _ in range(10):
             case()
-        times.append((time.perf_counter() - start) / repetitions * 1000)
-    return statistics.median(times)
+    best = {name: float("inf") for name in cases}
+    for _ in range(rounds):
+        for name, case in cases.items():
+            start = time.perf_counter()
+            for _ in range(repetitions):
+                case()
+            best[name] = min(best[name], (time.perf_counter() - start) / repetitions * 1000)
+    return best
 
 
 def measure_cost(bundle, threads: int, model: str = "int8", repetitions: int = 200) -> dict:
@@ -53,7 +57,7 @@ def measure_cost(bundle, threads: int, model: str = "int8", repetitions: int = 2
     interpreter = loaded.interpreter
     _, interpreter_class, _ = import_runtime(loaded.runtime)
     content = Path(loaded.path).read_bytes()
-    found = {}
+    cases = {}
     for count in COUNTS:
         regions = [parse_region(f"r{number}={box}") for number, box in enumerate(BOXES[count])]
         reader = RegionReader(classifier, load_heads(classifier, regions, bundle, None, 1, 0.0))
@@ -74,9 +78,10 @@ def measure_cost(bundle, threads: int, model: str = "int8", repetitions: int = 2
             batched.invoke()
             batched.get_tensor(loaded.output_index)
 
-        found[count] = {"regions_ms": _median_ms(lambda reader=reader: reader.process(frame), repetitions),
-                        "raw_ms": _median_ms(raw, repetitions), "batch_ms": _median_ms(one_batch, repetitions)}
-    return found
+        cases.update({(count, "regions_ms"): lambda reader=reader: reader.process(frame), (count, "raw_ms"): raw,
+                      (count, "batch_ms"): one_batch})
+    measured = _interleaved_ms(cases, repetitions)
+    return {count: {key: measured[(count, key)] for key in ("regions_ms", "raw_ms", "batch_ms")} for count in COUNTS}
 
 
 def cost_rows(bundle, threads: int) -> list:
