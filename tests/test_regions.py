@@ -6,6 +6,7 @@ state folder; nothing is faked."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -272,3 +273,64 @@ def test_evaluate_a_region_scores_its_labelled_crops(tmp_path, tmp_path_factory,
                   "--out", tmp_path / "report", "--threads", 1)
     assert done.returncode == 0, done.stderr
     assert "9 images from" in done.stdout  # the region's labelled crops (the data set has no class folders)
+
+
+def test_regions_over_http_set_capture_teach_undo_status_and_metrics(tmp_path, tmp_path_factory, bundle_copy):
+    """The Teach API for regions on a real daemon (HTTP on loopback): a box set by POST /api/regions is served
+    without a restart; its crop, a capture, a teach and an undo per region; /status and /metrics per region."""
+    import urllib.error
+    import urllib.request
+
+    from outputs_helpers import Daemon
+
+    found = photos(tmp_path_factory)
+    write_pairs(tmp_path / "frames", [(("paper", found["paper"][0]), ("rock", found["rock"][0]))])
+    daemon = Daemon("--bundle", bundle_copy, "--source", f"images:{tmp_path / 'frames'}", "--max-fps", "10",
+                    "--state-dir", tmp_path / "state", "--dataset", tmp_path / "dataset", "--tune-seconds", "0",
+                    "--capture-fps", "0", "--emit", "off")
+    base = f"http://127.0.0.1:{daemon.port}"
+
+    def post(path, body):
+        request = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    try:
+        daemon.wait_status(lambda status: status["frames"] > 0, 60)
+        code, answer = post("/api/regions", {"regions": [{"name": "left", "box": [0.6, 0, 0.5, 1]}]})
+        assert code == 400 and "past the frame's edge" in answer["error"]
+        code, _ = post("/api/regions", {"regions": [{"name": "left", "box": [0, 0, 0.5, 1], "repeat": 1},
+                                                    {"name": "right", "box": [0.5, 0, 0.5, 1]}]})
+        assert code == 200
+        status = daemon.wait_status(lambda s: [r["name"] for r in s.get("regions", [])] == ["left", "right"]
+                                    and all(r["last_result"] for r in s["regions"]))
+        assert [r["last_result"]["label"] for r in status["regions"]] == ["paper", "rock"]
+        with urllib.request.urlopen(base + "/api/regions/crop?region=left", timeout=10) as response:
+            from PIL import Image
+
+            crop = Image.open(io.BytesIO(response.read()))
+        assert crop.size == (40, 40)  # the left half of the 80x40 frame
+        for label in ("red", "green"):
+            for _ in range(3):
+                code, answer = post("/api/regions/capture", {"region": "left", "label": label})
+                assert code == 200, answer
+        code, answer = post("/api/regions/teach", {"region": "left", "force": True})
+        assert code == 200 and answer["accepted"] and answer["frames"] == 6, answer
+        daemon.wait_status(lambda s: s["regions"][0]["head"]["revision"] == 1 and
+                           s["regions"][0]["last_result"]["label"] in ("red", "green"))
+        with urllib.request.urlopen(base + "/metrics", timeout=10) as response:
+            metrics = response.read().decode()
+        assert 'edgecam_region_head_revision{region="left"} 1' in metrics
+        assert 'edgecam_region_label{region="right",label="rock"} 1' in metrics
+        code, answer = post("/api/regions/undo", {"region": "left"})
+        assert code == 200 and answer["revision"] == 0
+        status = daemon.wait_status(lambda s: s["regions"][0]["head"]["revision"] == 0)
+        assert status["pid"] == daemon.process.pid  # every change without a restart
+        code, answer = post("/api/regions/undo", {"region": "nowhere"})
+        assert code == 404 and "no region 'nowhere'" in answer["error"]
+    finally:
+        daemon.kill()

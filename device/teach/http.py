@@ -42,6 +42,10 @@ def handle(request_handler, method: str, path: str, daemon) -> bool:
     """Answer PATH if it is a Teach path (True); False lets the server send its 404."""
     if getattr(daemon, "teach", None) is None:
         return False
+    from device.teach import regionhttp  # /api/regions*: docs/regions.md
+
+    if regionhttp.handle(request_handler, method, path, daemon):
+        return True
     if method == "GET":
         if path not in GET_PATHS and not path.startswith("/teach/static/"):
             return False
