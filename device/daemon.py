@@ -396,6 +396,8 @@ class Daemon:
             self.classifier = classifier
             if self.regions is not None:
                 self.regions.build(classifier)
+                if self.capture is not None:  # regions added or removed at run time: whole frames, or not
+                    self.capture.full_frames = self.regions.active
             if self.outputs is not None:  # MQTT discovery follows a taught head, an undo, a release
                 self.outputs.labels(classifier.labels)
                 if self.regions is not None:

@@ -2,6 +2,7 @@
 
     GET  /api/regions                       the regions served: box, settings, labels, head, frames per label
     GET  /api/regions/crop?region=NAME      the newest camera frame's crop of that region (JPEG)
+    GET  /api/regions/frame                 the newest camera frame, whole (JPEG: the Teach view draws boxes on it)
     POST /api/regions {"regions": [{"name", "box": [X, Y, W, H], "smoothing"?, "threshold"?, "repeat"?}]}
                                             save STATE/regions.json (the daemon reads it within a second)
     POST /api/regions/capture {"region", "label"}     record the whole frame with LABEL for that region
@@ -19,7 +20,7 @@ import io
 
 from device.http_errors import HttpError as Refused
 
-GETS = ("/api/regions", "/api/regions/crop")
+GETS = ("/api/regions", "/api/regions/crop", "/api/regions/frame")
 
 
 def handle(request_handler, method: str, path: str, daemon) -> bool:
@@ -73,15 +74,16 @@ def _get(request_handler, path: str, daemon) -> None:
         for entry in described:
             entry["frames"] = regionlabels.counts(root, entry["name"])
         return request_handler.send_json(200, {"regions": described, "origin": regions.origin if regions else None})
-    name = (parse_qs(urlsplit(request_handler.path).query).get("region") or [""])[0]
-    region = _find(daemon, name)
     frame = daemon.latest_frame()
+    if path == "/api/regions/crop":
+        frame = _find(daemon, (parse_qs(urlsplit(request_handler.path).query).get("region") or [""])[0]).crop(
+            frame) if frame is not None else None
     if frame is None:
         raise Refused(503, "no camera frame yet: wait for the camera to start (see /status source).")
     from PIL import Image
 
     out = io.BytesIO()
-    Image.fromarray(region.crop(frame)).save(out, format="JPEG", quality=85)
+    Image.fromarray(frame).save(out, format="JPEG", quality=85)
     request_handler.send_body(200, out.getvalue(), "image/jpeg")
 
 
