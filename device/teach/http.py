@@ -120,7 +120,8 @@ def _send_tar(request_handler, root: Path) -> None:
     with tarfile.open(fileobj=request_handler.wfile, mode="w|") as archive:
         for path in sorted(root.rglob("*")):
             relative = path.relative_to(root)
-            if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+            region_frame = relative.parts[:2] == (".regions", "frames") and not relative.name.startswith(".")
+            if (any(part.startswith(".") for part in relative.parts) and not region_frame) or not path.is_file():
                 continue
             archive.add(path, arcname=f"{root.name}/{relative.as_posix()}", recursive=False)
 
