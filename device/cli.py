@@ -16,7 +16,7 @@ from device.outputs import settings as output_settings
 SUBCOMMANDS = {"doctor": "device.doctor", "capture": "device.teach.cli:capture", "teach": "device.teach.cli:teach",
                "undo": "device.teach.cli:undo", "status": "device.teach.cli:status",
                "evaluate": "device.teach.cli:evaluate", "dataset": "device.teach.dataset_cli",
-               "tune": "device.tune"}
+               "tune": "device.tune", "regions": "device.regions_cli"}
 
 
 def positive_int(text: str) -> int:

@@ -334,3 +334,18 @@ def test_regions_over_http_set_capture_teach_undo_status_and_metrics(tmp_path, t
         assert code == 404 and "no region 'nowhere'" in answer["error"]
     finally:
         daemon.kill()
+
+
+def test_the_regions_command_sets_moves_and_removes_boxes_in_the_state_folder(tmp_path):
+    from device.regions import load_state
+
+    state = tmp_path / "state"
+    done = device("regions", "--state-dir", state, "--set", "door=0.1,0.2,0.3,0.5", "--set", "drive=0,0.5,1,0.5",
+                  "--repeat", 3, timeout=60)
+    assert done.returncode == 0, done.stderr
+    done = device("regions", "--state-dir", state, "--set", "door=0.2,0.2,0.3,0.5", "--remove", "drive", "--json",
+                  timeout=60)
+    assert json.loads(done.stdout)["regions"] == [{"name": "door", "box": [0.2, 0.2, 0.3, 0.5], "repeat": 3}]
+    assert [region.describe() for region in load_state(state)] == json.loads(done.stdout)["regions"]
+    done = device("regions", "--state-dir", state, "--remove", "nope", timeout=60)
+    assert done.returncode == 2 and "no such region" in done.stderr
