@@ -127,7 +127,8 @@ class RegionReader:
         model = self.classifier.model
         out = []
         for state in self.heads:
-            batch = preprocess.prepare(state.region.crop(frame), self.plan, self.workspace)
+            box = state.region.pixels(frame.shape[0], frame.shape[1])
+            batch = preprocess.prepare(frame, self.plan, self.workspace, box)  # the box read in place: no copy
             if state.head is None:
                 raw = model.run(batch)
                 out.append(postprocess.dequantize(raw[0], model.output_scale, model.output_zero_point))
