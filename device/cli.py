@@ -138,11 +138,11 @@ def region(text: str):
 def add_region_arguments(parser: argparse.ArgumentParser) -> None:
     """Regions: several boxes of the view, each read on its own (docs/regions.md, device/regions.py)."""
     group = parser.add_argument_group("regions (docs/regions.md)")
-    group.add_argument("--region", action="append", type=region, default=[], metavar="NAME=X,Y,W,H",
+    group.add_argument("--region", action="append", type=region, default=argparse.SUPPRESS, metavar="NAME=X,Y,W,H",
                        help="read this box of the frame on its own (fractions of the frame: left, top, width, "
                             "height), with its own taught head, one result line per region; repeatable "
                             "(default: none, the whole frame)")
-    group.add_argument("--regions-file", default=None, metavar="TOML",
+    group.add_argument("--regions-file", default=argparse.SUPPRESS, metavar="TOML",
                        help="regions settings file ([regions.NAME] box = [X, Y, W, H], smoothing, threshold, "
                             "repeat); STATE/regions.json (the Teach view) wins over it (default: none)")
 
@@ -246,7 +246,7 @@ def main(argv: list | None = None) -> int:
         teach=TeachOptions(dataset=getattr(args, "dataset", None), keep_uncertain=args.keep_uncertain,
                            uncertain_mb=args.uncertain_mb, capture_fps=args.capture_fps,
                            dataset_limit_mb=args.dataset_limit_mb, min_free_mb=args.min_free_mb),
-        regions=tuple(args.region), regions_file=args.regions_file,
+        regions=tuple(getattr(args, "region", ())), regions_file=getattr(args, "regions_file", None),
     )
     if outputs.ha_remove:
         return remove_home_assistant(options)

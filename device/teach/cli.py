@@ -113,10 +113,11 @@ def capture(argv: list) -> int:
 
 def add_region_arguments(parser, help_text: str) -> None:
     """--region NAME[=X,Y,W,H], --regions-file, --state-dir: the commands that act on one region (device/regions.py)."""
-    parser.add_argument("--region", default=None, metavar="NAME[=X,Y,W,H]",
+    parser.add_argument("--region", default=argparse.SUPPRESS, metavar="NAME[=X,Y,W,H]",
                         help=help_text + ". NAME alone takes its box from the device's regions (STATE/regions.json, "
                                          "else --regions-file)")
-    parser.add_argument("--regions-file", default=None, metavar="TOML", help="regions settings file (default: none)")
+    parser.add_argument("--regions-file", default=argparse.SUPPRESS, metavar="TOML",
+                        help="regions settings file (default: none)")
     if not any("--state-dir" in action.option_strings for action in parser._actions):
         parser.add_argument("--state-dir", default=None, help=STATE_DIR_HELP)
 
@@ -128,7 +129,7 @@ def _region(args):
     from device.regions import find
     from device.state import device_state_dir
 
-    return find(args.region, args.regions_file, device_state_dir(args.state_dir))
+    return find(args.region, getattr(args, "regions_file", None), device_state_dir(args.state_dir))
 
 
 # ---- teach, undo, status ------------------------------------------------------------------------
