@@ -349,3 +349,23 @@ def test_the_regions_command_sets_moves_and_removes_boxes_in_the_state_folder(tm
     assert [region.describe() for region in load_state(state)] == json.loads(done.stdout)["regions"]
     done = device("regions", "--state-dir", state, "--remove", "nope", timeout=60)
     assert done.returncode == 2 and "no such region" in done.stderr
+
+
+def test_the_fleet_probe_reports_each_regions_box_and_head(tmp_path, tmp_path_factory):
+    """deploy/ansible/probe.py (run on each device by the fleet playbook) against a real daemon with two regions."""
+    from outputs_helpers import Daemon
+
+    found = photos(tmp_path_factory)
+    write_pairs(tmp_path / "frames", [(("paper", found["paper"][0]), ("rock", found["rock"][0]))])
+    daemon = Daemon("--bundle", teach_bundle.shared_teach_bundle(tmp_path_factory), "--source",
+                    f"images:{tmp_path / 'frames'}", "--max-fps", "10", "--tune-seconds", "0", "--emit", "off",
+                    "--region", "left=0,0,0.5,1", "--region", "right=0.5,0,0.5,1")
+    try:
+        daemon.wait_status(lambda status: status["frames"] > 0, 60)
+        done = subprocess.run([sys.executable, str(REPO / "deploy" / "ansible" / "probe.py"), "--base", str(tmp_path),
+                               "--http", f"127.0.0.1:{daemon.port}"], capture_output=True, text=True, timeout=60,
+                              check=True)
+        assert json.loads(done.stdout)["regions"] == [{"name": "left", "box": [0, 0, 0.5, 1], "revision": 0},
+                                                      {"name": "right", "box": [0.5, 0, 0.5, 1], "revision": 0}]
+    finally:
+        daemon.kill()
