@@ -369,3 +369,37 @@ def test_the_fleet_probe_reports_each_regions_box_and_head(tmp_path, tmp_path_fa
                                                       {"name": "right", "box": [0.5, 0, 0.5, 1], "revision": 0}]
     finally:
         daemon.kill()
+
+
+def test_the_webhook_posts_each_regions_changes(tmp_path, tmp_path_factory):
+    """A real HTTP server receives the daemon's webhook (--webhook-emit change, the default): one POST per region
+    whose label changed, none for a region that stayed the same."""
+    import http.server
+
+    found = photos(tmp_path_factory)
+    write_pairs(tmp_path / "frames", [(("paper", found["paper"][0]), ("rock", found["rock"][0])),
+                                      (("rock", found["rock"][1]), ("rock", found["rock"][2]))])
+    posts = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = device("--bundle", teach_bundle.shared_teach_bundle(tmp_path_factory), "--source",
+                      f"images:{tmp_path / 'frames'}", "--once", "--http", "off", "--smoothing", "1", "--threshold",
+                      "0", "--max-fps", "0", "--emit", "off", "--threads", "1", "--tune-seconds", "0",
+                      "--webhook", f"http://127.0.0.1:{server.server_port}/hook",
+                      "--region", "left=0,0,0.5,1", "--region", "right=0.5,0,0.5,1")
+        assert done.returncode == 0, done.stderr
+    finally:
+        server.shutdown()
+    assert sorted((post["frame"], post["region"], post["label"]) for post in posts) == \
+        [(1, "left", "paper"), (1, "right", "rock"), (2, "left", "rock")]
