@@ -107,6 +107,10 @@ def run(args) -> tuple:
     rows += mqtt_rows(mqtt)
     rows += format_rows(bundle, size, args.format_seconds)
     rows += teach_rows(bundle, args.threads)
+    if manifest.embedding is not None:  # regions read with the embedding's heads (bench/regions.py)
+        from bench.regions import cost_rows
+
+        rows += cost_rows(bundle, args.threads)
     return rows, manifest
 
 

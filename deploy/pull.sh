@@ -7,7 +7,8 @@
 # One ssh connection streams the folder as a tar archive into a staging folder inside DEST; each file is then
 # moved into place only where DEST has no file of that name. A file here that differs from the device's copy
 # is kept and listed; JSON-lines indexes (*.jsonl) get the device's lines they lack appended. Hidden files
-# (half-written temporaries, the unsure-frames ring) are not copied.
+# (half-written temporaries, the unsure-frames ring) are not copied, but for the frames labelled per region
+# (.regions/frames/, beside regions.jsonl: docs/regions.md).
 # Environment:
 #   EDGECAM_SSH_OPTS  extra ssh options, e.g. "-p 2222 -i ~/.ssh/pi_key"
 #   EDGECAM_SUDO      command to read the folder on the device (default: "sudo -n" when the login user
@@ -70,7 +71,10 @@ esac
 added=0 same=0 kept=0 appended=0
 while IFS= read -r -d '' file; do
   relative=${file#"$STAGE"/}
-  case "/$relative" in */.*) continue ;; esac  # temporaries and the unsure-frames ring stay on the device
+  case "/$relative" in
+    /.regions/frames/[!.]*) ;;  # frames labelled per region (docs/regions.md): hidden from class folders, pulled
+    */.*) continue ;;  # temporaries and the unsure-frames ring stay on the device
+  esac
   target=$DEST/$relative
   if [ ! -e "$target" ]; then
     mkdir -p "$(dirname "$target")"

@@ -16,7 +16,7 @@ from device.outputs import settings as output_settings
 SUBCOMMANDS = {"doctor": "device.doctor", "capture": "device.teach.cli:capture", "teach": "device.teach.cli:teach",
                "undo": "device.teach.cli:undo", "status": "device.teach.cli:status",
                "evaluate": "device.teach.cli:evaluate", "dataset": "device.teach.dataset_cli",
-               "tune": "device.tune", "token": "device.lan"}
+               "tune": "device.tune", "token": "device.lan", "regions": "device.regions_cli"}
 
 
 def positive_int(text: str) -> int:
@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
              "$EDGECAM_STATE_DIR, else systemd's $STATE_DIRECTORY, else /var/lib/edgecam when this user may "
              "write it, else none (taught heads stay in BUNDLE/heads)")
     add_limits(parser)
+    add_region_arguments(parser)
     teach = parser.add_argument_group("teaching (the Teach view, /api/*)")
     teach.add_argument("--dataset", default=argparse.SUPPRESS,
                        help="folder for captured frames (default: /var/lib/edgecam/dataset if it exists and is "
@@ -136,6 +137,26 @@ def add_drift(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--drift-window-seconds", type=non_negative_float, default=drift.DEFAULT_WINDOW_SECONDS,
                        help="the window's frames are spread over this many seconds (a frame joins it at most every "
                             "SECONDS/FRAMES seconds); 0: every frame, the window is the last FRAMES frames")
+def region(text: str):
+    """--region NAME=X,Y,W,H -> device.regions.Region (argparse says which flag and exits 2 on a bad one)."""
+    from device.regions import RegionError, parse_region
+
+    try:
+        return parse_region(text)
+    except RegionError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_region_arguments(parser: argparse.ArgumentParser) -> None:
+    """Regions: several boxes of the view, each read on its own (docs/regions.md, device/regions.py)."""
+    group = parser.add_argument_group("regions (docs/regions.md)")
+    group.add_argument("--region", action="append", type=region, default=argparse.SUPPRESS, metavar="NAME=X,Y,W,H",
+                       help="read this box of the frame on its own (fractions of the frame: left, top, width, "
+                            "height), with its own taught head, one result line per region; repeatable "
+                            "(default: none, the whole frame)")
+    group.add_argument("--regions-file", default=argparse.SUPPRESS, metavar="TOML",
+                       help="regions settings file ([regions.NAME] box = [X, Y, W, H], smoothing, threshold, "
+                            "repeat); STATE/regions.json (the Teach view) wins over it (default: none)")
 
 
 def add_limits(parser: argparse.ArgumentParser) -> None:
@@ -238,6 +259,7 @@ def main(argv: list | None = None) -> int:
                            uncertain_mb=args.uncertain_mb, capture_fps=args.capture_fps,
                            dataset_limit_mb=args.dataset_limit_mb, min_free_mb=args.min_free_mb),
         drift_window_frames=args.drift_window_frames, drift_window_seconds=args.drift_window_seconds,
+        regions=tuple(getattr(args, "region", ())), regions_file=getattr(args, "regions_file", None),
     )
     if outputs.ha_remove:
         return remove_home_assistant(options)

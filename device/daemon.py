@@ -29,6 +29,7 @@ from device.notify import Notifier
 from device.outputs import OutputContext, Outputs, configure, open_outputs
 from device.outputs.settings import OutputSettings
 from device.pipeline import Capture, Classifier, FrameSlot, Stats
+from device.regionserve import DaemonRegions
 from device.runtime import load_model, parse_model_spec
 from device.sources import MAX_IMAGE_PIXELS, open_source
 from device.state import device_state_dir
@@ -79,6 +80,8 @@ class Options:
     teach: TeachOptions = field(default_factory=TeachOptions)  # data set, capture, uncertain ring (device/teach/)
     drift_window_frames: int = drift.DEFAULT_WINDOW_FRAMES  # device/drift.py: the window drift is judged over
     drift_window_seconds: float = drift.DEFAULT_WINDOW_SECONDS
+    regions: tuple = ()  # --region NAME=X,Y,W,H (device/regions.py Region); none: the whole frame, as before
+    regions_file: str | None = None  # --regions-file (TOML)
 
 
 class Daemon:
@@ -115,6 +118,7 @@ class Daemon:
         self.choice_models: dict | None = None
         self.drift_history = drift.History(self.state_dir / drift.HISTORY_FILE if self.state_dir else None)
         self.drift_recorded = 0.0
+        self.regions: DaemonRegions | None = None  # --region, STATE/regions.json (device/regionserve.py)
 
     # ---- building ------------------------------------------------------------------------
     def load(self) -> Classifier:
@@ -191,6 +195,8 @@ class Daemon:
             parse_model_spec(options.model)
         chosen = configure(options)  # an unusable output setting (a bad --mqtt URL) disables that output only
         self.classifier = self.load()
+        self.regions = DaemonRegions(options, self.state_dir)  # a bad box or settings file fails here (exit 2)
+        self.regions.build(self.classifier)
         self.open_outputs(chosen)
         if options.log_file:
             self.log_handler = EventLogHandler(self.outputs)
@@ -208,6 +214,7 @@ class Daemon:
         self.capture = Capture(lambda: open_source(options.source, size, options.loop, options.max_image_pixels),
                                self.slot,
                                once=not options.loop, on_change=self.check_state)
+        self.capture.full_frames = self.regions.active  # regions are cropped from the camera's whole frame
         self.capture.start()
         if self.server is not None:
             self.server.start()
@@ -227,7 +234,8 @@ class Daemon:
         manifest, model = self.classifier.manifest, self.classifier.model
         self.outputs = open_outputs(configure(self.options) if chosen is None else chosen, OutputContext(
             name=manifest.name, labels=self.classifier.labels, model=f"{model.format} on {model.runtime}",
-            status=self.status, health=self.healthy, hub=self.hub, stdout=self.stdout))
+            status=self.status, health=self.healthy, hub=self.hub, stdout=self.stdout,
+            extra={"regions": self.regions.summary() if self.regions is not None else []}))
 
     # ---- state ---------------------------------------------------------------------------
     def state(self) -> str:
@@ -258,6 +266,7 @@ class Daemon:
         source = {"spec": self.options.source, "state": "starting", "error": None, "retries": 0}
         if self.capture is not None:
             source.update(self.capture.describe())
+        regions = {"regions": self.regions.describe()} if self.regions is not None and self.regions.active else {}
         return {
             "state": self.state(),
             "model": model,
@@ -280,6 +289,7 @@ class Daemon:
             "pid": os.getpid(),
             "release": self.release,
             "started_at": round(self.started_at, 3),
+            **regions,
         }
 
     def head_status(self, classifier) -> dict | None:
@@ -317,6 +327,8 @@ class Daemon:
         while not self.stopping.is_set():
             if self.teach is not None and self.teach.head_changed():
                 self.reload_requested.set()  # `python -m device teach` or --undo changed the head revision
+            if self.regions is not None and self.regions.changed(time.monotonic()):
+                self.reload_requested.set()  # STATE/regions.json or a region's head revision changed
             if self.reload_requested.is_set():
                 self.reload()
             now = time.monotonic()
@@ -347,6 +359,8 @@ class Daemon:
         return 2 if self.capture is not None and self.capture.fatal is not None else 0
 
     def handle(self, frame, item: str | None = None) -> None:
+        if self.regions is not None and self.regions.reader is not None:
+            return self.handle_regions(frame, item)
         result = self.classifier.process(frame)
         self.frame_number += 1
         result = {"frame": self.frame_number, "time": round(time.time(), 3), **result}
@@ -377,6 +391,21 @@ class Daemon:
                                    if key in ("state", "score", "since", "reason")})
             if self.outputs is not None:
                 self.outputs.status(self.status())
+    def handle_regions(self, frame, item: str | None = None) -> None:
+        """One result line per region (device/regionserve.py), each with "region": NAME."""
+        results = self.regions.process(frame)
+        self.frame_number += 1
+        stamp = {"frame": self.frame_number, "time": round(time.time(), 3)}
+        self.stats.record(results[0]["latency_ms"] if results else 0.0, time.monotonic())
+        for result in results:
+            result = {**stamp, **result}
+            if item is not None:
+                result["item"] = item
+            self.regions.last[result["region"]] = result
+            self.last_result = result
+            self.outputs.result(result)
+        if self.frame_number == 1 or self.published_state != "running":
+            self.check_state()
 
     def reload(self) -> None:
         self.reload_requested.clear()
@@ -392,8 +421,14 @@ class Daemon:
             self.event("reload_failed", error=str(error))
         else:
             self.classifier = classifier
+            if self.regions is not None:
+                self.regions.build(classifier)
+                if self.capture is not None:  # regions added or removed at run time: whole frames, or not
+                    self.capture.full_frames = self.regions.active
             if self.outputs is not None:  # MQTT discovery follows a taught head, an undo, a release
                 self.outputs.labels(classifier.labels)
+                if self.regions is not None:
+                    self.outputs.regions(self.regions.summary())
             self.errors = None
             if self.teach is not None:
                 self.teach.head_stamp = self.teach.stamp()  # this reload read the store: no second one for it

@@ -94,6 +94,7 @@ class Capture(threading.Thread):
         self.record_wanted = threading.Event()
         self.record_ready = threading.Event()
         self.record: np.ndarray | None = None
+        self.full_frames = False  # read the source's whole frame (read_full: the Pi camera's main stream; regions)
 
     def describe(self) -> dict:
         return {"state": self.state, "error": self.error, "retries": self.retries, "frames": self.frames,
@@ -118,7 +119,7 @@ class Capture(threading.Thread):
                 source = self.source = self.source or self.make_source()
                 source.open()
                 while not self.stopping.is_set():
-                    frame = source.read()
+                    frame = source.read_full() if self.full_frames else source.read()
                     self.frames += 1
                     self.last_frame = frame
                     if self.record_wanted.is_set():

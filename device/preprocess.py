@@ -78,16 +78,32 @@ def resize_bilinear(image: np.ndarray, height: int, width: int, workspace: Works
     top + (bottom - top) * y_lerp, where top = left + (right - left) * x_lerp (likewise bottom)."""
     if image.ndim != 3:
         raise ValueError(f"expected an HxWxC image, got shape {image.shape}")
-    in_height, in_width, channels = image.shape
-    table = resize_table(in_height, in_width, height, width, channels)
-    rows = _buffer(workspace, "rows", (2 * height, in_width, channels), image.dtype)
-    np.take(image, table.rows, axis=0, out=rows, mode="clip")  # mode="clip": no hidden temporary
-    rows = rows.reshape(2 * height, in_width * channels)
+    return _resize(image, (0, image.shape[0], 0, image.shape[1]), height, width, workspace)
+
+
+def resize_box(image: np.ndarray, box: tuple, height: int, width: int, workspace: Workspace | None = None) -> np.ndarray:
+    """resize_bilinear(image[top:bottom, left:right]) for BOX = (top, bottom, left, right), value for value, without
+    copying the box out of IMAGE (a region of a camera frame: device/regionserve.py): the needed rows are gathered
+    from the whole frame and the column offsets shifted by the box's left edge."""
+    if image.ndim != 3:
+        raise ValueError(f"expected an HxWxC image, got shape {image.shape}")
+    return _resize(image, box, height, width, workspace)
+
+
+def _resize(image: np.ndarray, box: tuple, height: int, width: int, workspace: Workspace | None) -> np.ndarray:
+    top, bottom, first, last = box
+    full_width, channels = image.shape[1], image.shape[2]
+    table = resize_table(bottom - top, last - first, height, width, channels)
+    rows = _buffer(workspace, "rows", (2 * height, full_width, channels), image.dtype)
+    np.take(image, table.rows + top if top else table.rows, axis=0, out=rows, mode="clip")  # no hidden temporary
+    rows = rows.reshape(2 * height, full_width * channels)
+    shift = first * channels
     span = (2 * height, width * channels)
     left, across = _buffer(workspace, "left", span, np.float32), _buffer(workspace, "across", span, np.float32)
     gathered = _buffer(workspace, "gathered", span, image.dtype)
-    np.copyto(left, np.take(rows, table.left, axis=1, out=gathered, mode="clip"))
-    np.copyto(across, np.take(rows, table.right, axis=1, out=gathered, mode="clip"))
+    np.copyto(left, np.take(rows, table.left + shift if shift else table.left, axis=1, out=gathered, mode="clip"))
+    np.copyto(across, np.take(rows, table.right + shift if shift else table.right, axis=1, out=gathered,
+                              mode="clip"))
     across -= left
     across *= table.x_weight
     across += left  # the x-interpolated rows: upper neighbours first, then lower
@@ -146,12 +162,20 @@ class InputPlan:
                    dtype=np.dtype(model.input_dtype), scale=model.input_scale, zero_point=model.input_zero_point)
 
 
-def prepare(frame: np.ndarray, plan: InputPlan, workspace: Workspace | None = None) -> np.ndarray:
+def prepare(frame: np.ndarray, plan: InputPlan, workspace: Workspace | None = None, box: tuple | None = None
+            ) -> np.ndarray:
     """RGB uint8 HxWx3 frame -> the model's input batch (1, h, w, 3) in its dtype. With a workspace, the
-    batch is a view into it (valid until the next call with that workspace)."""
+    batch is a view into it (valid until the next call with that workspace). BOX (top, bottom, left, right): that
+    part of the frame, prepared exactly as the same pixels cut out would be (a region: device/regionserve.py)."""
     if frame.ndim != 3 or frame.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 RGB frame, got shape {frame.shape}")
-    if frame.shape[0] != plan.height or frame.shape[1] != plan.width:
+    if box is not None:
+        top, bottom, left, right = box
+        if (bottom - top, right - left) == (plan.height, plan.width):
+            frame = frame[top:bottom, left:right]
+        else:
+            frame = resize_box(frame, box, plan.height, plan.width, workspace)
+    elif frame.shape[0] != plan.height or frame.shape[1] != plan.width:
         frame = resize_bilinear(frame, plan.height, plan.width, workspace)  # commutes with the swap below
     if plan.swap:
         frame = swap_colour(frame)

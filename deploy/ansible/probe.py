@@ -112,6 +112,9 @@ def probe_once(base: Path, http: str, token: str | None, release: str | None) ->
     state["head"] = {"revision": head.get("revision"), "source": head.get("source"), "refit": refit.get("state"),
                      "refit_reason": refit.get("reason")}  # a taught head, and its re-fit after a new model
     state["daemon"] = {"release": body.get("release"), "started_at": body.get("started_at")}
+    if body.get("regions"):  # docs/regions.md: each region's box and the head revision it is read with
+        state["regions"] = [{"name": region.get("name"), "box": region.get("box"),
+                             "revision": (region.get("head") or {}).get("revision")} for region in body["regions"]]
     expected, problem = expected_sha256(base, model.get("format"), model.get("sha256"))
     if problem:
         state["reason"] = problem

@@ -61,6 +61,16 @@ def prometheus(status: dict, hub_dropped: int = 0) -> str:
         metric("drift_frame_score", "gauge", "The last frame's distance to what was taught, over the 95th "
                "percentile of the taught frames'.", drift.get("frame_score"))
         metric("drift_far_frames_total", "counter", "Frames far from anything taught.", drift.get("far_frames", 0))
+    regions = status.get("regions") or []
+    if regions:  # --region: one series per region (device/regionserve.py)
+        lasts = [(str(entry.get("name")), entry.get("last_result") or {}) for entry in regions]
+        metric("region_confidence", "gauge", "Confidence of each region's last result.",
+               {f'region="{_escape(name)}"': last.get("confidence") for name, last in lasts})
+        metric("region_label", "gauge", "Each region's last label (1 for the label it reads now).",
+               {f'region="{_escape(name)}",label="{_escape(last.get("label", ""))}"': 1 for name, last in lasts})
+        metric("region_head_revision", "gauge", "The head revision each region is read with (0: the bundle's).",
+               {f'region="{_escape(entry.get("name"))}"': (entry.get("head") or {}).get("revision", 0)
+                for entry in regions})
     info = ",".join(f'{key}="{_escape(model.get(key, ""))}"' for key in ("format", "runtime", "sha256"))
     metric("model_info", "gauge", "The model being served.", {info: 1})
     return "\n".join(lines) + "\n"

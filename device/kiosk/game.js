@@ -1,6 +1,8 @@
 /* edgecam kiosk: rock-paper-scissors. The rules as small pure functions, and one round's timeline
  * (3, 2, 1, Go!). The player's gesture is the daemon's newest (already smoothed) result at "Go!". No DOM
- * here: kiosk.js passes `latest()` (the newest result) and `render(view)` (draws the game). */
+ * here: kiosk.js passes `latest()` (the newest result) and `render(view)` (draws the game).
+ * Two players (a daemon with two regions, docs/regions.md): `players()` names them (null: one player against
+ * the computer) and `latestOf(name)` gives each region's newest result; both hands are read at "Go!". */
 (function () {
   "use strict";
 
@@ -57,6 +59,20 @@
     return { gesture: gesture };
   }
 
+  /* Two players' readings at "Go!" -> the view's fields (a winner, a draw, or why the round cannot count). */
+  function duel(names, readings) {
+    const missing = readings.findIndex((reading) => !reading.gesture);
+    if (missing >= 0) {
+      return { outcome: "retry", title: RETRY, detail: capital(names[missing]) + ": " + readings[missing].reason,
+               player: null, computer: null };
+    }
+    const [first, second] = readings.map((reading) => reading.gesture);
+    const result = outcome(first, second);
+    const title = result === "draw" ? "Draw!" : capital(names[result === "win" ? 0 : 1]) + " wins!";
+    const detail = result === "draw" ? "Both chose " + first : explain(first, second, result);
+    return { outcome: result, title: title, detail: detail, player: first, computer: second };
+  }
+
   function create(options) {
     const stepMs = options.countdownMs;
     const score = { you: 0, computer: 0, draws: 0 };
@@ -69,6 +85,17 @@
     }
 
     function finish() {
+      const names = options.players ? options.players() : null;
+      view.names = names;
+      if (names) {
+        const now = Date.now();
+        Object.assign(view, duel(names, names.map((name) => read(options.latestOf(name), now, options.minConfidence))),
+                      { count: "Go!" });
+        if (view.outcome === "win") score.you += 1;
+        else if (view.outcome === "lose") score.computer += 1;
+        else if (view.outcome === "draw") score.draws += 1;
+        return reveal();
+      }
       const reading = read(options.latest(), Date.now(), options.minConfidence);
       view.count = "Go!";
       if (!reading.gesture) {
@@ -83,6 +110,10 @@
         Object.assign(view, { outcome: result, title: title, detail: explain(reading.gesture, computer, result),
                               player: reading.gesture, computer: computer });
       }
+      reveal();
+    }
+
+    function reveal() {
       draw();
       timers.push(setTimeout(() => {
         Object.assign(view, { phase: "result", count: null, reveal: Boolean(view.player) });
@@ -96,7 +127,8 @@
       timers.splice(0).forEach(clearTimeout);
       view.round += 1;
       Object.assign(view, { phase: "counting", count: "3", reveal: false, outcome: "counting", title: "Get ready…",
-                            detail: "Show your hand at “Go!”", player: null, computer: null });
+                            detail: options.players && options.players() ? "Both players: show your hands at “Go!”"
+                              : "Show your hand at “Go!”", player: null, computer: null });
       draw();
       ["2", "1"].forEach((count, index) => {
         timers.push(setTimeout(() => { view.count = count; draw(); }, stepMs * (index + 1)));
@@ -115,5 +147,5 @@
     return { play: play, enable: enable, view: view };
   }
 
-  window.EdgecamGame = { GESTURES, gestureOf, supports, outcome, explain, read, create, RETRY };
+  window.EdgecamGame = { GESTURES, gestureOf, supports, outcome, explain, read, duel, create, RETRY };
 })();

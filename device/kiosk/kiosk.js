@@ -23,14 +23,15 @@
   const el = {};
   ["banner", "live", "view-empty", "label", "label-icon", "confidence", "bars", "countdown", "game", "play",
    "result", "result-title", "result-detail", "reveal", "you-icon", "you-choice", "computer-icon", "computer-choice",
-   "score-you", "score-computer", "score-draws", "outputs"].forEach((id) => { el[id] = document.getElementById(id); });
+   "score-you", "score-computer", "score-draws", "outputs", "you-who", "computer-who", "tally-you",
+   "tally-computer"].forEach((id) => { el[id] = document.getElementById(id); });
   ["banner-text", "banner-detail", "model", "fps", "state", "state-text"].forEach((id) => {
     el[id] = document.querySelector('[data-testid="' + id + '"]');
   });
 
   const app = {
     connected: false, everConnected: false, unauthorised: false,
-    status: null, latest: null, labels: [], recent: [], pageLoaded: false,
+    status: null, latest: null, labels: [], recent: [], pageLoaded: false, regions: {}, regionNames: [],
   };
   let events = null;
   let backoff = BACKOFF_MIN_MS;
@@ -39,6 +40,8 @@
   let liveTimer = null;
   const game = window.EdgecamGame.create({
     countdownMs: COUNTDOWN_MS, minConfidence: MIN_CONFIDENCE, latest: () => app.latest, render: renderGame,
+    players: () => (app.regionNames.length === 2 ? app.regionNames.slice() : null), // two regions: two players
+    latestOf: (name) => app.regions[name] || null,
   });
 
   function numberParam(name, fallback, min, max) {
@@ -95,6 +98,11 @@
     const current = app.status;
     if (current && current.pid === status.pid && status.uptime_s < current.uptime_s) return; // a late reply
     app.status = status;
+    const names = (status.regions || []).map((region) => region.name);
+    if (names.join("\n") !== app.regionNames.join("\n")) {
+      app.regionNames = names;
+      renderGame(game.view); // the players' names (two regions) or You / Computer
+    }
     if (status.model && status.model.labels) setLabels(status.model.labels);
     const last = status.last_result;
     if (last && (!app.latest || last.time > app.latest.time)) {
@@ -106,6 +114,10 @@
 
   function applyResult(result, receivedAt) {
     result.receivedAt = receivedAt;
+    if (result.region) {  // regions: each region's newest result; the reading shows the first region's
+      app.regions[result.region] = result;
+      if (app.regionNames.length && result.region !== app.regionNames[0]) return;
+    }
     app.latest = result;
     if (receivedAt) app.recent.push({ frame: result.frame, time: result.time, at: receivedAt });
     if (!app.labels.length) setLabels(Object.keys(result.probabilities || {}));
@@ -308,6 +320,9 @@
       el["computer-icon"].firstElementChild.setAttribute("href", "#icon-" + view.computer);
     }
     el["result-detail"].textContent = view.detail || "";
+    const names = view.names || (app.regionNames.length === 2 ? app.regionNames : ["You", "Computer"]);
+    [el["you-who"].textContent, el["computer-who"].textContent] = names;
+    [el["tally-you"].textContent, el["tally-computer"].textContent] = names;
     el["score-you"].textContent = view.score.you;
     el["score-computer"].textContent = view.score.computer;
     el["score-draws"].textContent = view.score.draws;

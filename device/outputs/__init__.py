@@ -120,6 +120,12 @@ class Outputs:
             if channel.output.takes_labels:
                 channel.offer("labels", list(labels))
 
+    def regions(self, regions: list) -> None:
+        """The regions and their labels, after a reload (outputs that announce them compare and follow)."""
+        for channel in self.channels:
+            if channel.output.takes_labels:
+                channel.offer("regions", list(regions))
+
     def describe(self) -> dict:
         described = {channel.name: channel.describe() for channel in self.channels}
         described.update((output.name, output.describe()) for output in self.disabled)

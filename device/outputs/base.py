@@ -37,13 +37,14 @@ class Emitter:
         if mode not in EMIT_MODES:
             raise ValueError(f"{flag} must be one of {EMIT_MODES}, got {mode!r}")
         self.mode = mode
-        self.last_label: str | None = None
+        self.last_labels: dict = {}  # region (None: the whole frame) -> its last label
 
     def wants(self, result: dict) -> bool:
         if self.mode == "off":
             return False
-        changed = result["label"] != self.last_label
-        self.last_label = result["label"]
+        region = result.get("region")
+        changed = result["label"] != self.last_labels.get(region)
+        self.last_labels[region] = result["label"]
         return self.mode == "every" or changed
 
 
@@ -99,6 +100,9 @@ class Output:
     def write_labels(self, labels: list) -> None:
         pass
 
+    def write_regions(self, regions: list) -> None:
+        """The regions served changed ([{"name", "labels"}]; --region, device/regionserve.py)."""
+
     def interrupt(self) -> None:
         """Called from another thread at shutdown: make a write that waits (for a broker, a server) give up."""
 
@@ -152,7 +156,8 @@ class Channel:
 
     def _run(self) -> None:
         writes = {"result": self.output.write_result, "event": lambda item: self.output.write_event(*item),
-                  "status": self.output.write_status, "labels": self.output.write_labels}
+                  "status": self.output.write_status, "labels": self.output.write_labels,
+                  "regions": self.output.write_regions}
         while True:
             with self.condition:
                 while not self.items and not self.closing:

@@ -34,6 +34,7 @@ import time
 from urllib.parse import urlsplit
 
 from device.outputs.base import Output, to_json
+from device.outputs.haregions import RegionPublisher
 from device.outputs.homeassistant import client_id, default_name, discovery, kiosk_url, node_id, slug
 
 log = logging.getLogger("edgecam.outputs.mqtt")
@@ -197,6 +198,7 @@ class MqttOutput(Output):
         self.working: tuple = (False, "starting: no frame classified yet")
         self.health_lock = threading.Lock()
         self.watch_thread: threading.Thread | None = None
+        self.regions = RegionPublisher()    # --region: a label and confidence sensor per region (haregions.py)
 
     @classmethod
     def configure(cls, options):
@@ -211,7 +213,8 @@ class MqttOutput(Output):
     def configs(self, labels: list | None = None) -> dict:
         context = self.context
         return discovery(self.settings.ha_discovery_prefix, self.topic, self.device_name,
-                         context.labels if labels is None else labels, machine_id(), context.model, self.url)
+                         context.labels if labels is None else labels, machine_id(), context.model,
+                         self.url) | self.regions.configs(self)
 
     # ---- connection -----------------------------------------------------------------------
     def make_client(self, client_id: str):
@@ -230,6 +233,7 @@ class MqttOutput(Output):
         self.context = context
         self.topic = self.topic or default_topic(context.name)
         self.device_name = self.device_name or default_name(self.topic)
+        self.regions.regions = list(context.extra.get("regions") or [])
         if self.settings.ha_discovery:
             self.configs()  # two labels with one id: refused now, with the labels named (ValueError)
         client = self.client = self.make_client(client_id(self.topic, machine_id()))
@@ -287,6 +291,7 @@ class MqttOutput(Output):
                              qos=1)
         if self.state is not None:
             client.publish(f"{self.topic}/state", self.state, qos=self.qos, retain=True)
+        self.regions.republish(client, self.qos)
         if self.connects > 1:
             log.info("MQTT reconnected to %s:%d", self.host, self.port)
         self.connected.set()
@@ -345,6 +350,8 @@ class MqttOutput(Output):
         return False
 
     def write_result(self, result: dict) -> None:
+        if "region" in result:
+            return self.regions.write_result(self, result)
         state = state_payload(result)
         if state != self.state:
             self.publish(f"{self.topic}/state", state, retain=True)
@@ -355,6 +362,9 @@ class MqttOutput(Output):
 
     def write_status(self, status: dict) -> None:
         self.check_health(status)
+
+    def write_regions(self, regions: list) -> None:
+        self.regions.write_regions(self, regions)
 
     def write_labels(self, labels: list) -> None:
         """The classifier's labels changed: publish the configs of the new set, empty those of gone classes."""
@@ -388,7 +398,7 @@ class MqttOutput(Output):
         healthy, reason = self.context.health()
         if not healthy:
             return False, reason or "not healthy"
-        if self.frame_at is None or self.state is None:  # working once this run's first state is out
+        if self.frame_at is None or (self.state is None and not self.regions.states):  # the first state is out
             return False, "starting: no frame classified yet"
         idle = time.monotonic() - self.frame_at
         if idle > self.stall_s:

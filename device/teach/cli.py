@@ -49,6 +49,8 @@ def capture(argv: list) -> int:
     parser.add_argument("--model", default="int8", help="model format that reads each frame")
     parser.add_argument("--dataset-limit-mb", type=non_negative_float, default=2000.0, help="data set size limit")
     parser.add_argument("--min-free-mb", type=non_negative_float, default=500.0, help="free-space floor")
+    add_region_arguments(parser, "label this region of each whole frame (the frame is kept whole, the label goes "
+                                 "to DATASET/regions.jsonl); default: the whole frame, into class folders")
     args = parser.parse_args(argv)
     from device.sources import EndOfStream, SourceError, open_source
     from device.teach.dataset import Dataset, DatasetFull, check_class_name, default_root
@@ -57,10 +59,16 @@ def capture(argv: list) -> int:
     program = "edgecam capture"
     try:
         check_class_name(args.label)
-        classifier = load_classifier_any(args.bundle, args.model)
-        root = args.dataset or default_root(classifier.manifest.name)
+        region = _region(args)
+        classifier = load_classifier_any(args.bundle, args.model, state_dir=args.state_dir, region=region)
+        root = args.dataset or default_root(classifier.manifest.name, args.state_dir)
         dataset = Dataset(root, int(args.dataset_limit_mb * 1e6), int(args.min_free_mb * 1e6))
-        dataset.add_class(args.label)
+        if region is None:
+            dataset.add_class(args.label)
+        else:
+            from device.teach import regionlabels
+
+            recorded = regionlabels.counts(root, region.name).get(args.label, 0)
         source = open_source(args.source, (classifier.model.width, classifier.model.height), False)
     except ValueError as error:  # a bad label, bundle, --dataset or --source spec
         return exitcodes.fail(program, str(error), exitcodes.BAD_INPUT)
@@ -72,11 +80,18 @@ def capture(argv: list) -> int:
             if number:
                 time.sleep(args.interval)
             frame = source.read_full()  # the whole camera frame (the Pi camera's main stream), for the data set
-            probabilities = classifier.probabilities(frame)
+            probabilities = classifier.probabilities(frame if region is None else region.crop(frame))
             best = int(probabilities.argmax())
             reading = {"label": classifier.labels[best], "confidence": round(float(probabilities[best]), 4)}
-            relative, count = dataset.save(frame, args.label, args.source, classifier.name, reading)
-            print(json.dumps({"file": relative, "count": count, "reading": reading}), flush=True)
+            if region is None:
+                relative, count = dataset.save(frame, args.label, args.source, classifier.name, reading)
+                print(json.dumps({"file": relative, "count": count, "reading": reading}), flush=True)
+                continue
+            relative = regionlabels.save(dataset, frame, {region.name: args.label}, {region.name: region.box},
+                                         args.source)
+            recorded += 1
+            print(json.dumps({"file": relative, "region": region.name, "count": recorded, "reading": reading}),
+                  flush=True)
     except DatasetFull as error:  # the size limit, the free-space floor, or a disk that filled up meanwhile
         return exitcodes.fail(program, f"recording stopped: {error}", exitcodes.BAD_INPUT)
     except EndOfStream as error:
@@ -91,8 +106,30 @@ def capture(argv: list) -> int:
         return exitcodes.fail(program, exitcodes.describe(error), exitcodes.code_for(error))
     finally:
         source.close()
-    print(f"recorded {args.count} frames of {args.label} into {dataset.root}", file=sys.stderr)
+    where = f" for region {region.name}" if region is not None else ""
+    print(f"recorded {args.count} frames of {args.label}{where} into {dataset.root}", file=sys.stderr)
     return 0
+
+
+def add_region_arguments(parser, help_text: str) -> None:
+    """--region NAME[=X,Y,W,H], --regions-file, --state-dir: the commands that act on one region (device/regions.py)."""
+    parser.add_argument("--region", default=argparse.SUPPRESS, metavar="NAME[=X,Y,W,H]",
+                        help=help_text + ". NAME alone takes its box from the device's regions (STATE/regions.json, "
+                                         "else --regions-file)")
+    parser.add_argument("--regions-file", default=argparse.SUPPRESS, metavar="TOML",
+                        help="regions settings file (default: none)")
+    if not any("--state-dir" in action.option_strings for action in parser._actions):
+        parser.add_argument("--state-dir", default=None, help=STATE_DIR_HELP)
+
+
+def _region(args):
+    """--region -> device.regions.Region, or None (the whole frame). RegionError (a ValueError) when bad."""
+    if not getattr(args, "region", None):
+        return None
+    from device.regions import find
+    from device.state import device_state_dir
+
+    return find(args.region, getattr(args, "regions_file", None), device_state_dir(args.state_dir))
 
 
 # ---- teach, undo, status ------------------------------------------------------------------------
@@ -123,6 +160,8 @@ def teach(argv: list) -> int:
     parser.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1, help="interpreter threads")
     parser.add_argument("--state-dir", default=None, help=STATE_DIR_HELP)
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line (the daemon uses it)")
+    add_region_arguments(parser, "teach this region's own head on the frames labelled for it (DATA/regions.jsonl), "
+                                 "cropped to its box; default: the whole frame")
     args = parser.parse_args(argv)
     _served_model(args)
     if args.undo:
@@ -136,7 +175,8 @@ def teach(argv: list) -> int:
         _store(args)[0].check_writable()  # a locked, read-only or full store fails now, not after embedding
         data = args.data or default_root(load_manifest(args.bundle).name, args.state_dir)
         return run_teach(args.bundle, data, args.model, args.force, args.seed, args.threads,
-                         progress=None if args.json else _progress("embedding"), state_dir=args.state_dir)
+                         progress=None if args.json else _progress("embedding"), state_dir=args.state_dir,
+                         region=_region(args))
 
     result, code = _guarded("teach", args.json, run)
     if result is None:
@@ -160,6 +200,7 @@ def _head_arguments(argv: list, command: str, description: str, verb: str, json_
     parser.add_argument("--model", default=None, help=f"model format whose heads to {verb} {SERVED_HELP}")
     parser.add_argument("--state-dir", default=None, help=STATE_DIR_HELP)
     parser.add_argument("--json", action="store_true", help=json_help)
+    add_region_arguments(parser, f"{verb} this region's heads; default: the whole frame's")
     args = parser.parse_args(argv)
     _served_model(args)
     return args
@@ -265,7 +306,13 @@ def _store(args):
     manifest = load_manifest(args.bundle)
     spec = _spec(args.model)
     loaded = sha256_file(spec.path) if spec.path else ""  # a .tflite path: its heads are keyed by its own hash
-    return revisions.open_store(args.bundle, manifest, spec.format or "", args.state_dir, loaded), manifest
+    store = revisions.open_store(args.bundle, manifest, spec.format or "", args.state_dir, loaded)
+    if getattr(args, "region", None):  # a region's heads: its name is enough (no box needed to undo or show)
+        from device.regions import parse_reference
+        from device.regionserve import region_store
+
+        store = region_store(store, parse_reference(args.region)[0])
+    return store, manifest
 
 
 def _spec(model: str):
@@ -349,6 +396,8 @@ def evaluate(argv: list) -> int:
     parser.add_argument("--model", default="int8", help="model format")
     parser.add_argument("--out", default="evaluation", help="folder for report.md and mistakes.png")
     parser.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1, help="interpreter threads")
+    add_region_arguments(parser, "score this region: the frames labelled for it (DATA/regions.jsonl), cropped to "
+                                 "its box, with its head; default: the whole frame")
     args = parser.parse_args(argv)
     from device.teach.evaluate import contact_sheet
     from device.teach.evaluate import evaluate as run_evaluate
@@ -356,7 +405,7 @@ def evaluate(argv: list) -> int:
     program = "edgecam evaluate"
     out = Path(args.out)
     try:
-        report = run_evaluate(args.bundle, args.data, args.model, args.threads)
+        report = run_evaluate(args.bundle, args.data, args.model, args.threads, _region(args), args.state_dir)
         out.mkdir(parents=True, exist_ok=True)
         text = report.markdown()
         sheet = contact_sheet(report.mistakes, out / "mistakes.png")

@@ -60,15 +60,23 @@ class Evaluation:
         return "\n".join(lines) + "\n"
 
 
-def evaluate(bundle, data, model: str = "int8", threads: int | None = None) -> Evaluation:
-    """Every image under DATA's class folders through the bundle's model and current head."""
+def evaluate(bundle, data, model: str = "int8", threads: int | None = None, region=None,
+             state_dir=None) -> Evaluation:
+    """Every image under DATA's class folders through the bundle's model and current head. REGION
+    (device/regions.py): the frames labelled for it (DATA/regions.jsonl), cropped to its box, read with its head."""
     from device.sources import ImagesSource
     from device.teach.teaching import load_classifier_any
 
-    classifier = load_classifier_any(bundle, model, threads)
+    classifier = load_classifier_any(bundle, model, threads, state_dir, region)
     root = Path(data)
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
     items = [(folder.name, path) for folder in folders for path in find_images(folder)]
+    if region is not None:
+        from device.teach import regionlabels
+
+        names, found = regionlabels.collect(data, region)
+        items = [(names[index], path) for index, path in found]
+        folders = [Path(name) for name in names]
     if not items:
         raise ValueError(f"{data} has no images in class folders (DATA/<class>/*.jpg): point --data at a folder "
                          "such as data/rps-own or data/rps/test.")
@@ -82,6 +90,8 @@ def evaluate(bundle, data, model: str = "int8", threads: int | None = None) -> E
         frame = source.decode(path)
         if frame is None:
             raise ValueError(f"{path} cannot be decoded as an image: delete it or replace it.")
+        if region is not None:
+            frame = region.crop(frame)
         probabilities = classifier.probabilities(frame)
         best = int(np.argmax(probabilities))
         predicted = classifier.labels[best]

@@ -46,6 +46,10 @@ def handle(request_handler, method: str, path: str, daemon) -> bool:
     """Answer PATH if it is a Teach path (True); False lets the server send its 404."""
     if getattr(daemon, "teach", None) is None:
         return False
+    from device.teach import regionhttp  # /api/regions*: docs/regions.md
+
+    if regionhttp.handle(request_handler, method, path, daemon):
+        return True
     if method == "GET":
         if path not in GET_PATHS and not path.startswith("/teach/static/"):
             return False
@@ -65,6 +69,12 @@ def register(routes, errors) -> None:
     for path in GET_PATHS + ("/teach/static/",):
         routes.register("GET", path, handle)
     for path in POSTS:
+        routes.register("POST", path, handle)
+    from device.teach import regionhttp  # /api/regions*: docs/regions.md
+
+    for path in regionhttp.GETS:
+        routes.register("GET", path, handle)
+    for path in regionhttp.POSTS:
         routes.register("POST", path, handle)
     errors.register(RateLimited, 429)
     errors.register(DatasetFull, lambda error: (507, one_line(f"recording stopped: {error}")))
@@ -137,7 +147,8 @@ def _send_tar(request_handler, root: Path) -> None:
     with tarfile.open(fileobj=request_handler.wfile, mode="w|") as archive:
         for path in sorted(root.rglob("*")):
             relative = path.relative_to(root)
-            if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+            region_frame = relative.parts[:2] == (".regions", "frames") and not relative.name.startswith(".")
+            if (any(part.startswith(".") for part in relative.parts) and not region_frame) or not path.is_file():
                 continue
             archive.add(path, arcname=f"{root.name}/{relative.as_posix()}", recursive=False)
 

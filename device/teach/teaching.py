@@ -30,7 +30,7 @@ import numpy as np
 from device import drift
 from device.layout import find_images
 from device.manifest import load_manifest
-from device.teach import advice, augment, crossval, embeddings, revisions
+from device.teach import advice, augment, crossval, embeddings, regionlabels, revisions
 from device.teach.head import fit, nearest_mean
 
 MIN_SOFTMAX = 5  # frames of every class for softmax regression; fewer: the nearest-class-mean head
@@ -76,9 +76,9 @@ def read_settings(data) -> dict:
     return {"flip": settings.get("flip", False)}
 
 
-def embed(classifier, paths, progress=None, variants=(augment.ORIGINAL,)) -> tuple:
+def embed(classifier, paths, progress=None, variants=(augment.ORIGINAL,), region=None) -> tuple:
     """Decode, preprocess and invoke each file once per variant -> (model probabilities [N, C] of the frames as
-    recorded, embeddings [N, variants, E])."""
+    recorded, embeddings [N, variants, E]). REGION (device/regions.py): its box of each frame, not the frame."""
     from device.sources import ImagesSource
 
     source = ImagesSource(paths=list(paths), loop=False)
@@ -89,6 +89,8 @@ def embed(classifier, paths, progress=None, variants=(augment.ORIGINAL,)) -> tup
         frame = source.decode(path)
         if frame is None:
             raise NotEnoughData(f"{path} cannot be decoded as an image: delete it and teach again.")
+        if region is not None:
+            frame = region.crop(frame)
         rows = []
         for name, image in augment.variants(frame, variants, side):
             own, embedding = classifier.outputs(np.ascontiguousarray(image))
@@ -101,14 +103,19 @@ def embed(classifier, paths, progress=None, variants=(augment.ORIGINAL,)) -> tup
     return np.stack(probabilities), np.stack(vectors)
 
 
-def embed_cached(classifier, data, paths, variants, progress=None) -> tuple:
-    """embed() through the cache -> (probabilities, embeddings, hashes, frames embedded now)."""
+def embed_cached(classifier, data, paths, variants, progress=None, region=None) -> tuple:
+    """embed() through the cache -> (probabilities, embeddings, hashes, frames embedded now). A REGION's crops are
+    cached in their own file, by frame and box (a moved box embeds again)."""
     hashes = [embeddings.frame_hash(path) for path in paths]
     path = embeddings.cache_path(data, classifier.model.sha256)
+    if region is not None:
+        box = ",".join(f"{value:.6f}" for value in region.box)
+        hashes = [hashlib.sha256(f"{frame} {box}".encode()).hexdigest()[:32] for frame in hashes]
+        path = path.with_name(f"region-{region.name}.npz")
     cached = embeddings.load(path, variants)
     missing = [i for i, frame in enumerate(hashes) if frame not in cached]
     if missing:
-        own, vectors = embed(classifier, [paths[i] for i in missing], progress, variants)
+        own, vectors = embed(classifier, [paths[i] for i in missing], progress, variants, region)
         for slot, index in enumerate(missing):
             cached[hashes[index]] = (own[slot], vectors[slot])
         kept = {frame: cached[frame] for frame in set(hashes)}  # frames deleted since are dropped
@@ -121,25 +128,30 @@ def embed_cached(classifier, data, paths, variants, progress=None) -> tuple:
     return own, vectors, hashes, len(missing)
 
 
-def load_classifier_any(bundle, model: str = "int8", threads: int | None = None, state_dir=None):
+def load_classifier_any(bundle, model: str = "int8", threads: int | None = None, state_dir=None, region=None):
     """The bundle's model with the head that serves it, as the daemon loads them (no smoothing, no threshold):
-    the current taught head from its store (device/teach/revisions.py), or the bundle's own when that is damaged."""
+    the current taught head from its store (device/teach/revisions.py), or the bundle's own when that is damaged.
+    REGION: that region's head (device/regionserve.py), the bundle's own when it has none."""
     from device.pipeline import Classifier
     from device.runtime import load_model
 
     manifest = load_manifest(bundle)
     loaded = load_model(model, bundle, threads=threads, manifest=manifest)
     store = revisions.open_store(bundle, manifest, loaded.format, state_dir, loaded.sha256)
+    if region is not None:
+        from device.regionserve import region_store
+
+        store = region_store(store, region.name)
     active, _problem = revisions.serving_head(store, manifest)
     return Classifier(loaded, manifest, head=active)
 
 
-def load_classifier(bundle, model: str = "int8", threads: int | None = None, state_dir=None):
+def load_classifier(bundle, model: str = "int8", threads: int | None = None, state_dir=None, region=None):
     """load_classifier_any(), refusing a bundle converted without an embedding output (it cannot be taught)."""
     manifest = load_manifest(bundle)
     if manifest.embedding is None:
         raise ValueError(revisions.no_embedding_message(bundle))
-    classifier = load_classifier_any(bundle, model, threads, state_dir)
+    classifier = load_classifier_any(bundle, model, threads, state_dir, region)
     if classifier.model.embedding_index is None:
         raise ValueError(revisions.no_embedding_message(bundle))
     return classifier
@@ -193,20 +205,28 @@ def fingerprint(hashes, truth, labels, settings, model_sha256: str, seed: int) -
 
 
 def teach(bundle, data, model: str = "int8", force: bool = False, seed: int = 0, threads: int | None = None,
-          progress=None, state_dir=None) -> dict:
+          progress=None, state_dir=None, region=None) -> dict:
     """Fit, compare, and write a new revision when accepted -> the /api/teach answer (a dict). The revision goes
-    into the model's head store: STATE_DIR (or the one device.state.device_state_dir finds), else the bundle."""
+    into the model's head store: STATE_DIR (or the one device.state.device_state_dir finds), else the bundle.
+    REGION (device/regions.py): that region's frames (device/teach/regionlabels.py), cropped to its box, into
+    its own head store."""
     started = time.monotonic()
-    labels, items = collect(data)
+    labels, items = collect(data) if region is None else regionlabels.collect(data, region)
     settings = read_settings(data)
-    classifier = load_classifier(bundle, model, threads, state_dir)
+    if region is not None:
+        settings = dict(settings, region=region.name, box=list(region.box))
+    classifier = load_classifier(bundle, model, threads, state_dir, region)
     store = revisions.open_store(bundle, classifier.manifest, classifier.model.format, state_dir,
                                  classifier.model.sha256)
+    if region is not None:
+        from device.regionserve import region_store
+
+        store = region_store(store, region.name)
     truth = np.array([index for index, _ in items])
     paths = [path for _, path in items]
     relative = [path.relative_to(Path(data)).as_posix() for path in paths]
     variants = augment.variant_names(settings["flip"])
-    own, vectors, hashes, embedded_now = embed_cached(classifier, data, paths, variants, progress)
+    own, vectors, hashes, embedded_now = embed_cached(classifier, data, paths, variants, progress, region)
     embedded = time.monotonic()
     stamp = fingerprint(hashes, truth, labels, settings, classifier.model.sha256, seed)
     current_revision = classifier.head.revision if classifier.head is not None else 0
