@@ -31,7 +31,7 @@ def measure_teach(bundle, threads: int, frames: int = TEACH_FRAMES, model: str =
     then the final head on all of them)}; {} when the bundle has no embedding output."""
     from device.manifest import load_manifest
     from device.teach import augment, crossval
-    from device.teach.head import fit
+    from device.heads.head import fit
     from device.teach.teaching import load_classifier
 
     if load_manifest(bundle).embedding is None:
@@ -60,7 +60,7 @@ def fit_cost(per_class: int, size: int = 512, classes: int = 3, seed: int = 0) -
     PER_CLASS frames a class in 6 looks -> {"cpu_seconds", "wall_seconds", "steps"}: what the fit costs on
     this machine, without a bundle (CPU seconds are what to scale for another board)."""
     from device.teach import augment, crossval
-    from device.teach.head import fit
+    from device.heads.head import fit
 
     rng = np.random.default_rng(seed)
     frames, looks = per_class * classes, len(augment.VARIANTS)
@@ -91,8 +91,8 @@ def shifted_style(bundle, workdir, teach_per_class: int = 30, test_per_class: in
     previous recipe (a fifth held out for the early stop, the head fitted on the rest, no variants) on the same
     frames, and the gate's cross-validated figure beside the unseen one."""
     from device.teach.evaluate import evaluate
-    from device.teach.head import fit, split_heldout
-    from device.teach.revisions import load_revision
+    from device.heads.head import fit, split_heldout
+    from device.heads.store import load_revision
     from device.teach.teaching import collect, embed, load_classifier, teach
     from train.datagen import generate_dataset
 

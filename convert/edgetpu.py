@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from device.layout import EDGETPU_FORMAT, model_filename
-from device.manifest import atomic_write_text
+from device.atomic import atomic_write
 
 COMPILER = "edgetpu_compiler"
 MAPPED = "Mapped to Edge TPU"
@@ -121,7 +121,7 @@ def compile_for_edgetpu(model: Path, tflite_dir: Path, log_dir: Path, compiler: 
             output, returncode = run.stdout + run.stderr, run.returncode
         except subprocess.TimeoutExpired as error:
             output, returncode = f"{error.stdout or ''}{error.stderr or ''}\n(timed out after {timeout_s} s)", -1
-        atomic_write_text(log, f"$ {' '.join(command)}\n{output}")  # replace, never modify: see device/layout.py
+        atomic_write(log, f"$ {' '.join(command)}\n{output}")  # replace, never modify: see device/layout.py
         version = next(iter(re.findall(r"Edge TPU Compiler version (\S+)", output)), "")
         result = CompileResult(available=True, command=command, returncode=returncode, version=version,
                                log=str(log))

@@ -267,7 +267,7 @@ def render_markdown(report: ParityReport) -> str:
 
 
 def write_report(report: ParityReport, bundle: Path) -> None:
-    from device.manifest import atomic_write_text
+    from device.atomic import atomic_write
 
-    atomic_write_text(Path(bundle) / PARITY_JSON, report.to_json())
-    atomic_write_text(Path(bundle) / PARITY_MD, report.to_markdown())
+    atomic_write(Path(bundle) / PARITY_JSON, report.to_json())
+    atomic_write(Path(bundle) / PARITY_MD, report.to_markdown())

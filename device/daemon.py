@@ -31,7 +31,7 @@ from device.runtime import load_model, parse_model_spec
 from device.server import AddressInUse, EventHub, Limits, Server, parse_address
 from device.sources import MAX_IMAGE_PIXELS, open_source
 from device.state import device_state_dir
-from device.teach import revisions
+from device.heads import store as revisions
 from device.teach.service import TeachOptions, TeachService
 
 log = logging.getLogger("edgecam.daemon")

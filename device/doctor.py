@@ -36,7 +36,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from device.layout import MANIFEST
-from device.manifest import ManifestError, atomic_write_text, load_manifest
+from device.atomic import atomic_write
+from device.manifest import ManifestError, load_manifest
 from device.runtime import DEVICE_RUNTIMES, RUNTIME_ENV, RUNTIMES, OpVersionError  # importing it loads no interpreter
 
 SCHEMA = "edgecam-doctor/1"
@@ -428,12 +429,12 @@ def format_checklist(report: dict) -> str:
 def write_state(report: dict, state_dir: Path) -> Path:
     """runtime.json (the verdict install.sh turns into EDGECAM_RUNTIME) and doctor.json (the full report)."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(state_dir / "doctor.json", json.dumps(report, indent=2) + "\n")
+    atomic_write(state_dir / "doctor.json", json.dumps(report, indent=2) + "\n")
     verdict = {"runtime": report["runtime"], "time": report["time"], "bundle": report["bundle"],
                "python": sys.executable,
                "runtimes": {name: result["status"] for name, result in report["runtimes"].items()}}
     path = state_dir / "runtime.json"
-    atomic_write_text(path, json.dumps(verdict, indent=2) + "\n")
+    atomic_write(path, json.dumps(verdict, indent=2) + "\n")
     return path
 
 
@@ -477,7 +478,7 @@ def main(argv: list | None = None) -> int:
     if args.state_dir:
         write_state(report, Path(args.state_dir))
     if args.output:
-        atomic_write_text(Path(args.output), json.dumps(report, indent=2) + "\n")
+        atomic_write(Path(args.output), json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2) if args.json else format_checklist(report))
     refused = any(check["details"].get("refused") == OP_VERSIONS_REFUSED for check in report["checks"])
     return 0 if report["ok"] else 2 if refused else 1  # 2: the bundle cannot run here, retrying will not help

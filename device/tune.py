@@ -28,13 +28,13 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from device.atomic import atomic_write
 from device.layout import EDGETPU_FORMAT
 from device.manifest import MODEL_FORMATS, PARITY_PASSED, load_manifest
 from device.state import TUNING, resolve_state_dir
@@ -258,21 +258,9 @@ def build_record(bundle, manifest, plan: Plan, rows: list, chosen: Row, source: 
 
 
 def write_record(state_dir, record: dict) -> Path:
-    """Atomically (temp file, fsync, rename), readable by the service user when root wrote it (install.sh)."""
-    path = record_path(state_dir, record["key"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(json.dumps(record, indent=2, sort_keys=True) + "\n")
-            stream.flush()
-            os.fchmod(stream.fileno(), 0o644)
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    """Atomically (device/atomic.py), readable by the service user when root wrote it (install.sh)."""
+    return atomic_write(record_path(state_dir, record["key"]),
+                        json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def read_record(state_dir, key: str) -> dict | None:

@@ -23,12 +23,12 @@ from typing import Optional
 import numpy as np
 
 from device import layout
+from device.atomic import atomic_write
 from device.manifest import (
     DatasetInfo,
     InputSpec,
     Manifest,
     ManifestError,
-    atomic_write_text,
     load_manifest,
     manifest_path,
     save_manifest,
@@ -271,7 +271,7 @@ def save_epoch(model, checkpoints: Path, state: dict, epoch: int, logs: dict) ->
     state.update(epochs_done=epoch + 1, last=name)
     if state.get("best_epoch") == epoch + 1:  # BestEpoch, which runs before this, found it better
         state["best"] = name
-    atomic_write_text(checkpoints / RUN_STATE, json.dumps(state, indent=2))
+    atomic_write(checkpoints / RUN_STATE, json.dumps(state, indent=2))
 
 
 def publish_run(out: Path, state: dict) -> None:
@@ -296,7 +296,7 @@ def write_history(path: Path, rows: list) -> None:
     writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(path, text.getvalue())
+    atomic_write(path, text.getvalue())
 
 
 def _replace_by_link(source: Path, target: Path) -> None:
@@ -402,7 +402,7 @@ def _train(folder, work: Path, options: TrainOptions, start):
         initial_epoch = int(state.get("epochs_done", 0)) if last.is_file() else 0
     else:  # mark the run at once, so a crash in epoch 1 leaves a run that --resume accepts
         checkpoints.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(checkpoints / RUN_STATE, json.dumps(state, indent=2))
+        atomic_write(checkpoints / RUN_STATE, json.dumps(state, indent=2))
     with strategy.scope():
         if initial_epoch:
             model = keras.models.load_model(last)

@@ -60,7 +60,7 @@ def head_fit(model, folder, image_size: int, seed: int) -> tuple:
     """The device's teach fit on the training and validation images -> (Dense kernel, bias, cross-validated
     accuracy, flip)."""
     from device.teach import crossval
-    from device.teach.head import fit
+    from device.heads.head import fit
     from device.teach.teaching import read_settings
 
     root = Path(folder.root)

@@ -198,7 +198,7 @@ def status(argv: list) -> int:
 
 def _bundle_head(bundle, manifest) -> str:
     """Revision 0 in numpy (tflite/head.npz, which the manifest names with its sha256), read and checked."""
-    from device.teach.revisions import bundle_head
+    from device.heads.store import bundle_head
 
     try:
         head = bundle_head(bundle, manifest)
@@ -244,7 +244,7 @@ def _served_model(args) -> None:
 
 def _store(args):
     from device.manifest import load_manifest, sha256_file
-    from device.teach import revisions
+    from device.heads import store as revisions
 
     manifest = load_manifest(args.bundle)
     spec = _spec(args.model)
@@ -264,7 +264,7 @@ def _format(model: str) -> str:
 
 
 def _serving(store, manifest, model_format: str = "") -> dict:
-    from device.teach import revisions
+    from device.heads import store as revisions
 
     active, problem = revisions.serving_head(store, manifest)
     head = store.describe(manifest, _format(model_format) if model_format else None, active)
@@ -276,7 +276,7 @@ def _serving(store, manifest, model_format: str = "") -> dict:
 def _guarded(command: str, as_json: bool, run):
     """RUN() -> (its result, None), or (None, the exit code) after one clear line (stderr; and a JSON ``error``
     line with its ``kind`` for the daemon): 2 bad input or a store a person must fix (read-only, full), 3 locked."""
-    from device.teach.revisions import StoreLocked, StoreUnwritable
+    from device.heads.store import StoreLocked, StoreUnwritable
 
     try:
         return run(), None

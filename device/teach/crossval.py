@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.teach.head import DEFAULT_L2, Problem, nearest_mean, softmax
+from device.heads.head import DEFAULT_L2, Problem, nearest_mean, softmax
 
 FOLDS = 5
 BURST_GAP_S = 2.0

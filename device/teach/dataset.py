@@ -34,7 +34,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from device.layout import find_images, is_image_file
-from device.manifest import atomic_write_text
+from device.atomic import atomic_write
 
 INDEX = "index.jsonl"
 UNCERTAIN = ".uncertain"
@@ -336,7 +336,7 @@ class Dataset:
                 self.ring[entry["id"]] = entry
 
     def _save_ring(self) -> None:
-        atomic_write_text(self._ring_dir() / RING, json.dumps(list(self.ring.values())) + "\n")
+        atomic_write(self._ring_dir() / RING, json.dumps(list(self.ring.values())) + "\n")
 
     def keep(self, frame, label: str, confidence: float, source: str = "", model: str = "") -> str | None:
         """Add an uncertain FRAME to the ring (oldest dropped first past --keep-uncertain frames or its MB)

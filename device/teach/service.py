@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from device.teach import revisions
+from device.heads import store as revisions
 from device.teach.dataset import (
     DEFAULT_LIMIT_BYTES,
     DEFAULT_MIN_FREE_BYTES,

@@ -30,7 +30,7 @@ import numpy as np
 from device.layout import find_images
 from device.manifest import load_manifest
 from device.teach import advice, augment, crossval, embeddings, revisions
-from device.teach.head import fit, nearest_mean
+from device.heads.head import fit, nearest_mean
 
 MIN_SOFTMAX = 5  # frames of every class for softmax regression; fewer: the nearest-class-mean head
 SETTINGS = "teach.json"
@@ -122,7 +122,7 @@ def embed_cached(classifier, data, paths, variants, progress=None) -> tuple:
 
 def load_classifier_any(bundle, model: str = "int8", threads: int | None = None, state_dir=None):
     """The bundle's model with the head that serves it, as the daemon loads them (no smoothing, no threshold):
-    the current taught head from its store (device/teach/revisions.py), or the bundle's own when that is damaged."""
+    the current taught head from its store (device/heads/store.py), or the bundle's own when that is damaged."""
     from device.pipeline import Classifier
     from device.runtime import load_model
 

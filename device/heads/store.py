@@ -36,9 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from device.layout import EDGETPU_FORMAT, HEADS_DIR, LABELS, StageError, acquire_lock, model_path
-from device.manifest import Manifest, atomic_write_text, load_manifest, sha256_file, unreadable
+from device.atomic import atomic_write, sync_folder
+from device.manifest import Manifest, load_manifest, sha256_file, unreadable
 from device.state import device_state_dir, model_dir
-from device.teach.head import Head
+from device.heads.head import Head
 
 log = logging.getLogger("edgecam.teach")
 CURRENT = "current.json"
@@ -280,7 +281,7 @@ class HeadStore:
                 "writable for this user")
 
     def _set_current(self, revision: int) -> None:
-        atomic_write_text(self.root / CURRENT, json.dumps({"revision": revision}) + "\n")
+        atomic_write(self.root / CURRENT, json.dumps({"revision": revision}) + "\n")
 
 
 class _Lock:
