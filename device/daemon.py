@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from device import choice as model_choice
+from device.heads import store as revisions
 from device.manifest import ManifestError, load_manifest, unreadable
 from device.notify import Notifier
 from device.outputs import OutputContext, Outputs, configure, open_outputs
@@ -31,7 +32,6 @@ from device.runtime import load_model, parse_model_spec
 from device.server import AddressInUse, EventHub, Limits, Server, parse_address
 from device.sources import MAX_IMAGE_PIXELS, open_source
 from device.state import device_state_dir
-from device.heads import store as revisions
 from device.teach.service import TeachOptions, TeachService
 
 log = logging.getLogger("edgecam.daemon")

@@ -35,8 +35,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from device.layout import MANIFEST
 from device.atomic import atomic_write
+from device.layout import MANIFEST
 from device.manifest import ManifestError, load_manifest
 from device.runtime import DEVICE_RUNTIMES, RUNTIME_ENV, RUNTIMES, OpVersionError  # importing it loads no interpreter
 

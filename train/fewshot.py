@@ -59,8 +59,8 @@ def embed(model, paths, image_size: int, flip: bool, batch: int = 64) -> np.ndar
 def head_fit(model, folder, image_size: int, seed: int) -> tuple:
     """The device's teach fit on the training and validation images -> (Dense kernel, bias, cross-validated
     accuracy, flip)."""
-    from device.teach import crossval
     from device.heads.head import fit
+    from device.teach import crossval
     from device.teach.teaching import read_settings
 
     root = Path(folder.root)

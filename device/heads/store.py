@@ -35,11 +35,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from device.layout import EDGETPU_FORMAT, HEADS_DIR, LABELS, StageError, acquire_lock, model_path
 from device.atomic import atomic_write, sync_folder
+from device.heads.head import Head
+from device.layout import EDGETPU_FORMAT, HEADS_DIR, LABELS, StageError, acquire_lock, model_path
 from device.manifest import Manifest, load_manifest, sha256_file, unreadable
 from device.state import device_state_dir, model_dir
-from device.heads.head import Head
 
 log = logging.getLogger("edgecam.teach")
 CURRENT = "current.json"
@@ -178,12 +178,13 @@ class HeadStore:
             try:
                 shutil.rmtree(temporary, ignore_errors=True)
                 temporary.mkdir()
-                head.save(temporary / HEAD)
-                (temporary / LABELS).write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
-                meta = dict(meta, revision=revision, parent=self._parent(), labels=list(labels),
-                            model_sha256=self.model_sha256, created=round(time.time(), 3))
-                (temporary / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+                head.save(temporary / HEAD)  # each file fsynced (device/atomic.py), then the folders: a power
+                atomic_write(temporary / LABELS, "".join(f"{label}\n" for label in labels))  # cut never leaves
+                meta = dict(meta, revision=revision, parent=self._parent(), labels=list(labels),  # current.json
+                            model_sha256=self.model_sha256, created=round(time.time(), 3))  # naming a torn head
+                atomic_write(temporary / META, json.dumps(meta, indent=2, sort_keys=True) + "\n")
                 os.rename(temporary, self.revision_dir(revision))
+                sync_folder(self.root)
                 self._set_current(revision)
             except OSError as error:
                 shutil.rmtree(temporary, ignore_errors=True)  # a full disk must not leave a half revision behind
@@ -368,8 +369,11 @@ def _adopt_legacy(store: HeadStore) -> HeadStore:
                 shutil.rmtree(temporary, ignore_errors=True)
                 shutil.copytree(legacy.root, temporary, ignore=shutil.ignore_patterns(".*"))
                 for name in sorted(os.listdir(temporary), key=lambda name: name == CURRENT):  # current.json last
+                    if name == CURRENT:
+                        sync_folder(store.root)
                     os.rename(temporary / name, store.root / name)
                 temporary.rmdir()
+                sync_folder(store.root)
     except (OSError, StoreLocked) as error:
         legacy.note = f"read in place from the bundle: copying it to {store.root} failed ({error})"
         log.warning("head revisions %s: %s", legacy.root, legacy.note)

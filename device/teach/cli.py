@@ -243,8 +243,8 @@ def _served_model(args) -> None:
 
 
 def _store(args):
-    from device.manifest import load_manifest, sha256_file
     from device.heads import store as revisions
+    from device.manifest import load_manifest, sha256_file
 
     manifest = load_manifest(args.bundle)
     spec = _spec(args.model)

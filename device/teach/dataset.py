@@ -33,8 +33,8 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-from device.layout import find_images, is_image_file
 from device.atomic import atomic_write
+from device.layout import find_images, is_image_file
 
 INDEX = "index.jsonl"
 UNCERTAIN = ".uncertain"

@@ -12,7 +12,6 @@ these). The file is replaced atomically; a damaged or foreign one is ignored and
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
