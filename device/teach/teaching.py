@@ -27,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from device.heads import store as revisions
 from device.heads.head import fit, nearest_mean
 from device.layout import find_images
 from device.manifest import load_manifest
-from device.teach import advice, augment, crossval, embeddings, revisions
+from device.teach import advice, augment, crossval, embeddings
 
 MIN_SOFTMAX = 5  # frames of every class for softmax regression; fewer: the nearest-class-mean head
 SETTINGS = "teach.json"
