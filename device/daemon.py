@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from device import choice as model_choice
+from device import serving
 from device.heads import store as revisions
 from device.manifest import ManifestError, load_manifest, unreadable
 from device.notify import Notifier
@@ -107,17 +107,18 @@ class Daemon:
         self.reloads = 0
         self.state_dir = device_state_dir(options.state_dir)  # taught heads, data set (device/state.py)
         self.head_store: revisions.HeadStore | None = None  # the loaded model's head revisions
-        self.choice: model_choice.Choice | None = None  # the model and threads served, and the models it is for
-        self.choice_models: dict | None = None
+        self.plan: serving.Plan | None = None  # what serves and why (device/serving.py), per set of model files
+        self.tuning_thread: threading.Thread | None = None
 
     # ---- building ------------------------------------------------------------------------
-    def load(self) -> Classifier:
+    def load(self, at_start: bool = False) -> Classifier:
         """Manifest + sha256 + interpreter -> a ready Classifier (raises ManifestError/ModelError), with the head
-        that serves: the current taught one from the model's head store, or the bundle's own (revision 0)."""
+        that serves: the current taught one from the model's head store, or the bundle's own (revision 0). The
+        serving plan goes to STATE/serving.json, where shell commands read it."""
         try:
             manifest = load_manifest(self.options.bundle)
-            choice = self.choose_model(manifest)
-            model = load_model(choice.model, self.options.bundle, threads=choice.threads, manifest=manifest)
+            plan = self.choose_model(manifest, at_start)
+            model = load_model(plan.model, self.options.bundle, threads=plan.threads, manifest=manifest)
             classifier = Classifier(model, manifest, self.options.smoothing, self.options.threshold,
                                     self.options.top_k)
         except ValueError:  # ManifestError, ModelError, a taught head's own message: each says what happened
@@ -130,9 +131,12 @@ class Daemon:
                 f"{self.options.bundle}: the bundle cannot be loaded ({type(error).__name__}: {error}). Re-export "
                 "it (python -m train / python -m convert) or copy a good one again."
             ) from error
-        log.info("model: %s", choice.summary())
-        classifier = self.with_head(classifier)  # (a taught head makes a new Classifier: the choice goes on that)
-        classifier.tuning = choice.describe()
+        plan.loaded(model)
+        log.info("model: %s", plan.summary())
+        classifier = self.with_head(classifier)  # (a taught head makes a new Classifier: the plan goes on that)
+        classifier.tuning = plan.describe()
+        if self.state_dir is not None:
+            serving.write_plan(self.state_dir, self.options.bundle, plan)
         return classifier
 
     def with_head(self, classifier: Classifier) -> Classifier:
@@ -163,18 +167,46 @@ class Daemon:
             log.error("the taught head is not served, the bundle's own head is: %s", problem)
         return classifier
 
-    def choose_model(self, manifest) -> model_choice.Choice:
-        """--model and --threads, else this bundle's and device's tuning (made now if missing), else int8. Made
-        once per set of model files: a reload for a new head (teach, undo, SIGHUP with the same models) keeps the
-        choice, without probing the device or tuning on the inference thread again."""
+    def choose_model(self, manifest, at_start: bool = False) -> serving.Plan:
+        """The serving plan (device/serving.py), made once per set of model files: a reload for a new head
+        (teach, undo, SIGHUP with the same models) keeps it. Only the start may tune (before READY=1, in a
+        subprocess); a reload with new models never tunes on the inference thread: it serves what is known
+        (int8 when nothing is) and tunes in the background, then reloads."""
         models = {fmt: entry.sha256 for fmt, entry in manifest.models.items()}
-        if self.choice is not None and models == self.choice_models:
-            return self.choice
+        if self.plan is not None and models == self.plan.models:
+            return self.plan
         options = self.options
-        self.choice = model_choice.resolve(options.bundle, manifest, options.model, options.threads, options.source,
-                                           self.state_dir, options.tune_seconds, log=log.info)
-        self.choice_models = models
-        return self.choice
+        self.plan = serving.resolve(options.bundle, manifest, options.model, options.threads, options.source,
+                                    self.state_dir, options.tune_seconds, say=log.info, tune=at_start)
+        if self.plan.tune_later:
+            self.tune_in_background(manifest)
+        return self.plan
+
+    def tune_in_background(self, manifest) -> None:
+        """python -m device tune in a subprocess, from a thread; when it filed a record, the next reload serves it."""
+        if self.tuning_thread is not None and self.tuning_thread.is_alive():
+            return
+        options, plan = self.options, self.plan
+
+        def tune() -> None:
+            try:
+                tuning = serving.make_plan(options.bundle, manifest, options.source)
+                key = tuning.key
+                log.info("no tuning for this bundle and device: measuring %s in the background (about %g s)",
+                         ", ".join(tuning.candidates), options.tune_seconds)
+                record, problem = serving.tune_in_subprocess(options.bundle, self.state_dir, options.source,
+                                                             options.tune_seconds, key)
+            except Exception as error:  # noqa: BLE001 - a failed tuning leaves the plan serving
+                record, problem = None, f"{type(error).__name__}: {error}"
+            if record is None:
+                log.warning("background tuning failed (%s): still serving %s", problem, plan.model)
+                return
+            if self.plan is plan:
+                self.plan = None  # decided again with the new record at the next reload
+                self.reload_requested.set()
+
+        self.tuning_thread = threading.Thread(target=tune, name="edgecam-tune", daemon=True)
+        self.tuning_thread.start()
 
     def start(self) -> None:
         """Everything that can fail for a configuration reason fails here, before READY=1."""
@@ -182,7 +214,7 @@ class Daemon:
         if options.model is not None:
             parse_model_spec(options.model)
         chosen = configure(options)  # flag problems (a bad --mqtt URL) fail before the model loads
-        self.classifier = self.load()
+        self.classifier = self.load(at_start=True)
         self.open_outputs(chosen)
         if options.log_file:
             self.log_handler = EventLogHandler(self.outputs)
@@ -211,7 +243,7 @@ class Daemon:
         log.info("head: %s", describe_head(self.classifier.head_info))
         self.event("start", model=model.describe(), source=options.source, http=options.http, pid=os.getpid())
         self.notifier.ready(f"serving {model.format} on {model.runtime}")
-        self.teach.refit_if_new_model()  # a release with another model: its head re-fitted from the data set
+        self.teach.refit_if_stale()  # a release with another model, a flipped format: its head re-fitted
 
     def open_outputs(self, chosen: list | None = None) -> None:
         """Open the outputs (device/outputs/) for the loaded bundle; a ValueError means a bad setting."""
@@ -355,6 +387,7 @@ class Daemon:
         self.reloading = True
         self.notifier.reloading()
         self.check_state()
+        previous = self.classifier.model.sha256 if self.classifier is not None else None
         try:
             classifier = self.load()
         except Exception as error:  # noqa: BLE001 - nothing a new bundle holds may take the daemon down
@@ -372,6 +405,8 @@ class Daemon:
             log.info("reloaded %s (%s); head: %s", classifier.model.path, classifier.model.sha256[:12],
                      describe_head(classifier.head_info))
             self.event("reloaded", model=classifier.model.describe())
+            if self.teach is not None and classifier.model.sha256 != previous:
+                self.teach.refit_if_stale()  # a new model serves: its head follows (in the background)
         finally:
             self.reloading = False
             self.reloads += 1

@@ -10,6 +10,7 @@ place the service may write that survives restarts, upgrades and rollbacks. Its 
       models/<model key>/           what was fitted to one model, keyed by the sha256 of the model file it embeds
                                     with (so it is never applied to another model, and a rollback finds it again)
       tuning/                       the tuner's measurements (device/tune.py)
+      serving.json                  what the daemon serves and why (device/serving.py): shell commands read it
 
 Which folder: ``--state-dir``, else ``$EDGECAM_STATE_DIR``, else ``$STATE_DIRECTORY`` (set by systemd for a unit
 with ``StateDirectory=``; its first entry), else none (the caller decides: a laptop run without a state folder).
@@ -28,6 +29,7 @@ SYSTEM_STATE_DIR = Path("/var/lib/edgecam")  # the unit's StateDirectory=edgecam
 MODELS = "models"
 DATASET = "dataset"
 TUNING = "tuning"
+SERVING = "serving.json"  # the daemon's serving plan (device/serving.py), rewritten at every load
 
 
 def resolve_state_dir(explicit: str | os.PathLike | None = None, environ=None) -> Path | None:

@@ -250,10 +250,10 @@ class HeadStore:
             return 0
 
     def choose_own_head(self) -> None:
-        """Record revision 0 as current where no revision was ever current (a re-fit the gate refused)."""
+        """Record that the head in use stays (a re-fit the gate refused): current.json written again (revision 0
+        where none was current), so the next start does not re-fit again."""
         with self.locked():
-            if not (self.root / CURRENT).exists():
-                self._set_current(0)
+            self._set_current(self._parent() if (self.root / CURRENT).exists() else 0)
 
     def locked(self):
         return _Lock(self)
@@ -318,10 +318,17 @@ def serving_head(store: HeadStore, manifest: Manifest) -> tuple:
 
 
 # ---- finding the store -------------------------------------------------------------------------
+def head_format(model_format: str) -> str:
+    """The format whose heads MODEL_FORMAT serves: int8's for the Edge TPU model (compiled from the int8 model;
+    teaching embeds with int8 on the CPU while the daemon holds the Edge TPU), else its own. The one place that
+    maps the Edge TPU to int8."""
+    return "int8" if model_format == EDGETPU_FORMAT else model_format
+
+
 def embedding_sha256(bundle, manifest: Manifest, model_format: str, loaded_sha256: str = "") -> str:
     """The sha256 of the model file whose embedding output a head of MODEL_FORMAT is fitted on. An Edge TPU
     model is taught through its int8 source on the CPU (the daemon holds the TPU), so it shares int8's heads."""
-    chosen = "int8" if model_format == EDGETPU_FORMAT and "int8" in manifest.models else model_format
+    chosen = head_format(model_format) if "int8" in manifest.models else model_format
     entry = manifest.models.get(chosen or "")
     if entry is not None and entry.sha256:
         return entry.sha256

@@ -96,8 +96,8 @@ def capture(argv: list) -> int:
 
 
 # ---- teach, undo, status ------------------------------------------------------------------------
-SERVED_HELP = ("(default: the format this device's tuning chose, which the daemon serves without --model; "
-               "else int8)")
+SERVED_HELP = ("(default: the one the daemon serves here, from its serving plan STATE/serving.json, or the plan "
+               "it would make; an Edge TPU model's heads are int8's)")
 STATE_DIR_HELP = ("state folder that keeps the taught heads (default: $EDGECAM_STATE_DIR, systemd's $STATE_DIRECTORY, "
                   "/var/lib/edgecam when this user may write it, else the heads stay in BUNDLE/heads)")
 
@@ -120,11 +120,13 @@ def teach(argv: list) -> int:
     parser.add_argument("--undo", action="store_true", help="go back one head revision instead of teaching "
                                                             "(the same as python -m device undo)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds and the fit")
-    parser.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1, help="interpreter threads")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="interpreter threads (default: the daemon's, else every core)")
     parser.add_argument("--state-dir", default=None, help=STATE_DIR_HELP)
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line (the daemon uses it)")
     args = parser.parse_args(argv)
     _served_model(args)
+    args.threads = args.threads or os.cpu_count() or 1
     if args.undo:
         return _undo(args)
     from device.manifest import load_manifest
@@ -228,18 +230,23 @@ def _percent(value) -> str:
 
 
 def _served_model(args) -> None:
-    """--model left out: the format the daemon serves here when it is not told (this device's tuning choice,
-    device/choice.py), else int8: a teach from a shell then writes the heads the daemon reads."""
+    """--model left out: the model the daemon serves here (its serving plan, STATE/serving.json; else the plan
+    a daemon would make now, device/serving.py), as a teach embeds with it (an Edge TPU model: int8); its
+    threads too when --threads is left out. A teach from a shell then writes the heads the daemon reads."""
     if args.model is not None:
         return
-    from device.choice import tuned_format
+    from device import serving
     from device.manifest import load_manifest
     from device.state import device_state_dir
 
     try:
-        args.model = tuned_format(load_manifest(args.bundle), device_state_dir(args.state_dir)) or "int8"
+        plan = serving.served(args.bundle, load_manifest(args.bundle), device_state_dir(args.state_dir))
+        args.model = serving.teach_model(plan["model"])
     except ValueError:  # a bundle that cannot be read: the command's own loading says what is wrong
         args.model = "int8"
+        return
+    if getattr(args, "threads", 0) is None and isinstance(plan.get("threads"), int) and plan["threads"] > 0:
+        args.threads = plan["threads"]
 
 
 def _store(args):
