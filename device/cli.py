@@ -12,46 +12,12 @@ import sys
 
 from device.outputs import EMIT_MODES
 from device.outputs import settings as output_settings
+from device.validators import non_negative_float, non_negative_int, positive_float, positive_int, probability
 
 SUBCOMMANDS = {"doctor": "device.doctor", "capture": "device.teach.cli:capture", "teach": "device.teach.cli:teach",
                "undo": "device.teach.cli:undo", "status": "device.teach.cli:status",
                "evaluate": "device.teach.cli:evaluate", "dataset": "device.teach.dataset_cli",
                "tune": "device.tune"}
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a fraction between 0 and 1 (e.g. 0.98), got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

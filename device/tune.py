@@ -341,7 +341,7 @@ def parse_frame(text: str) -> tuple:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from device.cli import positive_float, positive_int
+    from device.validators import positive_float, positive_int
 
     parser = argparse.ArgumentParser(
         prog="python -m device tune", formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -35,7 +35,7 @@ from device.manifest import (
 )
 from train import fewshot, starting
 from train.dataset import DataError, make_dataset
-from train.phases import best_epoch_callback, fit_phases
+from train.phases import best_epoch_callback, fit_phases, learning_rate_schedule
 from train.sources import scan_sources
 
 log = logging.getLogger("edgecam.train")
@@ -68,21 +68,6 @@ class TrainOptions:
     freeze: Optional[int] = None
     init_from: Optional[str] = None
     data_weight: Optional[list] = None  # one loss weight per --data folder
-
-
-def learning_rate_schedule(options: TrainOptions, train_images: int):
-    """Linear warm-up from a tenth of --learning-rate over the first epoch (over the first quarter of the
-    steps when there are fewer than four epochs), then cosine decay to zero at --epochs. Without the warm-up, Adam at full rate in the first steps can drive the ReLU network of the
-    reference model into a state where it predicts uniform probabilities for several epochs; the decay
-    settles the weights so the best epoch is near the last. The step count lives in the optimizer, so
-    --resume continues the schedule where it stopped."""
-    import keras
-
-    steps_per_epoch = max(1, -(-train_images // options.batch_size))
-    warmup = min(steps_per_epoch, max(1, options.epochs * steps_per_epoch // 4))
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=options.learning_rate / 10, decay_steps=max(1, options.epochs * steps_per_epoch - warmup),
-        warmup_target=options.learning_rate, warmup_steps=warmup)
 
 
 class BundleExistsError(ValueError):

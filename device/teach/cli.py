@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from device import exitcodes
-from device.cli import non_negative_float, positive_int
+from device.validators import non_negative_float, positive_int
 
 FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
