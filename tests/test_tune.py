@@ -282,8 +282,10 @@ def test_the_fleet_report_lists_each_devices_tuned_choice():
 
 
 def test_shell_teach_undo_and_status_act_on_the_format_the_daemon_serves(bundle, tmp_path):
-    """Without --model, `python -m device status|undo|teach` take the format this device's tuning chose (what a
-    daemon started without --model serves), so a teach from a shell writes the heads the daemon reads; else int8."""
+    """Without --model, `python -m device status|undo|teach` take the model the daemon serves (its serving plan,
+    STATE/serving.json, written at every load; the tuning of its source's frame size), so a teach from a shell
+    writes the heads the daemon reads; with no daemon run yet, the plan a daemon would make (int8 here: the
+    source, and so the record's key, is not known)."""
     copy = marked(bundle, tmp_path, {"float32": "passed", "int8": "failed"})
     manifest = load_manifest(copy)
     state = tmp_path / "state"
@@ -299,5 +301,11 @@ def test_shell_teach_undo_and_status_act_on_the_format_the_daemon_serves(bundle,
     done = run_tune("--bundle", copy, "--state-dir", state, "--source", f"images:{images_of(bundle)}",
                     "--repetitions", 10, "--seconds", 1)
     assert done.returncode == 0, done.stderr
+    served = subprocess.run([sys.executable, "-m", "device", "--bundle", str(copy), "--source",
+                             f"images:{images_of(bundle)}", "--state-dir", str(state), "--once", "--http", "off",
+                             "--emit", "off", "--max-fps", "0"], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                            capture_output=True, text=True, timeout=60)
+    assert served.returncode == 0, served.stderr
+    assert json.loads((state / "serving.json").read_text())["format"] == "float32"
     assert head()["model_sha256"] == manifest.models["float32"].sha256  # the tuned choice, as the daemon serves
     assert head("--model", "int8")["model_sha256"] == manifest.models["int8"].sha256  # --model wins

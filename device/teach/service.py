@@ -248,7 +248,7 @@ class TeachService:
             self._refit_done("skipped", f"the data set {data} that the previous model's head was fitted on is gone: "
                                         "serving this release's own head. Record frames and teach again.")
             return
-        log.info("a new model serves (sha256 %s...) and its head is older than %s: re-fitting it from %s, as that "
+        log.info("a new model serves (sha256 %s...), its head older than %s: re-fitting its head from %s, as that "
                  "head was; its present head serves meanwhile", store.model_sha256[:12], root, data)
         threading.Thread(target=self._refit, args=(data,), name="edgecam-refit", daemon=True).start()
 
