@@ -70,7 +70,7 @@ class Daemon:
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def status(self, predicate, timeout=60) -> dict:
-        deadline = time.monotonic() + timeout
+        deadline, status = time.monotonic() + timeout, None
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"exit {self.process.returncode}: {self.process.stderr.read()}"
             try:
@@ -81,7 +81,7 @@ class Daemon:
             except OSError:
                 pass
             time.sleep(0.1)
-        raise AssertionError(f"no such /status within {timeout} s")
+        raise AssertionError(f"no such /status within {timeout} s; the last: {status}")
 
     def stop(self) -> str:
         self.process.send_signal(signal.SIGTERM)
@@ -178,3 +178,50 @@ def test_shell_commands_act_on_the_model_and_threads_the_daemon_serves(served_bu
         daemon.stop()
     plan = json.loads((state / "serving.json").read_text())
     assert (plan["format"], plan["threads"], plan["head_key"]) == ("int8", 1, manifest.models["int8"].sha256)
+
+
+@pytest.mark.slow
+def test_a_sighup_with_a_new_model_refits_its_head_and_a_flipped_format_never_serves_a_stale_head(served_bundle):
+    """Issue 26 items 3 and 4: a SIGHUP with a new model served the model's own head (taught classes gone,
+    head.refit null) until a restart; a format's store, once it had a head, was never re-fitted, so after the
+    served format flipped back an old head with old classes served."""
+    bundle, state, source = served_bundle
+    teach = ("teach", "--bundle", bundle, "--state-dir", state, "--force", "--threads", 1, "--json")
+    assert json.loads(device(*teach, "--data", state / "dataset").stdout.splitlines()[-1])["accepted"]
+    daemon = Daemon("--bundle", bundle, "--source", source, "--state-dir", state, "--tune-seconds", 0)
+    try:
+        status = daemon.status(lambda s: s["frames"] > 0)
+        assert status["head"]["source"] == "taught" and status["model"]["format"] == "int8"
+        manifest = load_manifest(bundle)  # a new int8 model file (other bytes, so another sha256)
+        entry = manifest.models["int8"]
+        path = bundle / entry.file
+        path.write_bytes(path.read_bytes() + b"\0" * 64)
+        from device.manifest import sha256_file
+
+        entry.sha256, entry.size_bytes = sha256_file(path), path.stat().st_size
+        save_manifest(manifest, bundle)
+        daemon.process.send_signal(signal.SIGHUP)
+        status = daemon.status(lambda s: s["model"]["sha256"] == entry.sha256
+                               and (s["head"].get("refit") or {}).get("state") == "done", timeout=90)
+        status = daemon.status(lambda s: s["head"]["source"] == "taught")
+        assert status["head"]["labels"] == ["blue", "green", "red"]
+    finally:
+        daemon.stop()
+    float32 = ("--bundle", bundle, "--source", source, "--state-dir", state, "--tune-seconds", 0, "--model", "float32")
+    daemon = Daemon(*float32)
+    try:
+        status = daemon.status(lambda s: (s["head"].get("refit") or {}).get("state") == "done", timeout=90)
+    finally:
+        daemon.stop()
+    # the classes change in int8's store; float32's store was fitted before: it must not serve the old classes
+    shutil.copytree(state / "dataset" / "red", state / "dataset" / "yellow")
+    shutil.rmtree(state / "dataset" / "red")
+    taught = device(*teach, "--data", state / "dataset", "--model", "int8")
+    assert json.loads(taught.stdout.splitlines()[-1])["labels"] == ["blue", "green", "yellow"]
+    daemon = Daemon(*float32)
+    try:
+        status = daemon.status(lambda s: (s["head"].get("refit") or {}).get("state") == "done", timeout=90)
+        status = daemon.status(lambda s: s["head"]["labels"] == ["blue", "green", "yellow"])
+        assert status["model"]["format"] == "float32" and status["head"]["source"] == "taught"
+    finally:
+        daemon.stop()
