@@ -205,6 +205,14 @@ ensure_dataset_dir() {  # the captured frames: created once, kept across release
 tune_release() {  # the fastest model format and thread count here (device/tune.py); never fails the install
   local state
   state=$(dirname "$DATASET_DIR")
+  if [ "$SYSTEMD" = yes ] && systemctl is-active --quiet edgecam.service; then
+    if [ "$CHANGED" = no ]; then
+      say "service edgecam already runs this release; its tuning stays"; return 0
+    fi
+    # the running daemon holds the Edge TPU and loads the CPU: measured beside it, the rows would be wrong
+    say "stopping the running daemon while tuning (the new release starts right after)"
+    systemctl stop edgecam.service || true
+  fi
   say "device tune (which of the bundle's model formats, with how many threads, is fastest here)"
   "$RELEASES/$1/venv/bin/python" -m device tune --bundle "$RELEASES/$1/bundle" --state-dir "$state" --quiet \
     || { echo "edgecam install: warning: device tune failed; the daemon tunes on its first start" >&2; return 0; }
