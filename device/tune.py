@@ -39,7 +39,7 @@ import numpy as np
 from device.atomic import atomic_write
 from device.layout import EDGETPU_FORMAT
 from device.manifest import MODEL_FORMATS, PARITY_PASSED, load_manifest
-from device.state import TUNING, resolve_state_dir
+from device.state import TUNING, device_state_dir
 
 SCHEMA = "edgecam-tuning/1"
 TOLERANCE = 0.05  # fewer threads win when they are at most this much slower than the fastest
@@ -352,7 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--bundle", required=True, default=argparse.SUPPRESS, help="bundle folder (holds manifest.json)")
     add("--state-dir", default=argparse.SUPPRESS,
         help="state folder; the record goes to STATE/tuning/ (default: $EDGECAM_STATE_DIR, else systemd's "
-             "$STATE_DIRECTORY; without one the table is printed and nothing is kept)")
+             "$STATE_DIRECTORY, else /var/lib/edgecam when this user may write it; without one the table is "
+             "printed and nothing is kept)")
     add("--source", default="picamera2",
         help="the daemon's --source: it sets the frame size (images:DIR its first image, picamera2 the model "
              "input, anything else 640x480)")
@@ -367,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list | None = None) -> int:
     args = build_parser().parse_args(argv)
     say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
-    state_dir = resolve_state_dir(getattr(args, "state_dir", None))
+    state_dir = device_state_dir(getattr(args, "state_dir", None))  # the daemon's and teach's, /var/lib/edgecam too
     try:
         manifest = load_manifest(args.bundle)
         plan = make_plan(args.bundle, manifest, args.source, getattr(args, "frame_size", None))

@@ -309,3 +309,21 @@ def test_shell_teach_undo_and_status_act_on_the_format_the_daemon_serves(bundle,
     assert json.loads((state / "serving.json").read_text())["format"] == "float32"
     assert head()["model_sha256"] == manifest.models["float32"].sha256  # the tuned choice, as the daemon serves
     assert head("--model", "int8")["model_sha256"] == manifest.models["int8"].sha256  # --model wins
+
+
+def test_tune_finds_the_installed_devices_state_folder_as_the_daemon_and_teach_do(bundle, tmp_path, monkeypatch,
+                                                                                   capsys):
+    """Issue 26 item 13: tune resolved the state folder without the /var/lib/edgecam fallback the daemon, teach,
+    undo and status use, so a `sudo -u edgecam python -m device tune` kept nothing. The installed folder is a
+    temporary one here (device.state.SYSTEM_STATE_DIR): a test never writes into a real /var/lib/edgecam."""
+    import device.state
+
+    copy = marked(bundle, tmp_path, {"float32": "passed", "int8": "failed"})
+    installed = tmp_path / "var-lib-edgecam"
+    installed.mkdir()
+    monkeypatch.setattr(device.state, "SYSTEM_STATE_DIR", installed)
+    for variable in ("EDGECAM_STATE_DIR", "STATE_DIRECTORY"):
+        monkeypatch.delenv(variable, raising=False)
+    assert tune.main(["--bundle", str(copy), "--source", f"images:{images_of(bundle)}", "--repetitions", "5",
+                      "--seconds", "0.5", "--quiet"]) == 0
+    assert len(list((installed / "tuning").glob("*.json"))) == 1, capsys.readouterr()
