@@ -13,6 +13,7 @@ busy, the bundle locked).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -23,6 +24,7 @@ from device import exitcodes
 from device.validators import non_negative_float, positive_int
 
 FORMATTER = argparse.ArgumentDefaultsHelpFormatter
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
 def _progress(title: str):
@@ -294,7 +296,8 @@ def _guarded(command: str, as_json: bool, run):
     except ValueError as error:
         kind, code, message = "input", 2, str(error)
     except OSError as error:  # a data set or bundle file that cannot be read, a full disk: device/exitcodes.py
-        kind, code, message = "storage", exitcodes.code_for(error), exitcodes.describe(error, "")
+        kind = "storage" if error.errno in STORAGE_ERRNOS else "io"  # room a person must make, or a failed read
+        code, message = exitcodes.code_for(error), exitcodes.describe(error, "")
     if as_json:
         print(json.dumps({"error": message, "kind": kind}))
     print(f"edgecam {command}: {message}", file=sys.stderr)

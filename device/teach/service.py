@@ -146,6 +146,8 @@ class TeachService:
                 revision = store.undo()
             except revisions.NothingToUndo as error:
                 raise TeachRefused(str(error)) from None
+            except ValueError as error:  # a damaged current.json: the shell's exit 2 "delete it", not a 500
+                raise self._failed(TeachRefused(str(error))) from None
             except revisions.StoreLocked as error:
                 raise self._failed(TeachBusy(str(error))) from None
             except revisions.StoreUnwritable as error:
@@ -304,4 +306,5 @@ class NoFrame(RuntimeError):
     """The camera has not delivered a frame yet (HTTP 503)."""
 
 
-ERROR_KINDS = {"locked": TeachBusy, "storage": TeachStorage, "input": TeachRefused}  # the CLI's JSON "kind"
+ERROR_KINDS = {"locked": TeachBusy, "storage": TeachStorage, "input": TeachRefused,  # the CLI's JSON "kind"
+               "io": TeachFailed}  # a file that could not be read (not a full or read-only disk): HTTP 500
