@@ -169,9 +169,17 @@ class HeadStore:
                 "fitted": _iso(created) if isinstance(created, (int, float)) else None, **common}
 
     # ---- writing ---------------------------------------------------------------------------
-    def write_revision(self, head: Head, labels: list, meta: dict) -> int:
-        """Write HEAD and LABELS as the next revision and make it current -> its number."""
+    def write_revision(self, head: Head, labels: list, meta: dict, decide=None) -> int | None:
+        """Write HEAD and LABELS as the next revision and make it current -> its number. DECIDE(revision current
+        now) -> (keep it, extra meta): called under the store's lock, so a teach compares with the head that is
+        current when it commits, not the one it started from (another teach may have committed meanwhile);
+        None when DECIDE refused (nothing written)."""
         with self.locked():
+            if decide is not None:
+                keep, extra = decide(self._parent())
+                if not keep:
+                    return None
+                meta = dict(meta, **extra)
             numbers = [int(path.name[1:]) for path in self.root.glob("r[0-9][0-9][0-9][0-9]") if path.is_dir()]
             revision = max(numbers, default=0) + 1
             temporary = self.root / f".r{revision:04d}.tmp-{os.getpid()}"
