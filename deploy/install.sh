@@ -268,7 +268,7 @@ build_release() {  # build_release ID: copy, venv, pip, doctor; the folder is re
   "${pip[@]}"
   say "device doctor"
   [ -z "$ROOT" ] || mkdir -p "$LOG_DIR"  # on the device, systemd creates it for the service (LogsDirectory=)
-  "$dir/venv/bin/python" -m device doctor --bundle "$dir/bundle" --state-dir "$dir/state" --log-dir "$LOG_DIR"
+  "$dir/venv/bin/python" -m device doctor --bundle "$dir/bundle" --verdict-dir "$dir/state" --log-dir "$LOG_DIR"
   render_unit "$dir"
   touch "$dir/.complete"
   trap - EXIT
@@ -317,7 +317,7 @@ install() {
   if [ -f "$RELEASES/$id/.complete" ]; then
     say "release $id is already installed; checking it again"
     "$RELEASES/$id/venv/bin/python" -m device doctor --bundle "$RELEASES/$id/bundle" \
-      --state-dir "$RELEASES/$id/state" --log-dir "$LOG_DIR" >/dev/null \
+      --verdict-dir "$RELEASES/$id/state" --log-dir "$LOG_DIR" >/dev/null \
       || die "release $id no longer passes device doctor: run $RELEASES/$id/venv/bin/python -m device doctor"
   else
     build_release "$id"

@@ -222,3 +222,18 @@ def test_notify_socket_under_systemd(tmp_path):
         assert server.recv(1024).startswith(b"STATUS=edgecam doctor")
     broken = doctor.check_notify({"NOTIFY_SOCKET": str(tmp_path / "gone")})
     assert broken.status == "fail" and "READY=1" in broken.summary
+
+
+def test_the_doctors_verdict_never_goes_into_the_devices_state_folder(bundle, tmp_path):
+    """Issue 26 item 13: doctor's --state-dir meant RELEASE/state (install.sh) and defaulted to $EDGECAM_STATE_DIR
+    (the device's state folder): a third meaning. Its folder is --verdict-dir now (install.sh's RELEASE/state),
+    and the device's state folder is never written."""
+    from device.doctor import build_parser
+
+    state = tmp_path / "state"
+    state.mkdir()
+    result = run_doctor("--bundle", bundle, "--log-dir", tmp_path, "--runtimes", "ai_edge_litert",
+                        env={"EDGECAM_STATE_DIR": str(state)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert list(state.iterdir()) == []
+    assert build_parser().parse_args(["--verdict-dir", "R/state"]).verdict_dir == "R/state"
