@@ -178,35 +178,17 @@ class Daemon:
         options = self.options
         self.plan = serving.resolve(options.bundle, manifest, options.model, options.threads, options.source,
                                     self.state_dir, options.tune_seconds, say=log.info, tune=at_start)
-        if self.plan.tune_later:
-            self.tune_in_background(manifest)
+        if self.plan.tune_later and not (self.tuning_thread and self.tuning_thread.is_alive()):
+            plan = self.plan
+            self.tuning_thread = serving.tune_in_background(options.bundle, manifest, self.state_dir, options.source,
+                                                            options.tune_seconds, lambda: self.tuned(plan))
         return self.plan
 
-    def tune_in_background(self, manifest) -> None:
-        """python -m device tune in a subprocess, from a thread; when it filed a record, the next reload serves it."""
-        if self.tuning_thread is not None and self.tuning_thread.is_alive():
-            return
-        options, plan = self.options, self.plan
-
-        def tune() -> None:
-            try:
-                tuning = serving.make_plan(options.bundle, manifest, options.source)
-                key = tuning.key
-                log.info("no tuning for this bundle and device: measuring %s in the background (about %g s)",
-                         ", ".join(tuning.candidates), options.tune_seconds)
-                record, problem = serving.tune_in_subprocess(options.bundle, self.state_dir, options.source,
-                                                             options.tune_seconds, key)
-            except Exception as error:  # noqa: BLE001 - a failed tuning leaves the plan serving
-                record, problem = None, f"{type(error).__name__}: {error}"
-            if record is None:
-                log.warning("background tuning failed (%s): still serving %s", problem, plan.model)
-                return
-            if self.plan is plan:
-                self.plan = None  # decided again with the new record at the next reload
-                self.reload_requested.set()
-
-        self.tuning_thread = threading.Thread(target=tune, name="edgecam-tune", daemon=True)
-        self.tuning_thread.start()
+    def tuned(self, plan: serving.Plan) -> None:
+        """A background tuning filed its record: the next reload decides again with it."""
+        if self.plan is plan:
+            self.plan = None
+            self.reload_requested.set()
 
     def start(self) -> None:
         """Everything that can fail for a configuration reason fails here, before READY=1."""

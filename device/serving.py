@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -247,6 +248,27 @@ def tune_in_subprocess(bundle, state_dir, source: str, seconds: float, key: str)
     if record is None:
         return None, f"python -m device tune left no record at {record_path(state_dir, key)}"
     return record, None
+
+
+def tune_in_background(bundle, manifest, state_dir, source: str, seconds: float, when_done):
+    """:func:`tune_in_subprocess` from a thread (a reload never tunes on the inference thread, WatchdogSec=30);
+    WHEN_DONE() once a record is filed -> the thread."""
+    def run() -> None:
+        try:
+            tuning = make_plan(bundle, manifest, source)
+            log.info("no tuning for this bundle and device: measuring %s in the background (about %g s)",
+                     ", ".join(tuning.candidates), seconds)
+            record, problem = tune_in_subprocess(bundle, state_dir, source, seconds, tuning.key)
+        except Exception as error:  # noqa: BLE001 - a failed tuning leaves the plan serving
+            record, problem = None, f"{type(error).__name__}: {error}"
+        if record is None:
+            log.warning("background tuning failed (%s): serving what is known", problem)
+            return
+        when_done()
+
+    thread = threading.Thread(target=run, name="edgecam-tune", daemon=True)
+    thread.start()
+    return thread
 
 
 # ---- the file -------------------------------------------------------------------------------------------
