@@ -225,3 +225,15 @@ def test_a_sighup_with_a_new_model_refits_its_head_and_a_flipped_format_never_se
         assert status["model"]["format"] == "float32" and status["head"]["source"] == "taught"
     finally:
         daemon.stop()
+
+
+def test_a_shell_teach_for_an_edge_tpu_daemon_embeds_with_int8_on_the_cpu():
+    """Issue 26 item 2: the record's choice could be int8_edgetpu, and a shell teach then opened the Edge TPU the
+    daemon holds. One function maps the Edge TPU to int8 (its heads are int8's), whatever the spelling."""
+    from device.heads.store import head_format
+    from device.serving import teach_model
+
+    for served in ("int8_edgetpu", "edgetpu", "edgetpu@usb:0", "tflite/model_int8_edgetpu.tflite@pci:0"):
+        assert teach_model(served) == "int8", served
+    assert teach_model("float16") == "float16" and teach_model("my/model.tflite") == "my/model.tflite"
+    assert head_format("int8_edgetpu") == "int8" and head_format("float32") == "float32"
