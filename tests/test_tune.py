@@ -241,6 +241,7 @@ def test_the_daemon_serves_the_tuned_choice_retunes_a_changed_model_and_the_comm
         stderr = daemon.stop()
     assert "no tuning for this bundle and device: measuring float32" in stderr  # the log says so, twice
     assert stderr.count("measuring float32") == 2
+    assert "measuring float32 in the background" in stderr  # a SIGHUP never tunes on the inference thread
     assert sorted(p.stem for p in (state / "tuning").iterdir()) == sorted([first, status["tuning"]["key"]])
     daemon = Daemon("--bundle", copy, "--source", source, "--state-dir", state, "--model", "int8", "--threads", 1)
     try:
