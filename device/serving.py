@@ -109,7 +109,8 @@ def _resolve(bundle, manifest, model, threads, source, state_dir, seconds, say, 
         return default("no state folder (--state-dir, $EDGECAM_STATE_DIR or systemd's StateDirectory=), so no "
                        "tuning is kept or made; python -m device tune --state-dir DIR measures the fastest")
     taught = taught_format(manifest, state_dir) if model is None else None
-    if model is None and taught is not None:
+    followed = ""
+    if taught is not None:
         model = taught
         followed = (f"follows the taught head in {model_dir(state_dir, models[taught])}/heads (the newest teach, "
                     f"undo or re-fit of this bundle's heads), fitted on {taught}'s embeddings")
@@ -135,8 +136,9 @@ def _resolve(bundle, manifest, model, threads, source, state_dir, seconds, say, 
         plan.tune_later = not tune and seconds > 0
         return plan
     if rows is None:
-        say(f"{'tuning again' if problem else 'no tuning for this bundle and device'}: measuring {', '.join(tuning.candidates)} with 1-"
-            f"{tuning.device['cores']} threads (about {seconds:g} s, once)")
+        opening = "tuning again" if problem else "no tuning for this bundle and device"
+        say(f"{opening}: measuring {', '.join(tuning.candidates)} with 1-{tuning.device['cores']} threads "
+            f"(about {seconds:g} s, once)")
         record, failure = tune_in_subprocess(bundle, state_dir, source, seconds, tuning.key)
         rows, problem = check_record(record, tuning) if record is not None else (None, failure)
         if rows is None:
