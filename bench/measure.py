@@ -124,7 +124,7 @@ def formats(bundle: Path, frame: tuple, repetitions: int = 200, seconds: float =
     measurable = [fmt for fmt in manifest.models if fmt != EDGETPU_FORMAT]  # an Edge TPU is not measured here
     rows = tune.measure(bundle, manifest, measurable, list(range(1, tune.usable_cores() + 1)), frame,
                         repetitions, seconds)
-    return rows, tune.choose([row for row in rows if row.format not in excluded]), excluded
+    return rows, tune.choose([row for row in rows if row.format not in excluded])[0], excluded
 
 
 # ---- the daemon as a subprocess -----------------------------------------------------------------

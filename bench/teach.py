@@ -31,7 +31,6 @@ def measure_teach(bundle, threads: int, frames: int = TEACH_FRAMES, model: str =
     then the final head on all of them)}; {} when the bundle has no embedding output."""
     from device.manifest import load_manifest
     from device.teach import augment, crossval
-    from device.teach.head import fit
     from device.teach.teaching import load_classifier
 
     if load_manifest(bundle).embedding is None:
@@ -48,9 +47,7 @@ def measure_teach(bundle, threads: int, frames: int = TEACH_FRAMES, model: str =
     vectors += labels[:, None, None] * 0.02  # a little signal, so the fit has something to find
     started = time.perf_counter()
     folds = crossval.assign_folds(labels, [None] * frames)
-    run = crossval.search(vectors, labels, folds, 3)
-    rows = vectors.reshape(-1, vectors.shape[2])
-    fit(rows, np.repeat(labels, looks), 3, l2=run.l2, steps=run.steps, groups=np.repeat(np.arange(frames), looks))
+    crossval.search_then_fit(vectors, labels, folds, 3)
     return {"embed_fps": frames / embed_seconds, "fit_seconds": time.perf_counter() - started, "frames": frames,
             "embedding": int(embeddings.shape[1]), "looks": looks}
 
@@ -60,7 +57,6 @@ def fit_cost(per_class: int, size: int = 512, classes: int = 3, seed: int = 0) -
     PER_CLASS frames a class in 6 looks -> {"cpu_seconds", "wall_seconds", "steps"}: what the fit costs on
     this machine, without a bundle (CPU seconds are what to scale for another board)."""
     from device.teach import augment, crossval
-    from device.teach.head import fit
 
     rng = np.random.default_rng(seed)
     frames, looks = per_class * classes, len(augment.VARIANTS)
@@ -68,9 +64,7 @@ def fit_cost(per_class: int, size: int = 512, classes: int = 3, seed: int = 0) -
     centres = rng.normal(0, 1, (classes, size))
     vectors = np.maximum(0, centres[labels][:, None, :] + rng.normal(0, 2, (frames, looks, size))).astype(np.float32)
     cpu, wall = time.process_time(), time.perf_counter()
-    run = crossval.search(vectors, labels, crossval.assign_folds(labels, [None] * frames), classes)
-    fit(vectors.reshape(-1, size), np.repeat(labels, looks), classes, l2=run.l2, steps=run.steps,
-        groups=np.repeat(np.arange(frames), looks))
+    run, _, _ = crossval.search_then_fit(vectors, labels, crossval.assign_folds(labels, [None] * frames), classes)
     return {"per_class": per_class, "frames": frames, "looks": looks, "size": size, "steps": run.steps,
             "cpu_seconds": time.process_time() - cpu, "wall_seconds": time.perf_counter() - wall}
 
@@ -90,9 +84,9 @@ def shifted_style(bundle, workdir, teach_per_class: int = 30, test_per_class: in
     """Built-in vs taught accuracy on unseen camera-style images (seed SEED) -> a dict of figures. Also the
     previous recipe (a fifth held out for the early stop, the head fitted on the rest, no variants) on the same
     frames, and the gate's cross-validated figure beside the unseen one."""
+    from device.heads.head import fit, split_heldout
+    from device.heads.store import load_revision
     from device.teach.evaluate import evaluate
-    from device.teach.head import fit, split_heldout
-    from device.teach.revisions import load_revision
     from device.teach.teaching import collect, embed, load_classifier, teach
     from train.datagen import generate_dataset
 

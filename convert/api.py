@@ -27,6 +27,7 @@ from convert.errors import ConvertError
 from convert.heldout import load_heldout
 from convert.parity import ModelParity, ParityReport, Thresholds, compare, environment, write_report
 from device import drift, layout
+from device.atomic import atomic_write
 from device.layout import EDGETPU_DIR, EDGETPU_FORMAT, TFLITE_DIR
 
 SAVED_MODEL_BATCH = 64
@@ -145,7 +146,7 @@ def _convert_models(staging: Path, manifest, serving, formats, calibration_image
             content = tflite.convert(source, fmt, dataset, io_type, target_runtime)
             _check_target_runtime(content, fmt, target_runtime)
             path = out_dir / tflite.model_filename(fmt)
-            _atomic_write_bytes(path, content)
+            atomic_write(path, content)
             files[fmt] = path
             log(f"converted {fmt:8s} -> {layout.model_path(fmt)} ({len(content) / 1024:.1f} KiB, "
                 f"{time.monotonic() - t0:.1f} s)")
@@ -227,12 +228,12 @@ def _record_embedding(bundle: Path, manifest, head, log) -> None:
 
 def _mark_parity_not_measured(staging: Path, manifest) -> None:
     """--skip-parity: an earlier report describes models that are gone; replace it by one that says so."""
-    from device.manifest import atomic_write_text
+    from device.atomic import atomic_write
 
     for name in (layout.PARITY_JSON, layout.QUANT_DEBUG_CSV, layout.QUANT_DEBUG_MD):
         (staging / name).unlink(missing_ok=True)
     models = ", ".join(manifest.models) or "none"
-    atomic_write_text(staging / layout.PARITY_MD, (
+    atomic_write(staging / layout.PARITY_MD, (
         f"# Accuracy parity: {manifest.name}\n\nNOT MEASURED: the models ({models}) were converted with "
         "--skip-parity, so nothing here vouches for their accuracy. Run python -m convert without --skip-parity "
         "to measure parity; deploy.bundle refuses this bundle until then unless --force is given.\n"))
@@ -280,7 +281,7 @@ def _record_drift(bundle: Path, manifest, references: dict, log) -> None:
     if not references or manifest.embedding is None:
         return
     path = bundle / drift.BUNDLE_REFERENCE_FILE
-    _atomic_write_bytes(path, drift.to_bytes(references))
+    atomic_write(path, drift.to_bytes(references))
     manifest.embedding.drift_file = drift.BUNDLE_REFERENCE_FILE
     manifest.embedding.drift_sha256 = sha256_file(path)
     log(f"drift: {drift.BUNDLE_REFERENCE_FILE} (reference of {', '.join(references)} on the held-out images)")
@@ -425,17 +426,6 @@ def _record_measurements(bundle: Path, manifest, report: ParityReport) -> None:
 
 def _relative(path: Path, bundle: Path) -> str:
     return Path(path).relative_to(bundle).as_posix()
-
-
-def _atomic_write_bytes(path: Path, content: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(content)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 __all__ = ["ConvertError", "ParityReport", "Thresholds", "convert_bundle", "parse_formats"]

@@ -22,9 +22,9 @@ from convert.parity import (
     Thresholds,
 )
 from convert.tflite import FORMATS, IO_TYPES, LATEST
-from device.cli import non_negative_float, positive_int, probability
 from device.layout import PARITY_MD, StageError
 from device.opversions import TARGET_RUNTIMES
+from device.validators import non_negative_float, positive_int, probability
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,8 +19,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from device.atomic import atomic_write, atomic_write_with
 from device.layout import EDGETPU_FORMAT, model_filename
-from device.manifest import atomic_write_text
 
 COMPILER = "edgetpu_compiler"
 MAPPED = "Mapped to Edge TPU"
@@ -93,17 +93,11 @@ def _replace_with(source: Path, target: Path) -> None:
     """Put SOURCE's bytes at TARGET as a new file: copied beside TARGET, then renamed over it. TARGET may be a
     staging folder's hard link of the live bundle's file, so it must never be opened for writing (shutil.move
     does exactly that when SOURCE is on another file system, e.g. a tmpfs /tmp)."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream, open(source, "rb") as original:
+    def copy(stream) -> None:
+        with open(source, "rb") as original:
             shutil.copyfileobj(original, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        shutil.copymode(source, temporary)  # the compiler's mode (mkstemp's 0600 would hide it from the daemon)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+
+    atomic_write_with(target, copy, mode=os.stat(source).st_mode & 0o777)  # the compiler's mode, not mkstemp's 0600
 
 
 def compile_for_edgetpu(model: Path, tflite_dir: Path, log_dir: Path, compiler: str = COMPILER,
@@ -121,7 +115,7 @@ def compile_for_edgetpu(model: Path, tflite_dir: Path, log_dir: Path, compiler: 
             output, returncode = run.stdout + run.stderr, run.returncode
         except subprocess.TimeoutExpired as error:
             output, returncode = f"{error.stdout or ''}{error.stderr or ''}\n(timed out after {timeout_s} s)", -1
-        atomic_write_text(log, f"$ {' '.join(command)}\n{output}")  # replace, never modify: see device/layout.py
+        atomic_write(log, f"$ {' '.join(command)}\n{output}")  # replace, never modify: see device/layout.py
         version = next(iter(re.findall(r"Edge TPU Compiler version (\S+)", output)), "")
         result = CompileResult(available=True, command=command, returncode=returncode, version=version,
                                log=str(log))

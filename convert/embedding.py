@@ -77,8 +77,8 @@ def two_output_saved_model(head: HeadLayer, folder: Path) -> Path:
 
 
 def save_head(head: HeadLayer, path: Path) -> None:
-    """W and b as the device reads them (device.teach.head.Head), written atomically."""
-    from device.teach.head import Head
+    """W and b as the device reads them (device.heads.head.Head), written atomically."""
+    from device.heads.head import Head
 
     Head.from_dense(head.weights, head.bias).save(path)
 

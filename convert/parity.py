@@ -3,8 +3,9 @@
 Metrics per model (the SavedModel is the reference):
   accuracy         top-1 accuracy on the held-out labels
   accuracy_drop    SavedModel accuracy minus this model's, in percentage points (positive = worse), with its
-                   exact 95% interval (drop_interval) from the images the two answer differently: `losses`
-                   (the SavedModel was right, this model is not) and `gains` (the other way round)
+                   unconditional 95% interval (drop_interval, Tango's score interval: device/paired.py) from
+                   `losses` (the SavedModel was right, this model is not) and `gains` (the other way round)
+                   out of all the images
   agreement        fraction of images whose top-1 class equals the SavedModel's
   confident_agreement  the same on the images where the SavedModel is sure: its top-1 probability leads the
                    runner-up by at least Thresholds.confident_margin; the other images are near ties, counted
@@ -27,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.paired import accuracy_drop_interval, margins, mcnemar_p
 from device.layout import PARITY_JSON, PARITY_MD
+from device.paired import accuracy_drop_interval, margins, mcnemar_p
 
 # Agreement is counted on the images where the SavedModel's top-1 leads by at least CONFIDENT_MARGIN. A flip
 # there needs the converted model to move probability by at least half the margin on each of two classes;
@@ -53,6 +54,10 @@ class Thresholds:
         """The broken thresholds of one row, as readable sentences (empty when it passes)."""
         broken = []
         minimum = self.min_agreement.get(row.format)
+        if minimum is not None and row.confident_agreement is None and row.agreement is not None \
+                and row.agreement < minimum:  # no confident image: every image is checked, none passes unchecked
+            broken.append(f"no image has a float top-1 margin ≥ {self.confident_margin:g}, so agreement is checked "
+                          f"on all {row.images} images: {row.agreement:.2%} < {minimum:.2%}")
         if minimum is not None and row.confident_agreement is not None and row.confident_agreement < minimum:
             flipped = row.confident_images - round(row.confident_agreement * row.confident_images)
             broken.append(f"agreement on confident images {row.confident_agreement:.2%} < {minimum:.2%} "
@@ -84,7 +89,7 @@ class ModelParity:
     disagreements: int = 0
     losses: int = 0  # images the SavedModel gets right and this model wrong
     gains: int = 0  # the other way round
-    drop_interval: list[float] | None = None  # [low, high] points, exact 95%
+    drop_interval: list[float] | None = None  # [low, high] points, unconditional 95% (Tango score)
     drop_p_value: float | None = None  # one-sided exact McNemar: losses this many or more by chance
     confident_images: int = 0
     confident_agreement: float | None = None  # None when no image is confident
@@ -268,7 +273,7 @@ def render_markdown(report: ParityReport) -> str:
 
 
 def write_report(report: ParityReport, bundle: Path) -> None:
-    from device.manifest import atomic_write_text
+    from device.atomic import atomic_write
 
-    atomic_write_text(Path(bundle) / PARITY_JSON, report.to_json())
-    atomic_write_text(Path(bundle) / PARITY_MD, report.to_markdown())
+    atomic_write(Path(bundle) / PARITY_JSON, report.to_json())
+    atomic_write(Path(bundle) / PARITY_MD, report.to_markdown())

@@ -56,7 +56,7 @@ def layer_errors(serving, calibration_images: np.ndarray, debug_images: np.ndarr
 
 def write_quantization_debug(serving, calibration_images, debug_images, bundle: Path, top: int = 10,
                              log=print) -> Path:
-    from device.manifest import atomic_write_text
+    from device.atomic import atomic_write
 
     log(f"quantization debugger: per-layer error on {len(debug_images)} held-out images ...")
     rows = layer_errors(serving, calibration_images, debug_images)
@@ -67,7 +67,7 @@ def write_quantization_debug(serving, calibration_images, debug_images, bundle: 
     writer = csv.DictWriter(text, fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(bundle / QUANT_DEBUG_CSV, text.getvalue())
+    atomic_write(bundle / QUANT_DEBUG_CSV, text.getvalue())
     lines = [
         "# int8 quantization error per layer (worst first)", "",
         (f"RMSE / scale = error in quantization steps; rounding alone gives ~{ROUNDING_ONLY:.2f}. Layers far above "
@@ -86,7 +86,7 @@ def write_quantization_debug(serving, calibration_images, debug_images, bundle: 
                   "top classes are near ties on those images (compare mean/max abs Δp in parity.md).")]
     lines += ["", f"All {len(rows)} layers: {QUANT_DEBUG_CSV}."]
     path = bundle / QUANT_DEBUG_MD
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    atomic_write(path, "\n".join(lines) + "\n")
     if rows:
         worst = rows[0]
         log(f"quantization debugger: worst layer {worst['tensor_name'].split(';')[0]} ({worst['op_name']}), "

@@ -148,10 +148,10 @@ class Readiness:
         return "\n".join(lines) + "\n"
 
     def write(self, stem: Path) -> None:
-        from device.manifest import atomic_write_text
+        from device.atomic import atomic_write
 
-        atomic_write_text(Path(f"{stem}.json"), json.dumps(self.to_dict(), indent=2) + "\n")
-        atomic_write_text(Path(f"{stem}.md"), self.to_markdown())
+        atomic_write(Path(f"{stem}.json"), json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write(Path(f"{stem}.md"), self.to_markdown())
 
 
 def check_model(path) -> Readiness:

@@ -211,6 +211,14 @@ ensure_dataset_dir() {  # the captured frames: created once, kept across release
 tune_release() {  # the fastest model format and thread count here (device/tune.py); never fails the install
   local state
   state=$(dirname "$DATASET_DIR")
+  if [ "$SYSTEMD" = yes ] && systemctl is-active --quiet edgecam.service; then
+    if [ "$CHANGED" = no ]; then
+      say "service edgecam already runs this release; its tuning stays"; return 0
+    fi
+    # the running daemon holds the Edge TPU and loads the CPU: measured beside it, the rows would be wrong
+    say "stopping the running daemon while tuning (the new release starts right after)"
+    systemctl stop edgecam.service || true
+  fi
   say "device tune (which of the bundle's model formats, with how many threads, is fastest here)"
   "$RELEASES/$1/venv/bin/python" -m device tune --bundle "$RELEASES/$1/bundle" --state-dir "$state" --quiet \
     || { echo "edgecam install: warning: device tune failed; the daemon tunes on its first start" >&2; return 0; }
@@ -281,7 +289,7 @@ build_release() {  # build_release ID: copy, venv, pip, doctor; the folder is re
   "${pip[@]}"
   say "device doctor"
   [ -z "$ROOT" ] || mkdir -p "$LOG_DIR"  # on the device, systemd creates it for the service (LogsDirectory=)
-  "$dir/venv/bin/python" -m device doctor --bundle "$dir/bundle" --state-dir "$dir/state" --log-dir "$LOG_DIR"
+  "$dir/venv/bin/python" -m device doctor --bundle "$dir/bundle" --verdict-dir "$dir/state" --log-dir "$LOG_DIR"
   render_unit "$dir"
   touch "$dir/.complete"
   trap - EXIT
@@ -347,7 +355,7 @@ install() {
   if [ -f "$RELEASES/$id/.complete" ]; then
     say "release $id is already installed; checking it again"
     "$RELEASES/$id/venv/bin/python" -m device doctor --bundle "$RELEASES/$id/bundle" \
-      --state-dir "$RELEASES/$id/state" --log-dir "$LOG_DIR" >/dev/null \
+      --verdict-dir "$RELEASES/$id/state" --log-dir "$LOG_DIR" >/dev/null \
       || die "release $id no longer passes device doctor: run $RELEASES/$id/venv/bin/python -m device doctor"
   else
     build_release "$id"

@@ -12,46 +12,13 @@ import sys
 
 from device.outputs import EMIT_MODES
 from device.outputs import settings as output_settings
+from device.regions import region_flag
+from device.validators import non_negative_float, non_negative_int, positive_float, positive_int, probability
 
 SUBCOMMANDS = {"doctor": "device.doctor", "capture": "device.teach.cli:capture", "teach": "device.teach.cli:teach",
                "undo": "device.teach.cli:undo", "status": "device.teach.cli:status",
                "evaluate": "device.teach.cli:evaluate", "dataset": "device.teach.dataset_cli",
                "tune": "device.tune", "token": "device.lan", "regions": "device.regions_cli"}
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a fraction between 0 and 1 (e.g. 0.98), got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,20 +104,12 @@ def add_drift(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--drift-window-seconds", type=non_negative_float, default=drift.DEFAULT_WINDOW_SECONDS,
                        help="the window's frames are spread over this many seconds (a frame joins it at most every "
                             "SECONDS/FRAMES seconds); 0: every frame, the window is the last FRAMES frames")
-def region(text: str):
-    """--region NAME=X,Y,W,H -> device.regions.Region (argparse says which flag and exits 2 on a bad one)."""
-    from device.regions import RegionError, parse_region
-
-    try:
-        return parse_region(text)
-    except RegionError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_region_arguments(parser: argparse.ArgumentParser) -> None:
     """Regions: several boxes of the view, each read on its own (docs/regions.md, device/regions.py)."""
     group = parser.add_argument_group("regions (docs/regions.md)")
-    group.add_argument("--region", action="append", type=region, default=argparse.SUPPRESS, metavar="NAME=X,Y,W,H",
+    group.add_argument("--region", action="append", type=region_flag, default=argparse.SUPPRESS, metavar="NAME=X,Y,W,H",
                        help="read this box of the frame on its own (fractions of the frame: left, top, width, "
                             "height), with its own taught head, one result line per region; repeatable "
                             "(default: none, the whole frame)")

@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from device import choice as model_choice
-from device import drift
+from device import drift, serving
+from device.heads import store as revisions
 from device.http.server import AddressInUse, EventHub, Limits, Server, parse_address
 from device.manifest import ManifestError, load_manifest, unreadable
 from device.notify import Notifier
@@ -34,7 +34,6 @@ from device.runtime import load_model, parse_model_spec
 from device.sources import MAX_IMAGE_PIXELS, open_source
 from device.state import device_state_dir
 from device.teach import http as teach_http
-from device.teach import revisions
 from device.teach.service import TeachOptions, TeachService
 
 log = logging.getLogger("edgecam.daemon")
@@ -114,20 +113,21 @@ class Daemon:
         self.reloads = 0
         self.state_dir = device_state_dir(options.state_dir)  # taught heads, data set (device/state.py)
         self.head_store: revisions.HeadStore | None = None  # the loaded model's head revisions
-        self.choice: model_choice.Choice | None = None  # the model and threads served, and the models it is for
-        self.choice_models: dict | None = None
+        self.plan: serving.Plan | None = None  # what serves and why (device/serving.py), per set of model files
+        self.tuning_thread: threading.Thread | None = None
         self.drift_history = drift.History(self.state_dir / drift.HISTORY_FILE if self.state_dir else None)
         self.drift_recorded = 0.0
         self.regions: DaemonRegions | None = None  # --region, STATE/regions.json (device/regionserve.py)
 
     # ---- building ------------------------------------------------------------------------
-    def load(self) -> Classifier:
+    def load(self, at_start: bool = False) -> Classifier:
         """Manifest + sha256 + interpreter -> a ready Classifier (raises ManifestError/ModelError), with the head
-        that serves: the current taught one from the model's head store, or the bundle's own (revision 0)."""
+        that serves: the current taught one from the model's head store, or the bundle's own (revision 0). The
+        serving plan goes to STATE/serving.json, where shell commands read it."""
         try:
             manifest = load_manifest(self.options.bundle)
-            choice = self.choose_model(manifest)
-            model = load_model(choice.model, self.options.bundle, threads=choice.threads, manifest=manifest)
+            plan = self.choose_model(manifest, at_start)
+            model = load_model(plan.model, self.options.bundle, threads=plan.threads, manifest=manifest)
             classifier = Classifier(model, manifest, self.options.smoothing, self.options.threshold,
                                     self.options.top_k)
         except ValueError:  # ManifestError, ModelError, a taught head's own message: each says what happened
@@ -140,11 +140,14 @@ class Daemon:
                 f"{self.options.bundle}: the bundle cannot be loaded ({type(error).__name__}: {error}). Re-export "
                 "it (python -m train / python -m convert) or copy a good one again."
             ) from error
-        log.info("model: %s", choice.summary())
-        classifier = self.with_head(classifier)  # (a taught head makes a new Classifier: the choice goes on that)
-        classifier.tuning = choice.describe()
+        plan.loaded(model)
+        log.info("model: %s", plan.summary())
+        classifier = self.with_head(classifier)  # (a taught head makes a new Classifier: the plan goes on that)
+        classifier.tuning = plan.describe()
         classifier.drift = drift.monitor_for(self.options.bundle, classifier, self.head_store,
                                              self.options.drift_window_frames, self.options.drift_window_seconds)
+        if self.state_dir is not None:
+            serving.write_plan(self.state_dir, self.options.bundle, plan)
         return classifier
 
     def with_head(self, classifier: Classifier) -> Classifier:
@@ -175,18 +178,28 @@ class Daemon:
             log.error("the taught head is not served, the bundle's own head is: %s", problem)
         return classifier
 
-    def choose_model(self, manifest) -> model_choice.Choice:
-        """--model and --threads, else this bundle's and device's tuning (made now if missing), else int8. Made
-        once per set of model files: a reload for a new head (teach, undo, SIGHUP with the same models) keeps the
-        choice, without probing the device or tuning on the inference thread again."""
+    def choose_model(self, manifest, at_start: bool = False) -> serving.Plan:
+        """The serving plan (device/serving.py), made once per set of model files: a reload for a new head
+        (teach, undo, SIGHUP with the same models) keeps it. Only the start may tune (before READY=1, in a
+        subprocess); a reload with new models never tunes on the inference thread: it serves what is known
+        (int8 when nothing is) and tunes in the background, then reloads."""
         models = {fmt: entry.sha256 for fmt, entry in manifest.models.items()}
-        if self.choice is not None and models == self.choice_models:
-            return self.choice
+        if self.plan is not None and models == self.plan.models:
+            return self.plan
         options = self.options
-        self.choice = model_choice.resolve(options.bundle, manifest, options.model, options.threads, options.source,
-                                           self.state_dir, options.tune_seconds, log=log.info)
-        self.choice_models = models
-        return self.choice
+        self.plan = serving.resolve(options.bundle, manifest, options.model, options.threads, options.source,
+                                    self.state_dir, options.tune_seconds, say=log.info, tune=at_start)
+        if self.plan.tune_later and not (self.tuning_thread and self.tuning_thread.is_alive()):
+            plan = self.plan
+            self.tuning_thread = serving.tune_in_background(options.bundle, manifest, self.state_dir, options.source,
+                                                            options.tune_seconds, lambda: self.tuned(plan))
+        return self.plan
+
+    def tuned(self, plan: serving.Plan) -> None:
+        """A background tuning filed its record: the next reload decides again with it."""
+        if self.plan is plan:
+            self.plan = None
+            self.reload_requested.set()
 
     def start(self) -> None:
         """Everything that can fail for a configuration reason fails here, before READY=1."""
@@ -194,7 +207,7 @@ class Daemon:
         if options.model is not None:
             parse_model_spec(options.model)
         chosen = configure(options)  # an unusable output setting (a bad --mqtt URL) disables that output only
-        self.classifier = self.load()
+        self.classifier = self.load(at_start=True)
         self.regions = DaemonRegions(options, self.state_dir)  # a bad box or settings file fails here (exit 2)
         self.regions.build(self.classifier)
         self.open_outputs(chosen)
@@ -227,7 +240,7 @@ class Daemon:
         log.info("head: %s", describe_head(self.classifier.head_info))
         self.event("start", model=model.describe(), source=options.source, http=options.http, pid=os.getpid())
         self.notifier.ready(f"serving {model.format} on {model.runtime}")
-        self.teach.refit_if_new_model()  # a release with another model: its head re-fitted from the data set
+        self.teach.refit_if_stale()  # a release with another model, a flipped format: its head re-fitted
 
     def open_outputs(self, chosen: list | None = None) -> None:
         """Open the outputs (device/outputs/) for the loaded bundle; one that cannot open is disabled, not fatal."""
@@ -412,6 +425,7 @@ class Daemon:
         self.reloading = True
         self.notifier.reloading()
         self.check_state()
+        previous = self.classifier.model.sha256 if self.classifier is not None else None
         try:
             classifier = self.load()
         except Exception as error:  # noqa: BLE001 - nothing a new bundle holds may take the daemon down
@@ -435,6 +449,8 @@ class Daemon:
             log.info("reloaded %s (%s); head: %s", classifier.model.path, classifier.model.sha256[:12],
                      describe_head(classifier.head_info))
             self.event("reloaded", model=classifier.model.describe())
+            if self.teach is not None and classifier.model.sha256 != previous:
+                self.teach.refit_if_stale()  # a new model serves: its head follows (in the background)
         finally:
             self.reloading = False
             self.reloads += 1

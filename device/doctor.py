@@ -8,7 +8,8 @@ access for logs; the systemd notify socket when run under systemd; the MQTT and 
 service's settings switch on (paho-mqtt importable, their URLs usable: device/outputs/).
 
 The verdict, the first runtime that worked in device.runtime's order, is written to
-``STATE_DIR/runtime.json`` (``--state-dir`` or ``$EDGECAM_STATE_DIR``). install.sh copies it into
+``VERDICT_DIR/runtime.json`` (``--verdict-dir``: install.sh gives RELEASE/state, since the verdict belongs to that
+release's venv; never the device's state folder). install.sh copies it into
 ``EDGECAM_RUNTIME=`` in /etc/default/edgecam, which the service reads and device/runtime.py honours.
 
 Standard library only at import time (the daemon stays lean); NumPy and the runtimes load in probes.
@@ -36,8 +37,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from device.atomic import atomic_write
 from device.layout import MANIFEST
-from device.manifest import ManifestError, atomic_write_text, load_manifest
+from device.manifest import ManifestError, load_manifest
 from device.osrelease import TESTED_RELEASES, board_model, os_release
 from device.runtime import DEVICE_RUNTIMES, RUNTIME_ENV, RUNTIMES, OpVersionError  # importing it loads no interpreter
 
@@ -46,7 +48,6 @@ DISTRIBUTIONS = {"ai_edge_litert": ("ai-edge-litert",), "tflite_runtime": ("tfli
                  "tensorflow": ("tensorflow", "tensorflow-cpu")}
 STATUSES = ("ok", "warn", "fail", "skip")
 PROBE_PYTHON_ENV = "EDGECAM_PROBE_PYTHON"  # command that runs probes, e.g. "qemu-aarch64-static -L ROOT ..."
-STATE_DIR_ENV = "EDGECAM_STATE_DIR"
 OP_VERSIONS_REFUSED = "op-versions"  # the model check's details["refused"] when no runtime has the model's ops
 EDGETPU_USB_IDS = {("1a6e", "089a"), ("18d1", "9302")}  # before and after its firmware is loaded
 EDGETPU_LIBRARY_PATHS = tuple(f"/usr/lib/{arch}libedgetpu.so.1" for arch in
@@ -466,12 +467,12 @@ def format_checklist(report: dict) -> str:
 def write_state(report: dict, state_dir: Path) -> Path:
     """runtime.json (the verdict install.sh turns into EDGECAM_RUNTIME) and doctor.json (the full report)."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(state_dir / "doctor.json", json.dumps(report, indent=2) + "\n")
+    atomic_write(state_dir / "doctor.json", json.dumps(report, indent=2) + "\n")
     verdict = {"runtime": report["runtime"], "time": report["time"], "bundle": report["bundle"],
                "python": sys.executable,
                "runtimes": {name: result["status"] for name, result in report["runtimes"].items()}}
     path = state_dir / "runtime.json"
-    atomic_write_text(path, json.dumps(verdict, indent=2) + "\n")
+    atomic_write(path, json.dumps(verdict, indent=2) + "\n")
     return path
 
 
@@ -488,9 +489,10 @@ def build_parser() -> argparse.ArgumentParser:
              "(default: %(default)s)")
     add("--json", action="store_true", help="print the report as JSON instead of a checklist")
     add("--output", default=None, help="also write the JSON report to this file")
-    add("--state-dir", default=os.environ.get(STATE_DIR_ENV),
-        help=f"write runtime.json (the runtime to use) and doctor.json here (default: ${STATE_DIR_ENV}, "
-             "else nowhere)")
+    add("--verdict-dir", "--state-dir", dest="verdict_dir", default=None,
+        help="write runtime.json (the runtime to use) and doctor.json into this folder: install.sh gives "
+             "RELEASE/state, the verdict of that release's venv (default: nowhere). It is not the device's state "
+             "folder ($EDGECAM_STATE_DIR); --state-dir is its old name")
     add("--log-dir", default=None, help="log folder to check (default: $LOGS_DIRECTORY or /var/log/edgecam)")
     add("--probe-python", default=None,
         help=f"command running the probes' Python (default: ${PROBE_PYTHON_ENV}, else this interpreter)")
@@ -512,10 +514,10 @@ def main(argv: list | None = None) -> int:
     bundle = Path(args.bundle).resolve() if args.bundle else default_bundle()
     report = diagnose(bundle, args.model, runtimes, args.probe_python,
                       Path(args.log_dir) if args.log_dir else None, args.timeout)
-    if args.state_dir:
-        write_state(report, Path(args.state_dir))
+    if args.verdict_dir:
+        write_state(report, Path(args.verdict_dir))
     if args.output:
-        atomic_write_text(Path(args.output), json.dumps(report, indent=2) + "\n")
+        atomic_write(Path(args.output), json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2) if args.json else format_checklist(report))
     refused = any(check["details"].get("refused") == OP_VERSIONS_REFUSED for check in report["checks"])
     return 0 if report["ok"] else 2 if refused else 1  # 2: the bundle cannot run here, retrying will not help

@@ -330,10 +330,10 @@ class History:
     def flush(self, force: bool = False) -> None:
         if self.path is None or not self.dirty or (not force and time.monotonic() - self.written < HISTORY_EVERY_S):
             return
-        from device.manifest import atomic_write_text
+        from device.atomic import atomic_write
 
         try:
-            atomic_write_text(self.path, json.dumps({"days": self.days}, sort_keys=True, separators=(",", ":")))
+            atomic_write(self.path, json.dumps({"days": self.days}, sort_keys=True, separators=(",", ":")))
             self.dirty = False
         except OSError:
             pass  # a full or read-only state folder: the history is a convenience, serving goes on

@@ -22,13 +22,13 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from device.atomic import atomic_write
 from device.layout import HELDOUT, KERAS_MODEL, MODEL_FORMATS, SAVED_MODEL
 from device.layout import LABELS as LABELS_FILENAME
 from device.layout import MANIFEST as MANIFEST_FILENAME
@@ -412,23 +412,8 @@ def save_manifest(manifest: Manifest, bundle: os.PathLike) -> Path:
     """Validate, then write atomically (temp file + rename): a crash never leaves half a manifest."""
     manifest.validate()
     path = manifest_path(bundle)
-    atomic_write_text(path, manifest.to_json())
+    atomic_write(path, manifest.to_json())
     return path
-
-
-def atomic_write_text(path: os.PathLike, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def read_labels(bundle: os.PathLike) -> list:

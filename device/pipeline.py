@@ -225,7 +225,7 @@ class Classifier:
     """One loaded model, its preprocessing plan, smoother and output settings."""
 
     def __init__(self, model, manifest, smoothing: int = 1, threshold: float = 0.0, k: int = 3, head=None):
-        """``head``: a taught head (device.teach.revisions.ActiveHead) applied to the model's embedding output
+        """``head``: a taught head (device.heads.store.ActiveHead) applied to the model's embedding output
         in place of the model's own probabilities, with its own labels; None: the model's own head."""
         if head is not None and model.embedding_index is None:
             raise ValueError(f"{model.path} has no embedding output, so head revision {head.revision} cannot be "

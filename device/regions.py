@@ -24,6 +24,7 @@ frame is (device/preprocess.py), so a crop equal to a photo reads as that photo 
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -128,6 +129,14 @@ def parse_region(text: str) -> Region:
     return box
 
 
+def region_flag(text: str) -> Region:
+    """argparse's type for --region NAME=X,Y,W,H (argparse says which flag and exits 2 on a bad one)."""
+    try:
+        return parse_region(text)
+    except RegionError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def parse_reference(text: str) -> tuple:
     """``NAME`` or ``NAME=X,Y,W,H`` (commands that act on one region) -> (name, Region or None)."""
     if not isinstance(text, str):
@@ -216,12 +225,12 @@ def load_state(state_dir) -> list | None:
 
 def save_state(state_dir, regions: list) -> Path:
     """Write STATE/regions.json atomically (a reader sees the old file or the new one, never half)."""
-    from device.manifest import atomic_write_text
+    from device.atomic import atomic_write
 
     if state_dir is None:
         raise RegionError("regions are kept in the state folder: pass --state-dir DIR (or set EDGECAM_STATE_DIR).")
     path = state_path(state_dir)
-    atomic_write_text(path, json.dumps({"regions": [region.describe() for region in check_unique(regions)]},
+    atomic_write(path, json.dumps({"regions": [region.describe() for region in check_unique(regions)]},
                                        indent=2) + "\n")
     return path
 

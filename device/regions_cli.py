@@ -18,7 +18,8 @@ from device import exitcodes
 
 
 def main(argv: list) -> int:
-    from device.cli import positive_int, region
+    from device.regions import region_flag as region
+    from device.validators import positive_int
 
     parser = argparse.ArgumentParser(prog="python -m device regions", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -33,13 +33,13 @@ REGIONS_DIR = "regions"
 def region_store(store, name: str):
     """The head store of region NAME: REGIONS_DIR/NAME/ inside the model's head store STORE (same model, same
     lock rules, its own revisions and undo)."""
-    from device.teach.revisions import HeadStore
+    from device.heads.store import HeadStore
 
     return HeadStore(store.root / REGIONS_DIR / name, store.bundle, store.model_sha256, store.state_dir)
 
 
 def open_region_store(bundle, manifest, model_format: str, state_dir, loaded_sha256: str, name: str):
-    from device.teach import revisions
+    from device.heads import store as revisions
 
     return region_store(revisions.open_store(bundle, manifest, model_format, state_dir, loaded_sha256), name)
 
@@ -69,7 +69,7 @@ class RegionHead:
     """One region's reading state: its box and settings, the head that serves it, smoother and steady rule."""
 
     region: Region
-    head: object | None  # device.teach.revisions.ActiveHead, or None: the bundle's own head
+    head: object | None  # device.heads.store.ActiveHead, or None: the bundle's own head
     labels: list
     info: dict
     smoother: postprocess.Smoother = field(init=False)
@@ -83,7 +83,7 @@ class RegionHead:
 def load_heads(classifier, regions: list, bundle, state_dir, smoothing: int, threshold: float) -> list:
     """[RegionHead] for REGIONS on CLASSIFIER's model: each region's current taught head, or the bundle's own
     (also when its head is damaged or fitted on another model: logged, and /status head.fallback says why)."""
-    from device.teach import revisions
+    from device.heads import store as revisions
 
     model, manifest = classifier.model, classifier.manifest
     heads = []

@@ -5,11 +5,14 @@ the next install or a rollback; the state folder (``/var/lib/edgecam``, the unit
 place the service may write that survives restarts, upgrades and rollbacks. Its layout::
 
     STATE/
-      runtime.json, doctor.json     device doctor: the runtime to use on this device
       dataset/                      the Teach view's captured frames (class folders), unless --dataset says otherwise
       models/<model key>/           what was fitted to one model, keyed by the sha256 of the model file it embeds
                                     with (so it is never applied to another model, and a rollback finds it again)
       tuning/                       the tuner's measurements (device/tune.py)
+      serving.json                  what the daemon serves and why (device/serving.py): shell commands read it
+
+(``RELEASE/state/`` is another folder: install.sh's verdict of ``device doctor --verdict-dir`` for that release's
+venv, and its rendered unit. One word each: the state folder is this one.)
 
 Which folder: ``--state-dir``, else ``$EDGECAM_STATE_DIR``, else ``$STATE_DIRECTORY`` (set by systemd for a unit
 with ``StateDirectory=``; its first entry), else none (the caller decides: a laptop run without a state folder).
@@ -28,6 +31,7 @@ SYSTEM_STATE_DIR = Path("/var/lib/edgecam")  # the unit's StateDirectory=edgecam
 MODELS = "models"
 DATASET = "dataset"
 TUNING = "tuning"
+SERVING = "serving.json"  # the daemon's serving plan (device/serving.py), rewritten at every load
 
 
 def resolve_state_dir(explicit: str | os.PathLike | None = None, environ=None) -> Path | None:

@@ -9,12 +9,14 @@ fastest on this device - measured here, never assumed (docs/tuning.md).
   one thread count are loaded together and measured in interleaved rounds (a block of frames each, the
   first untimed), so a background load slows them alike; WARMUP_FRAMES first. Per candidate: the median and
   the interquartile range, over up to --repetitions frames or until --seconds are spent.
-- The choice (:func:`choose`): the lowest median; among the candidates within TOLERANCE of it, the fewest
-  threads (they leave cores to the camera and the outputs).
+- The choice (:func:`choose`): per format, the lowest median, or fewer threads within TOLERANCE of it (they
+  leave cores to the camera and the outputs); int8 is kept unless another format is faster beyond the measured
+  noise (the medians differ by more than both IQRs together and by MIN_MARGIN).
 - The record (choice, whole table, device, date) goes atomically to STATE/tuning/KEY.json; KEY hashes the
   candidates' sha256s, the device (CPU model, cores, runtime and version, Edge TPU present or not) and the
   frame size, so a new bundle, runtime or board finds no record and is tuned again. Never into the bundle.
-- The daemon reads the record through device/choice.py (--model and --threads win over it).
+- The daemon reads the record through its serving plan, device/serving.py (--model and --threads win over it;
+  a record is validated against the bundle before use).
 
 Lean: numpy and the interpreter only (it runs on the device). Exit status: 0 tuned; 1 nothing to tune (no
 format passed parity, or none could be measured); 2 bad input (bundle, --source, state folder).
@@ -28,19 +30,20 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from device.atomic import atomic_write
 from device.layout import EDGETPU_FORMAT
 from device.manifest import MODEL_FORMATS, PARITY_PASSED, load_manifest
-from device.state import TUNING, resolve_state_dir
+from device.state import TUNING, device_state_dir
 
 SCHEMA = "edgecam-tuning/1"
 TOLERANCE = 0.05  # fewer threads win when they are at most this much slower than the fastest
+MIN_MARGIN = 0.05  # another format replaces int8 only when faster by this much of int8's time, beyond the noise
 WARMUP_FRAMES = 3
 BLOCK_FRAMES = 5  # timed frames per candidate per round (after one untimed frame)
 MIN_REPETITIONS = 5
@@ -234,8 +237,8 @@ def measure(bundle, manifest, formats: list, thread_counts: list, frame: tuple,
     return list(rows.values())
 
 
-def choose(rows: list, tolerance: float = TOLERANCE) -> Row | None:
-    """The fastest row; among those within TOLERANCE of it, the one with the fewest threads."""
+def fewest_threads(rows: list, tolerance: float = TOLERANCE) -> Row | None:
+    """The fastest measured row; among those within TOLERANCE of it, the one with the fewest threads."""
     measured = [row for row in rows if row.median_ms is not None]
     if not measured:
         return None
@@ -244,35 +247,61 @@ def choose(rows: list, tolerance: float = TOLERANCE) -> Row | None:
     return min(close, key=lambda row: (row.threads, row.median_ms))
 
 
+def beyond_noise(row: Row, baseline: Row, margin: float = MIN_MARGIN) -> bool:
+    """ROW is faster than BASELINE by more than their interquartile ranges together and by MARGIN of it."""
+    gap = baseline.median_ms - row.median_ms
+    return gap > row.iqr_ms + baseline.iqr_ms and gap > margin * baseline.median_ms
+
+
+def choose(rows: list, tolerance: float = TOLERANCE, margin: float = MIN_MARGIN) -> tuple:
+    """-> (the row to serve or None, why). Each format's row: its fastest thread count, or fewer threads within
+    TOLERANCE. int8 (DEFAULT_FORMAT) is kept unless another format is faster beyond the measured noise
+    (:func:`beyond_noise`): a busy machine's jitter never switches formats. Without an int8 row, the fastest."""
+    best = {}
+    for row in rows:
+        best.setdefault(row.format, []).append(row)
+    best = {fmt: fewest_threads(group, tolerance) for fmt, group in best.items()}
+    best = {fmt: row for fmt, row in best.items() if row is not None}
+    if not best:
+        return None, "no candidate could be measured"
+    baseline = best.get(DEFAULT_FORMAT)
+    if baseline is None:
+        chosen = min(best.values(), key=lambda row: row.median_ms)
+        return chosen, f"the fastest measured ({DEFAULT_FORMAT} was not measured)"
+    others = [row for fmt, row in best.items() if fmt != DEFAULT_FORMAT]
+    faster = [row for row in others if beyond_noise(row, baseline, margin)]
+    if not faster:
+        if not others:
+            return baseline, f"{DEFAULT_FORMAT}, the only format measured"
+        closest = min(others, key=lambda row: row.median_ms)
+        return baseline, (f"kept {DEFAULT_FORMAT}: no other format was faster beyond the measured noise (closest "
+                          f"{closest.format} {closest.median_ms:.3f} ms, IQR {closest.iqr_ms:.3f}, against "
+                          f"{DEFAULT_FORMAT} {baseline.median_ms:.3f} ms, IQR {baseline.iqr_ms:.3f})")
+    chosen = min(faster, key=lambda row: row.median_ms)
+    return chosen, (f"{chosen.format} is faster than {DEFAULT_FORMAT} beyond the measured noise "
+                    f"({chosen.median_ms:.3f} against {baseline.median_ms:.3f} ms: more than both IQRs together "
+                    f"and {margin:.0%})")
+
+
 # ---- the record ----------------------------------------------------------------------------------
 def record_path(state_dir, key: str) -> Path:
     return Path(state_dir) / TUNING / f"{key}.json"
 
 
-def build_record(bundle, manifest, plan: Plan, rows: list, chosen: Row, source: str, seconds: float) -> dict:
+def build_record(bundle, manifest, plan: Plan, rows: list, chosen: Row, source: str, seconds: float,
+                 reason: str = "") -> dict:
     return {"schema": SCHEMA, "key": plan.key, "bundle": str(Path(bundle).resolve()), "name": manifest.name,
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "models": plan.models,
             "device": plan.device, "frame": list(plan.frame), "source": source, "seconds": seconds,
-            "tolerance": TOLERANCE, "excluded": plan.excluded, "choice": chosen.to_dict(),
+            "tolerance": TOLERANCE, "margin": MIN_MARGIN, "excluded": plan.excluded, "choice": chosen.to_dict(),
+            "reason": reason,
             "table": [row.to_dict() for row in rows]}
 
 
 def write_record(state_dir, record: dict) -> Path:
-    """Atomically (temp file, fsync, rename), readable by the service user when root wrote it (install.sh)."""
-    path = record_path(state_dir, record["key"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(json.dumps(record, indent=2, sort_keys=True) + "\n")
-            stream.flush()
-            os.fchmod(stream.fileno(), 0o644)
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    """Atomically (device/atomic.py), readable by the service user when root wrote it (install.sh)."""
+    return atomic_write(record_path(state_dir, record["key"]),
+                        json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def read_record(state_dir, key: str) -> dict | None:
@@ -312,7 +341,7 @@ def parse_frame(text: str) -> tuple:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from device.cli import positive_float, positive_int
+    from device.validators import positive_float, positive_int
 
     parser = argparse.ArgumentParser(
         prog="python -m device tune", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -323,7 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--bundle", required=True, default=argparse.SUPPRESS, help="bundle folder (holds manifest.json)")
     add("--state-dir", default=argparse.SUPPRESS,
         help="state folder; the record goes to STATE/tuning/ (default: $EDGECAM_STATE_DIR, else systemd's "
-             "$STATE_DIRECTORY; without one the table is printed and nothing is kept)")
+             "$STATE_DIRECTORY, else /var/lib/edgecam when this user may write it; without one the table is "
+             "printed and nothing is kept)")
     add("--source", default="picamera2",
         help="the daemon's --source: it sets the frame size (images:DIR its first image, picamera2 the model "
              "input, anything else 640x480)")
@@ -338,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list | None = None) -> int:
     args = build_parser().parse_args(argv)
     say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
-    state_dir = resolve_state_dir(getattr(args, "state_dir", None))
+    state_dir = device_state_dir(getattr(args, "state_dir", None))  # the daemon's and teach's, /var/lib/edgecam too
     try:
         manifest = load_manifest(args.bundle)
         plan = make_plan(args.bundle, manifest, args.source, getattr(args, "frame_size", None))
@@ -358,7 +388,7 @@ def main(argv: list | None = None) -> int:
         f"{device['runtime_version']}{', Edge TPU' if device['edgetpu'] else ''} (excluded: {excluded})")
     rows = measure(args.bundle, manifest, plan.candidates, thread_counts, plan.frame, args.repetitions,
                    args.seconds, progress=say)
-    chosen = choose(rows)
+    chosen, reason = choose(rows)
     if not args.quiet:
         print(format_table(rows, chosen))
     if chosen is None:
@@ -366,12 +396,12 @@ def main(argv: list | None = None) -> int:
         return 1
     print(f"chosen: {chosen.format} with {chosen.threads} thread{'s' * (chosen.threads > 1)}, "
           f"{chosen.median_ms:.3f} ms per frame (IQR {chosen.iqr_ms:.3f}; fewest threads within "
-          f"{TOLERANCE:.0%} of the fastest)")
+          f"{TOLERANCE:.0%} of the fastest): {reason}")
     if state_dir is None:
         print("edgecam tune: no state folder (--state-dir, $EDGECAM_STATE_DIR): nothing kept; the daemon "
               f"serves {DEFAULT_FORMAT} unless told --model/--threads", file=sys.stderr)
         return 0
-    record = build_record(args.bundle, manifest, plan, rows, chosen, args.source, args.seconds)
+    record = build_record(args.bundle, manifest, plan, rows, chosen, args.source, args.seconds, reason)
     try:
         path = write_record(state_dir, record)
     except OSError as error:

@@ -46,8 +46,8 @@ def test_daemon_never_imports_the_host_side(bundle):
 
 def test_device_package_imports_stay_lean():
     code = ("import sys, device.cli, device.daemon, device.http.server, device.sources, device.runtime, device.outputs,"
-            " device.opversions, device.teach.cli, device.teach.dataset, device.teach.evaluate, device.teach.head,"
-            " device.teach.http, device.teach.revisions, device.teach.service, device.teach.teaching;"
+            " device.opversions, device.teach.cli, device.teach.dataset, device.teach.evaluate, device.heads.head,"
+            " device.teach.http, device.heads.store, device.teach.service, device.teach.teaching;"
             "[device.outputs.backend(name) for name in device.outputs.OUTPUTS];"
             "print(sorted({m.split('.')[0] for m in sys.modules}))")
     output = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,

@@ -240,3 +240,16 @@ def test_the_os_release_is_named_and_an_untested_one_warns(tmp_path):
     check = doctor.check_os(bullseye, "")
     assert check.status == "warn" and "not a release edgecam is tested on" in check.summary, check.summary
     assert doctor.check_os(osrelease.os_release([tmp_path / "missing"]), "").summary.startswith("an unknown OS")
+def test_the_doctors_verdict_never_goes_into_the_devices_state_folder(bundle, tmp_path):
+    """Issue 26 item 13: doctor's --state-dir meant RELEASE/state (install.sh) and defaulted to $EDGECAM_STATE_DIR
+    (the device's state folder): a third meaning. Its folder is --verdict-dir now (install.sh's RELEASE/state),
+    and the device's state folder is never written."""
+    from device.doctor import build_parser
+
+    state = tmp_path / "state"
+    state.mkdir()
+    result = run_doctor("--bundle", bundle, "--log-dir", tmp_path, "--runtimes", "ai_edge_litert",
+                        env={"EDGECAM_STATE_DIR": str(state)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert list(state.iterdir()) == []
+    assert build_parser().parse_args(["--verdict-dir", "R/state"]).verdict_dir == "R/state"

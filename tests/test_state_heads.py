@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_head_load_refuses_mean_and_scale_that_share_a_wrong_shape(tmp_path):
-    from device.teach.head import Head
+    from device.heads.head import Head
 
     path = tmp_path / "head.npz"
     np.savez(path, weights=np.zeros((8, 3), np.float32), bias=np.zeros(3, np.float32),

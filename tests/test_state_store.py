@@ -247,8 +247,8 @@ def test_a_release_with_another_model_refits_its_head_from_the_data_set_at_start
         assert status["last_result"]["model"] == "tiny:float32+head1" and "refit" not in status["head"]
     finally:
         daemon.stop()
+    from device.heads.store import HeadStore, open_store
     from device.manifest import load_manifest
-    from device.teach.revisions import HeadStore, open_store
 
     # a re-fit the gate refused records the model's own head as chosen, so the next start does not try again
     untouched = HeadStore(state / "models" / "0123456789abcdef" / "heads", release / "bundle", "0" * 64, state)

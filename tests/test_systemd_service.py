@@ -143,6 +143,8 @@ def test_a_release_that_fails_its_health_check_is_rolled_back(box, bed_share, tm
     result = box.install("broken.tar.gz", check=False)
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"the service did not start with {broken}; going back to {good}" in result.stderr
+    # issue 26 item 5: the tuner never measures beside the running daemon (it holds the Edge TPU, loads the CPU)
+    assert "stopping the running daemon while tuning" in result.stdout.split("device tune (which")[0], result.stdout
     assert (release_of(box), release_of(box, "previous")) == (good, broken)
     box.wait_for(lambda: active_and_healthy(box), 30, "the good release serving again")
     status, body = box.http("GET", "/status")

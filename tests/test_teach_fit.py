@@ -54,7 +54,7 @@ def unseen_embeddings(bundle, root: Path) -> tuple:
 
 
 def taught_accuracy(bundle, result, unseen) -> float:
-    from device.teach.revisions import load_revision
+    from device.heads.store import load_revision
 
     head = load_revision(bundle, result["revision"]).head
     return float(np.mean(head.probabilities(unseen[0]).argmax(axis=1) == unseen[1]))
@@ -64,7 +64,7 @@ def test_the_augmented_cross_validated_fit_beats_todays_fit_on_unseen_camera_sty
                                                                                          tmp_path):
     """Today's fit: a fifth held out for the early stop, the head fitted on the other four fifths, no variants."""
     from bench.teach import light_copy
-    from device.teach.head import fit, split_heldout
+    from device.heads.head import fit, split_heldout
     from device.teach.teaching import collect, embed, load_classifier, teach
 
     source = teach_bundle.shared_teach_bundle(tmp_path_factory)
@@ -132,7 +132,7 @@ def test_the_gate_never_reads_a_frame_the_fit_saw(bundle_copy, tmp_path):
     fitted on, or on near-copies of them, it looks good), but nothing carries over to a new picture. The gate's
     figure is chance; the same head read on its own frames is far better: the figure is not that. (Before the
     cross-validated gate, teaching scored on a held-out fifth that shared bursts with the fitted frames.)"""
-    from device.teach.revisions import load_revision
+    from device.heads.store import load_revision
     from device.teach.teaching import collect, embed, load_classifier, teach
 
     data = near_copies(tmp_path / "noise", pictures=4, copies=4, seed=5)
@@ -191,8 +191,8 @@ def test_the_cache_embeds_only_new_frames_and_unchanged_data_teaches_nothing(bun
 
 
 def test_one_to_four_frames_of_a_class_teach_a_nearest_class_mean_head(bundle_copy, tmp_path_factory, tmp_path):
-    from device.teach.head import Head
-    from device.teach.revisions import load_revision
+    from device.heads.head import Head
+    from device.heads.store import load_revision
     from device.teach.teaching import load_classifier, teach
 
     source = teach_bundle.images_root(tmp_path_factory) / "train"

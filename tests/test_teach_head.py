@@ -25,7 +25,7 @@ def taught(tmp_path_factory):
 def test_numpy_head_equals_a_keras_dense_softmax_layer():
     import keras
 
-    from device.teach.head import Head
+    from device.heads.head import Head
 
     rng = np.random.default_rng(0)
     weights, bias = rng.normal(0, 1, (12, 4)).astype(np.float32), rng.normal(0, 1, 4).astype(np.float32)
@@ -42,9 +42,9 @@ def test_numpy_head_equals_a_keras_dense_softmax_layer():
 
 
 def test_converted_bundle_has_the_embedding_and_its_own_head(taught):
+    from device.heads.store import bundle_head
     from device.manifest import load_manifest, sha256_file
     from device.runtime import load_model
-    from device.teach.revisions import bundle_head
 
     manifest = load_manifest(taught)
     assert manifest.embedding.size == 8 and manifest.embedding.layer  # Conv2D(8) -> GAP -> Dense softmax
@@ -60,9 +60,9 @@ def test_converted_bundle_has_the_embedding_and_its_own_head(taught):
 
 
 def test_bundle_head_on_the_float32_embedding_is_the_models_own_output_from_one_invoke(taught):
+    from device.heads.store import bundle_head
     from device.manifest import load_manifest
     from device.sources import ImagesSource
-    from device.teach.revisions import bundle_head
     from device.teach.teaching import load_classifier
 
     manifest = load_manifest(taught)
@@ -83,7 +83,7 @@ def test_bundle_head_on_the_float32_embedding_is_the_models_own_output_from_one_
 
 
 def test_fit_is_deterministic_class_balanced_and_stops_early():
-    from device.teach.head import fit, split_heldout
+    from device.heads.head import fit, split_heldout
 
     rng = np.random.default_rng(1)
     centres = rng.normal(0, 1, (3, 16))

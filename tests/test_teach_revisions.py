@@ -46,8 +46,8 @@ def misleading(tmp_path_factory, root: Path) -> Path:
 
 
 def current(bundle, state_dir=None) -> int:
+    from device.heads.store import open_store
     from device.manifest import load_manifest
-    from device.teach.revisions import open_store
 
     return open_store(bundle, load_manifest(bundle), "int8", state_dir).current_revision()
 

@@ -23,19 +23,19 @@ from typing import Optional
 import numpy as np
 
 from device import layout
+from device.atomic import atomic_write
 from device.manifest import (
     DatasetInfo,
     InputSpec,
     Manifest,
     ManifestError,
-    atomic_write_text,
     load_manifest,
     manifest_path,
     save_manifest,
 )
 from train import fewshot, starting
 from train.dataset import DataError, make_dataset
-from train.phases import best_epoch_callback, fit_phases
+from train.phases import best_epoch_callback, fit_phases, learning_rate_schedule
 from train.sources import scan_sources
 
 log = logging.getLogger("edgecam.train")
@@ -68,21 +68,6 @@ class TrainOptions:
     freeze: Optional[int] = None
     init_from: Optional[str] = None
     data_weight: Optional[list] = None  # one loss weight per --data folder
-
-
-def learning_rate_schedule(options: TrainOptions, train_images: int):
-    """Linear warm-up from a tenth of --learning-rate over the first epoch (over the first quarter of the
-    steps when there are fewer than four epochs), then cosine decay to zero at --epochs. Without the warm-up, Adam at full rate in the first steps can drive the ReLU network of the
-    reference model into a state where it predicts uniform probabilities for several epochs; the decay
-    settles the weights so the best epoch is near the last. The step count lives in the optimizer, so
-    --resume continues the schedule where it stopped."""
-    import keras
-
-    steps_per_epoch = max(1, -(-train_images // options.batch_size))
-    warmup = min(steps_per_epoch, max(1, options.epochs * steps_per_epoch // 4))
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=options.learning_rate / 10, decay_steps=max(1, options.epochs * steps_per_epoch - warmup),
-        warmup_target=options.learning_rate, warmup_steps=warmup)
 
 
 class BundleExistsError(ValueError):
@@ -271,7 +256,7 @@ def save_epoch(model, checkpoints: Path, state: dict, epoch: int, logs: dict) ->
     state.update(epochs_done=epoch + 1, last=name)
     if state.get("best_epoch") == epoch + 1:  # BestEpoch, which runs before this, found it better
         state["best"] = name
-    atomic_write_text(checkpoints / RUN_STATE, json.dumps(state, indent=2))
+    atomic_write(checkpoints / RUN_STATE, json.dumps(state, indent=2))
 
 
 def publish_run(out: Path, state: dict) -> None:
@@ -296,7 +281,7 @@ def write_history(path: Path, rows: list) -> None:
     writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(path, text.getvalue())
+    atomic_write(path, text.getvalue())
 
 
 def _replace_by_link(source: Path, target: Path) -> None:
@@ -402,7 +387,7 @@ def _train(folder, work: Path, options: TrainOptions, start):
         initial_epoch = int(state.get("epochs_done", 0)) if last.is_file() else 0
     else:  # mark the run at once, so a crash in epoch 1 leaves a run that --resume accepts
         checkpoints.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(checkpoints / RUN_STATE, json.dumps(state, indent=2))
+        atomic_write(checkpoints / RUN_STATE, json.dumps(state, indent=2))
     with strategy.scope():
         if initial_epoch:
             model = keras.models.load_model(last)

@@ -6,8 +6,8 @@ import argparse
 import logging
 import sys
 
-from device.cli import non_negative_int, positive_float, positive_int
 from device.layout import TRAINING_RUN, StageError, staging_path
+from device.validators import non_negative_int, positive_float, positive_int
 from train.api import STRATEGIES, BundleExistsError, TrainOptions
 from train.backbones import ARCHITECTURES, TRANSFER_MODELS, WEIGHTS_CHOICES
 from train.dataset import DataError

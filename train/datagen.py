@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from device.atomic import atomic_write
+
 CLASS_NAMES = ("paper", "rock", "scissors")
 SPLITS = ("train", "test")
 SPLIT_IDS = {"train": 0, "test": 1, "calibration": 2}  # part of every image's seed: streams never overlap
@@ -436,9 +438,7 @@ def _read_manifest(folder: Path) -> dict | None:
 
 
 def _write_manifest(folder: Path, manifest: dict) -> None:
-    temporary = folder / (MANIFEST + ".tmp")
-    temporary.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(temporary, folder / MANIFEST)
+    atomic_write(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def _prepare(folder: Path, parameters: dict, expected_files, overwrite: bool) -> bool:

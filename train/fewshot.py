@@ -60,7 +60,6 @@ def head_fit(model, folder, image_size: int, seed: int) -> tuple:
     """The device's teach fit on the training and validation images -> (Dense kernel, bias, cross-validated
     accuracy, flip)."""
     from device.teach import crossval
-    from device.teach.head import fit
     from device.teach.teaching import read_settings
 
     root = Path(folder.root)
@@ -71,10 +70,7 @@ def head_fit(model, folder, image_size: int, seed: int) -> tuple:
     names = [f"{Path(path).parent.name}/{Path(path).name}" for path in paths]
     folds = crossval.assign_folds(labels, crossval.capture_times(root, names), crossval.FOLDS, seed)
     classes = len(folder.class_names)
-    run = crossval.search(vectors, labels, folds, classes, seed=seed)
-    looks = vectors.shape[1]
-    head, _ = fit(vectors.reshape(-1, vectors.shape[2]), np.repeat(labels, looks), classes, l2=run.l2,
-                  steps=run.steps, seed=seed, groups=np.repeat(np.arange(len(paths)), looks))
+    run, head, _ = crossval.search_then_fit(vectors, labels, folds, classes, seed=seed)
     kernel = head.weights / head.scale[:, None]
     bias = head.bias - (head.mean / head.scale) @ head.weights
     accuracy = float(np.mean(run.probabilities.argmax(axis=1) == labels))

@@ -18,6 +18,21 @@ import dataclasses
 import math
 
 
+def learning_rate_schedule(options, train_images: int):
+    """Linear warm-up from a tenth of --learning-rate over the first epoch (over the first quarter of the
+    steps when there are fewer than four epochs), then cosine decay to zero at --epochs. Without the warm-up, Adam at full rate in the first steps can drive the ReLU network of the
+    reference model into a state where it predicts uniform probabilities for several epochs; the decay
+    settles the weights so the best epoch is near the last. The step count lives in the optimizer, so
+    --resume continues the schedule where it stopped."""
+    import keras
+
+    steps_per_epoch = max(1, -(-train_images // options.batch_size))
+    warmup = min(steps_per_epoch, max(1, options.epochs * steps_per_epoch // 4))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=options.learning_rate / 10, decay_steps=max(1, options.epochs * steps_per_epoch - warmup),
+        warmup_target=options.learning_rate, warmup_steps=warmup)
+
+
 def better(accuracy: float, loss: float, best_accuracy: float, best_loss: float, tolerance: float) -> bool:
     if accuracy > best_accuracy + tolerance:
         return True
@@ -53,8 +68,6 @@ def best_epoch_callback(patience: int, state: dict, validation_images: int):
 
 def compile_model(model, options, learning_rate: float, epochs: int, train_images: int):
     import keras
-
-    from train.api import learning_rate_schedule
 
     schedule = learning_rate_schedule(dataclasses.replace(options, epochs=epochs, learning_rate=learning_rate),
                                       train_images)

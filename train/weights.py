@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from device.cli import positive_float, positive_int
+from device.validators import positive_float, positive_int
 from train.backbones import ARCHITECTURES, TRANSFER_MODELS, WeightsError, resolve_weights, sha256_of
 
 

@@ -31,7 +31,7 @@ FREE_TOKEN_FAILURES = 5  # wrong tokens one address may send before it must back
 BACKOFF_MAX_S = 60.0
 TRACKED_ADDRESSES = 1024  # addresses remembered for the back-off (oldest forgotten first)
 BEARER = re.compile(r"(Bearer\s+)[^\s&'\"]*", re.IGNORECASE)
-QUERY_PAIR = re.compile(r"((?:[?&;]|%3F|%26)([^=&;\s'\"]*?)(?:=|%3D))([^&;\s'\"]*)", re.IGNORECASE)
+QUERY_PAIR = re.compile(r"((?:[?&;]|%3F|%26)([^=&;\s'\"]*?)(?:=|%3D))([^&;\s]*)", re.IGNORECASE)  # a quoted value too
 
 
 class ConfigError(ValueError):

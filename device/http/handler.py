@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
 from device.http import guard
+from device.http.errors import one_line
 from device.http.metrics import prometheus
 
 log = logging.getLogger("edgecam.server")
@@ -87,6 +88,17 @@ class Handler(BaseHTTPRequestHandler):
         if self.cookie:
             self.send_header("Set-Cookie", self.cookie)
         super().end_headers()
+
+    def send_error(self, code, message=None, explain=None):
+        """The standard library's own answers (a malformed request line, an unknown method, headers too long) as
+        JSON like every other error (docs/http-api.md), never its HTML page."""
+        text = message or self.responses.get(code, ("the request failed",))[0]
+        if self.request_version == "HTTP/0.9":  # a request line that is no HTTP/1.x: still a status line and headers
+            self.request_version = "HTTP/1.0"
+        self.log_error("code %d, message %s", code, text)
+        self.close_connection = True
+        self.send_json(code, {"error": one_line(f"{text}: {explain}" if explain else text)},
+                       {"Connection": "close"})
 
     def log_message(self, format, *args):
         log.debug("%s %s", self.address_string(), guard.redact(format % args))

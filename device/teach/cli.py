@@ -13,6 +13,7 @@ busy, the bundle locked).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -20,9 +21,10 @@ import time
 from pathlib import Path
 
 from device import exitcodes
-from device.cli import non_negative_float, positive_int
+from device.validators import non_negative_float, positive_int
 
 FORMATTER = argparse.ArgumentDefaultsHelpFormatter
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
 def _progress(title: str):
@@ -133,8 +135,8 @@ def _region(args):
 
 
 # ---- teach, undo, status ------------------------------------------------------------------------
-SERVED_HELP = ("(default: the format this device's tuning chose, which the daemon serves without --model; "
-               "else int8)")
+SERVED_HELP = ("(default: the one the daemon serves here, from its serving plan STATE/serving.json, or the plan "
+               "it would make; an Edge TPU model's heads are int8's)")
 STATE_DIR_HELP = ("state folder that keeps the taught heads (default: $EDGECAM_STATE_DIR, systemd's $STATE_DIRECTORY, "
                   "/var/lib/edgecam when this user may write it, else the heads stay in BUNDLE/heads)")
 
@@ -157,13 +159,15 @@ def teach(argv: list) -> int:
     parser.add_argument("--undo", action="store_true", help="go back one head revision instead of teaching "
                                                             "(the same as python -m device undo)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds and the fit")
-    parser.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1, help="interpreter threads")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="interpreter threads (default: the daemon's, else every core)")
     parser.add_argument("--state-dir", default=None, help=STATE_DIR_HELP)
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line (the daemon uses it)")
     add_region_arguments(parser, "teach this region's own head on the frames labelled for it (DATA/regions.jsonl), "
                                  "cropped to its box; default: the whole frame")
     args = parser.parse_args(argv)
     _served_model(args)
+    args.threads = args.threads or os.cpu_count() or 1
     if args.undo:
         return _undo(args)
     from device.manifest import load_manifest
@@ -241,7 +245,7 @@ def status(argv: list) -> int:
 def _drift(args, store, manifest) -> dict:
     """The serving head's drift reference and the daily drift summaries (device/drift.py)."""
     from device import drift
-    from device.teach import revisions
+    from device.heads import store as revisions
 
     active, _problem = revisions.serving_head(store, manifest)
     reference, note = drift.reference_for(args.bundle, manifest, _format(args.model), store, active)
@@ -251,7 +255,7 @@ def _drift(args, store, manifest) -> dict:
 
 def _bundle_head(bundle, manifest) -> str:
     """Revision 0 in numpy (tflite/head.npz, which the manifest names with its sha256), read and checked."""
-    from device.teach.revisions import bundle_head
+    from device.heads.store import bundle_head
 
     try:
         head = bundle_head(bundle, manifest)
@@ -285,23 +289,28 @@ def _percent(value) -> str:
 
 
 def _served_model(args) -> None:
-    """--model left out: the format the daemon serves here when it is not told (this device's tuning choice,
-    device/choice.py), else int8: a teach from a shell then writes the heads the daemon reads."""
+    """--model left out: the model the daemon serves here (its serving plan, STATE/serving.json; else the plan
+    a daemon would make now, device/serving.py), as a teach embeds with it (an Edge TPU model: int8); its
+    threads too when --threads is left out. A teach from a shell then writes the heads the daemon reads."""
     if args.model is not None:
         return
-    from device.choice import tuned_format
+    from device import serving
     from device.manifest import load_manifest
     from device.state import device_state_dir
 
     try:
-        args.model = tuned_format(load_manifest(args.bundle), device_state_dir(args.state_dir)) or "int8"
+        plan = serving.served(args.bundle, load_manifest(args.bundle), device_state_dir(args.state_dir))
+        args.model = serving.teach_model(plan["model"])
     except ValueError:  # a bundle that cannot be read: the command's own loading says what is wrong
         args.model = "int8"
+        return
+    if getattr(args, "threads", 0) is None and isinstance(plan.get("threads"), int) and plan["threads"] > 0:
+        args.threads = plan["threads"]
 
 
 def _store(args):
+    from device.heads import store as revisions
     from device.manifest import load_manifest, sha256_file
-    from device.teach import revisions
 
     manifest = load_manifest(args.bundle)
     spec = _spec(args.model)
@@ -327,7 +336,7 @@ def _format(model: str) -> str:
 
 
 def _serving(store, manifest, model_format: str = "") -> dict:
-    from device.teach import revisions
+    from device.heads import store as revisions
 
     active, problem = revisions.serving_head(store, manifest)
     head = store.describe(manifest, _format(model_format) if model_format else None, active)
@@ -339,7 +348,7 @@ def _serving(store, manifest, model_format: str = "") -> dict:
 def _guarded(command: str, as_json: bool, run):
     """RUN() -> (its result, None), or (None, the exit code) after one clear line (stderr; and a JSON ``error``
     line with its ``kind`` for the daemon): 2 bad input or a store a person must fix (read-only, full), 3 locked."""
-    from device.teach.revisions import StoreLocked, StoreUnwritable
+    from device.heads.store import StoreLocked, StoreUnwritable
 
     try:
         return run(), None
@@ -350,7 +359,8 @@ def _guarded(command: str, as_json: bool, run):
     except ValueError as error:
         kind, code, message = "input", 2, str(error)
     except OSError as error:  # a data set or bundle file that cannot be read, a full disk: device/exitcodes.py
-        kind, code, message = "storage", exitcodes.code_for(error), exitcodes.describe(error, "")
+        kind = "storage" if error.errno in STORAGE_ERRNOS else "io"  # room a person must make, or a failed read
+        code, message = exitcodes.code_for(error), exitcodes.describe(error, "")
     if as_json:
         print(json.dumps({"error": message, "kind": kind}))
     print(f"edgecam {command}: {message}", file=sys.stderr)

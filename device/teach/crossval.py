@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.teach.head import DEFAULT_L2, Problem, nearest_mean, softmax
+from device.heads.head import DEFAULT_L2, Problem, fit, nearest_mean, softmax
 
 FOLDS = 5
 BURST_GAP_S = 2.0
@@ -39,11 +39,15 @@ CAPTURE_NAME = re.compile(r"(\d{8})-(\d{6})(?:[-_.](\d+))?.*")
 
 @dataclass
 class CrossValidation:
-    probabilities: np.ndarray  # [N, classes]: each frame's, from the head fitted without its fold
-    l2: float | None
+    probabilities: np.ndarray  # [N, classes]: each frame's, from the head fitted without its fold, with the
+    #                            settings chosen without its fold's scores (nested: the figure is never the best
+    #                            of the settings on the frames that score it)
+    l2: float | None  # the settings for the final fit: the lowest held-out loss over all the frames
     steps: int | None
     losses: dict  # {(l2, steps): mean held-out loss}
     curve: dict | None = None  # {fraction: held-out predictions [N]} of heads fitted on that share of the frames
+    held: dict | None = None  # {(l2, steps): [N, classes] held-out probabilities}: every setting's
+    chosen: dict | None = None  # {fold: (l2, steps)}: the settings that scored that fold
 
 
 def capture_times(root, relative_names: list) -> list:
@@ -166,11 +170,37 @@ def search(embeddings, labels, folds, classes: int, l2_grid=L2_GRID, checkpoints
                 for block, key in enumerate(blocks):
                     held_probabilities.setdefault(key + (step,), np.zeros((len(labels), classes)))[held] = softmax(
                         logits[:, block])
-    losses = {(l2, step): float(-np.mean(np.log(value[np.arange(len(labels)), labels] + 1e-12)))
-              for (l2, share, step), value in held_probabilities.items() if share == 1.0}
-    best = min(losses, key=lambda key: (round(losses[key], 6), key[1], -key[0]))
+    held = {(l2, step): value for (l2, share, step), value in held_probabilities.items() if share == 1.0}
+    frame_losses = {key: -np.log(value[np.arange(len(labels)), labels] + 1e-12) for key, value in held.items()}
+    losses = {key: float(np.mean(value)) for key, value in frame_losses.items()}
+    best = _best(losses)
     curve = {share: held_probabilities[(best[0], share, best[1])].argmax(axis=1) for share in fractions}
-    return CrossValidation(held_probabilities[(best[0], 1.0, best[1])], best[0], best[1], losses, curve)
+    probabilities, chosen = np.zeros((len(labels), classes)), {}
+    for fold in np.unique(folds):  # nested: fold k is scored with the settings the other folds' scores chose
+        outside = folds != fold
+        if not outside.any():
+            outside = np.ones(len(labels), bool)
+        chosen[int(fold)] = _best({key: float(np.mean(value[outside])) for key, value in frame_losses.items()})
+        probabilities[folds == fold] = held[chosen[int(fold)]][folds == fold]
+    return CrossValidation(probabilities, best[0], best[1], losses, curve, held, chosen)
+
+
+def _best(losses: dict) -> tuple:
+    """The (L2, steps) of the lowest loss; ties: fewer steps, then the larger L2."""
+    return min(losses, key=lambda key: (round(losses[key], 6), key[1], -key[0]))
+
+
+def search_then_fit(embeddings, labels, folds, classes: int, seed: int = 0) -> tuple:
+    """The teach recipe, in one place (the device's teach, train/fewshot.py, bench/teach.py): the cross-validated
+    search of (L2, steps) (:func:`search`), then the final head fitted on every frame in all its looks with
+    them -> (CrossValidation, Head, steps run)."""
+    labels = np.asarray(labels)
+    run = search(embeddings, labels, folds, classes, seed=seed)
+    looks = embeddings.shape[1]
+    frame_of_row = np.repeat(np.arange(len(labels)), looks)
+    head, steps = fit(embeddings.reshape(-1, embeddings.shape[2]), labels[frame_of_row], classes, l2=run.l2,
+                      steps=run.steps, seed=seed, groups=frame_of_row)
+    return run, head, steps
 
 
 def nearest_mean_predictions(embeddings, labels, folds, classes: int) -> CrossValidation:

@@ -12,11 +12,11 @@ these). The file is replaced atomically; a damaged or foreign one is ignored and
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
 
+from device.atomic import atomic_write_with
 from device.state import model_key
 
 FOLDER = ".embeddings"
@@ -52,14 +52,8 @@ def load(path: Path, variants: tuple) -> dict:
 def save(path: Path, entries: dict, variants: tuple) -> None:
     """Write ENTRIES ({hash: (probabilities, embeddings [V, size])}) atomically; OSError propagates (a full
     disk): the caller decides whether teaching goes on without the cache."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     hashes = sorted(entries)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temporary, "wb") as stream:
-            np.savez(stream, hashes=np.array(hashes, dtype="U32"), variants=np.array(variants),
-                     probabilities=np.stack([entries[h][0] for h in hashes]).astype(np.float32),
-                     embeddings=np.stack([entries[h][1] for h in hashes]).astype(np.float16))
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    atomic_write_with(path, lambda stream: np.savez(
+        stream, hashes=np.array(hashes, dtype="U32"), variants=np.array(variants),
+        probabilities=np.stack([entries[h][0] for h in hashes]).astype(np.float32),
+        embeddings=np.stack([entries[h][1] for h in hashes]).astype(np.float16)))

@@ -137,8 +137,8 @@ def _teach(daemon, body):
 
 
 def _undo(daemon, body):
+    from device.heads import store as revisions
     from device.regionserve import open_region_store
-    from device.teach import revisions
     from device.teach.service import TeachBusy, TeachRefused
 
     region = _find(daemon, body)

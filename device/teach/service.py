@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from device.teach import revisions
+from device import serving
+from device.heads import store as revisions
 from device.teach.dataset import (
     DEFAULT_LIMIT_BYTES,
     DEFAULT_MIN_FREE_BYTES,
@@ -149,6 +150,8 @@ class TeachService:
                 revision = store.undo()
             except revisions.NothingToUndo as error:
                 raise TeachRefused(str(error)) from None
+            except ValueError as error:  # a damaged current.json: the shell's exit 2 "delete it", not a 500
+                raise self._failed(TeachRefused(str(error))) from None
             except revisions.StoreLocked as error:
                 raise self._failed(TeachBusy(str(error))) from None
             except revisions.StoreUnwritable as error:
@@ -161,17 +164,13 @@ class TeachService:
     def _run_teach(self, arguments: list) -> dict:
         """``python -m device teach --bundle B --model M --state-dir S --json ARGUMENTS`` in its own process
         (teaching's memory never adds to the daemon's) -> its JSON answer, or a typed error (logged)."""
-        options = self.daemon.options
-        served = self.daemon.classifier.model if self.daemon.classifier is not None else None
-        model = (options.model or (served.format if served else None) or "int8").split("@")[0]  # the tuned one too
-        if "edgetpu" in model:  # the daemon holds the Edge TPU: embed with the same int8 graph on the CPU
-            model = "int8"
+        options, plan = self.daemon.options, self.daemon.plan
+        model = serving.teach_model(plan.model) if plan is not None else "int8"  # the served file's heads
         line = [sys.executable, "-m", "device", "teach", "--bundle", str(options.bundle), "--model", model, "--json"]
         if self.daemon.state_dir is not None:
             line += ["--state-dir", str(self.daemon.state_dir)]
-        threads = options.threads or (served.threads if served else None)
-        if threads:
-            line += ["--threads", str(threads)]
+        if plan is not None:
+            line += ["--threads", str(plan.threads)]
         package_parent = str(Path(__file__).resolve().parent.parent.parent)
         environment = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [package_parent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
@@ -233,17 +232,21 @@ class TeachService:
             return str(store.root), None
 
     # ---- a new model: re-fit the head from the data set -------------------------------------------
-    def refit_if_new_model(self) -> None:
-        """At start: a model with no head of its own in the state folder, where another model has a taught head
-        in use (a release with another model), gets one re-fitted from that head's data set, in the background
-        (seconds; the release's own head serves meanwhile). Said in the log and /status ``head.refit``."""
+    def refit_if_stale(self) -> None:
+        """Wherever a new model starts serving (start, a SIGHUP with new models, a flipped format): when another
+        model's store holds a taught head newer than anything this model's store has (none at all: a release with
+        another model; an older one: the served format flipped back), this model's head is re-fitted from that
+        head's data set, in a background thread (seconds; the head it has serves meanwhile). Said in the log and
+        /status ``head.refit``. Never on the inference thread."""
         store = self.daemon.head_store
-        if store is None or store.state_dir is None or (store.root / revisions.CURRENT).exists():
+        if store is None or store.state_dir is None:
             return
-        previous = revisions.other_models(store.state_dir, store.model_sha256)
+        own = _changed(store.root / revisions.CURRENT)
+        previous = [(root, meta) for root, meta in revisions.other_models(store.state_dir, store.model_sha256)
+                    if _changed(root / revisions.CURRENT) > own]
         if not previous:
             return
-        root, meta = previous[0]
+        root, meta = max(previous, key=lambda item: _changed(item[0] / revisions.CURRENT))
         data = Path(meta["data"]) if isinstance(meta.get("data"), str) else self.dataset.root
         self.refit = {"state": "running", "from": str(root), "data": str(data), "labels": meta.get("labels"),
                       "started": round(time.time(), 3)}
@@ -251,8 +254,8 @@ class TeachService:
             self._refit_done("skipped", f"the data set {data} that the previous model's head was fitted on is gone: "
                                         "serving this release's own head. Record frames and teach again.")
             return
-        log.info("a new model (sha256 %s...): re-fitting its head from %s, as the previous model's head %s was; "
-                 "its own head serves meanwhile", store.model_sha256[:12], data, root)
+        log.info("a new model serves (sha256 %s...), its head older than %s: re-fitting its head from %s, as that "
+                 "head was; its present head serves meanwhile", store.model_sha256[:12], root, data)
         threading.Thread(target=self._refit, args=(data,), name="edgecam-refit", daemon=True).start()
 
     def _refit(self, data: Path) -> None:
@@ -274,6 +277,14 @@ class TeachService:
     def _refit_done(self, state: str, reason: str) -> None:
         self.refit = dict(self.refit or {}, state=state, reason=reason, finished=round(time.time(), 3))
         (log.info if state == "done" else log.warning)("head re-fit for the new model %s: %s", state, reason)
+
+
+def _changed(path: Path) -> int:
+    """When PATH (a store's current.json) was last written, in nanoseconds; -1 when it is missing."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return -1
 
 
 def last_line(text: str) -> str:
@@ -299,4 +310,5 @@ class NoFrame(RuntimeError):
     """The camera has not delivered a frame yet (HTTP 503)."""
 
 
-ERROR_KINDS = {"locked": TeachBusy, "storage": TeachStorage, "input": TeachRefused}  # the CLI's JSON "kind"
+ERROR_KINDS = {"locked": TeachBusy, "storage": TeachStorage, "input": TeachRefused,  # the CLI's JSON "kind"
+               "io": TeachFailed}  # a file that could not be read (not a full or read-only disk): HTTP 500

@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from device import drift
+from device.heads import store as revisions
+from device.heads.head import nearest_mean
 from device.layout import find_images
 from device.manifest import load_manifest
-from device.teach import advice, augment, crossval, embeddings, regionlabels, revisions
-from device.teach.head import fit, nearest_mean
+from device.teach import advice, augment, crossval, embeddings, regionlabels
 
 MIN_SOFTMAX = 5  # frames of every class for softmax regression; fewer: the nearest-class-mean head
 SETTINGS = "teach.json"
@@ -130,7 +131,7 @@ def embed_cached(classifier, data, paths, variants, progress=None, region=None) 
 
 def load_classifier_any(bundle, model: str = "int8", threads: int | None = None, state_dir=None, region=None):
     """The bundle's model with the head that serves it, as the daemon loads them (no smoothing, no threshold):
-    the current taught head from its store (device/teach/revisions.py), or the bundle's own when that is damaged.
+    the current taught head from its store (device/heads/store.py), or the bundle's own when that is damaged.
     REGION: that region's head (device/regionserve.py), the bundle's own when it has none."""
     from device.pipeline import Classifier
     from device.runtime import load_model
@@ -197,6 +198,19 @@ def current_predictions(classifier, own, vectors, hashes, labels) -> tuple:
     return mapped, predicted, how
 
 
+def compare_paired(truth, new, current) -> dict:
+    """The new head against the current one on the same frames: frames it loses (the current head right, the new
+    one wrong), frames it gains, and the accuracy drop's unconditional 95% interval in points (device/paired.py;
+    negative: the new head is better)."""
+    from device.paired import accuracy_drop_interval
+
+    truth, new, current = np.asarray(truth), np.asarray(new), np.asarray(current)
+    lost = int(np.sum((current == truth) & (new != truth)))
+    gained = int(np.sum((current != truth) & (new == truth)))
+    low, high = accuracy_drop_interval(lost, gained, len(truth))
+    return {"lost": lost, "gained": gained, "drop_interval": [round(low, 2), round(high, 2)]}
+
+
 def fingerprint(hashes, truth, labels, settings, model_sha256: str, seed: int) -> str:
     frames = sorted(f"{h} {labels[t]}" for h, t in zip(hashes, truth))
     text = json.dumps({"frames": frames, "settings": settings, "model": model_sha256, "seed": seed,
@@ -251,9 +265,7 @@ def teach(bundle, data, model: str = "int8", force: bool = False, seed: int = 0,
     curve = None
     if counts.min() >= MIN_SOFTMAX:
         method = "softmax"
-        run = crossval.search(vectors, truth, folds, len(labels), seed=seed)
-        head, steps = fit(all_rows, truth[frame_of_row], len(labels), l2=run.l2, steps=run.steps, seed=seed,
-                          groups=frame_of_row)
+        run, head, steps = crossval.search_then_fit(vectors, truth, folds, len(labels), seed=seed)
         curve = run.curve
     else:
         method = "nearest-mean"
@@ -262,13 +274,15 @@ def teach(bundle, data, model: str = "int8", force: bool = False, seed: int = 0,
     predicted = run.probabilities.argmax(axis=1)
     accuracy_new = float(np.mean(predicted == truth))
     current, current_predicted, how = current_predictions(classifier, own, vectors, hashes, labels)
+    paired = compare_paired(truth, predicted, current_predicted)
     accuracy_current = float(np.mean(current_predicted == truth))
-    accepted = force or accuracy_new >= accuracy_current
+    accepted = force or paired["gained"] >= paired["lost"]
     folds_used = len(np.unique(folds))
     validation = (f"{folds_used}-fold cross-validation grouped by capture burst, {len(items)} frames "
-                  f"({len(variants) - 1} variants each in the fits, none in the scoring); the new head is "
+                  f"({len(variants) - 1} variants each in the fits, none in the scoring; each fold scored with "
+                  f"the settings the other folds chose); the new head is "
                   f"{'a nearest-class-mean head' if method == 'nearest-mean' else 'softmax regression'} fitted "
-                  f"on all of them; the current head: {how}")
+                  f"on all of them; the current head: {how}; paired on the same frames")
     rows = advice.per_class(labels, truth, predicted, curve)
     serving = run.probabilities if accepted else current
     wrong = np.flatnonzero((predicted if accepted else current_predicted) != truth)
@@ -280,16 +294,33 @@ def teach(bundle, data, model: str = "int8", force: bool = False, seed: int = 0,
         "confusion": {"labels": labels, "matrix": confusion(truth, predicted, len(labels))},
         "per_class": rows, "advice": advice.advise(rows, method, MIN_SOFTMAX),
         "learning_curve": advice.curve_points(truth, predicted, curve, labels),
-        "mistakes": [relative[i] for i in wrong[:MAX_MISTAKES]],
+        "mistakes": [relative[i] for i in wrong[:MAX_MISTAKES]], "paired": paired,
         "fit_seconds": round(time.monotonic() - embedded, 3),
     })
+
+    def recheck(now: int) -> tuple:
+        """Under the store's lock: compare again when another teach committed meanwhile."""
+        if now == current_revision:
+            return True, {}
+        from types import SimpleNamespace
+
+        active = store.load_revision(now) if now else None
+        view = SimpleNamespace(head=active, labels=active.labels if active else classifier.manifest.labels)
+        _, now_predicted, now_how = current_predictions(view, own, vectors, hashes, labels)
+        result.update(current_revision=now, paired=compare_paired(truth, predicted, now_predicted),
+                      accuracy_current=round(float(np.mean(now_predicted == truth)), 4),
+                      validation=f"{validation.rsplit('; the current head: ', 1)[0]}; the current head (revision "
+                                 f"{now}, committed while this teach ran): {now_how}; paired on the same frames")
+        keep = force or result["paired"]["gained"] >= result["paired"]["lost"]
+        return keep, {key: result[key] for key in ("accuracy_current", "validation", "paired")}
+
     if accepted:
         result["reason"] = ("forced" if force and accuracy_new < accuracy_current else
                             f"the new head scores {accuracy_new:.1%} in cross-validation, the current one "
                             f"{accuracy_current:.1%} on frames it never saw")
         meta = {key: result[key] for key in ("accuracy_new", "accuracy_current", "heldout", "trained", "confusion",
                                              "model", "steps", "l2", "method", "validation", "per_class", "advice",
-                                             "learning_curve", "mistakes")}
+                                             "learning_curve", "mistakes", "paired")}
         meta.update(accuracy=result["accuracy_new"], data=str(Path(data).resolve()), seed=seed, forced=bool(force),
                     frames=len(items), fingerprint=stamp, settings=settings,
                     crossval={"labels": labels, "probabilities": {h: [round(float(p), 4) for p in row]
@@ -297,7 +328,16 @@ def teach(bundle, data, model: str = "int8", force: bool = False, seed: int = 0,
         reference = drift.make_reference(vectors[:, 0], truth, run.probabilities.max(axis=1),
                                          f"the {len(items)} frames of {Path(data).resolve()} the head was fitted on")
         result["revision"] = store.write_revision(head, labels, meta,
-                                                  {drift.REFERENCE_FILE: drift.to_bytes({"": reference})})
+                                                  {drift.REFERENCE_FILE: drift.to_bytes({"": reference})},
+                                                  decide=recheck)
+        if result["revision"] is None:  # another teach committed a head this one does not beat
+            result.update(accepted=False, revision=result["current_revision"], reason=(
+                f"refused: head revision {result['current_revision']} was committed while this teach ran and "
+                f"scores {result['accuracy_current']:.1%} on these frames, better than the new head's "
+                f"{accuracy_new:.1%}. Teach again or force it."))
+        elif result["current_revision"] != current_revision:
+            result["reason"] += (f"; head revision {result['current_revision']}, committed while this teach ran, "
+                                 f"{result['accuracy_current']:.1%} on the same frames")
     else:
         result["reason"] = (f"refused: the new head scores {accuracy_new:.1%} in cross-validation, worse than the "
                             f"current head's {accuracy_current:.1%} on frames it never saw. Record more (or cleaner) "

@@ -8,7 +8,7 @@ import json
 import time
 from pathlib import Path
 
-from device.manifest import atomic_write_text
+from device.atomic import atomic_write
 from device.teach.dataset.errors import DatasetError, DatasetFull, disk_full
 from device.teach.dataset.files import encode_jpeg
 from device.teach.dataset.paths import check_class_name, frame_path
@@ -35,7 +35,7 @@ class UncertainRing:
                 self.ring[entry["id"]] = entry
 
     def _save_ring(self) -> None:
-        atomic_write_text(self._ring_dir() / RING, json.dumps(list(self.ring.values())) + "\n")
+        atomic_write(self._ring_dir() / RING, json.dumps(list(self.ring.values())) + "\n")
 
     def keep(self, frame, label: str, confidence: float, source: str = "", model: str = "",
              drift: float | None = None) -> str | None:

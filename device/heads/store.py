@@ -35,10 +35,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from device.atomic import atomic_write, sync_folder
+from device.heads.head import Head
 from device.layout import EDGETPU_FORMAT, HEADS_DIR, LABELS, StageError, acquire_lock, model_path
-from device.manifest import Manifest, atomic_write_text, load_manifest, sha256_file, unreadable
+from device.manifest import Manifest, load_manifest, sha256_file, unreadable
 from device.state import device_state_dir, model_dir
-from device.teach.head import Head
 
 log = logging.getLogger("edgecam.teach")
 CURRENT = "current.json"
@@ -168,24 +169,33 @@ class HeadStore:
                 "fitted": _iso(created) if isinstance(created, (int, float)) else None, **common}
 
     # ---- writing ---------------------------------------------------------------------------
-    def write_revision(self, head: Head, labels: list, meta: dict, files: dict | None = None) -> int:
+    def write_revision(self, head: Head, labels: list, meta: dict, files: dict | None = None,
+                       decide=None) -> int | None:
         """Write HEAD and LABELS (and FILES, {name: bytes}: the drift reference) as the next revision and make it
-        current -> its number."""
+        current -> its number. DECIDE(revision current now) -> (keep it, extra meta): called under the store's
+        lock, so a teach compares with the head that is current when it commits, not the one it started from
+        (another teach may have committed meanwhile); None when DECIDE refused (nothing written)."""
         with self.locked():
+            if decide is not None:
+                keep, extra = decide(self._parent())
+                if not keep:
+                    return None
+                meta = dict(meta, **extra)
             numbers = [int(path.name[1:]) for path in self.root.glob("r[0-9][0-9][0-9][0-9]") if path.is_dir()]
             revision = max(numbers, default=0) + 1
             temporary = self.root / f".r{revision:04d}.tmp-{os.getpid()}"
             try:
                 shutil.rmtree(temporary, ignore_errors=True)
                 temporary.mkdir()
-                head.save(temporary / HEAD)
-                (temporary / LABELS).write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
+                head.save(temporary / HEAD)  # each file fsynced (device/atomic.py), then the folders: a power
+                atomic_write(temporary / LABELS, "".join(f"{label}\n" for label in labels))  # cut never leaves
                 for name, content in (files or {}).items():
-                    (temporary / name).write_bytes(content)
-                meta = dict(meta, revision=revision, parent=self._parent(), labels=list(labels),
-                            model_sha256=self.model_sha256, created=round(time.time(), 3))
-                (temporary / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+                    atomic_write(temporary / name, content)
+                meta = dict(meta, revision=revision, parent=self._parent(), labels=list(labels),  # current.json
+                            model_sha256=self.model_sha256, created=round(time.time(), 3))  # naming a torn head
+                atomic_write(temporary / META, json.dumps(meta, indent=2, sort_keys=True) + "\n")
                 os.rename(temporary, self.revision_dir(revision))
+                sync_folder(self.root)
                 self._set_current(revision)
             except OSError as error:
                 shutil.rmtree(temporary, ignore_errors=True)  # a full disk must not leave a half revision behind
@@ -251,10 +261,10 @@ class HeadStore:
             return 0
 
     def choose_own_head(self) -> None:
-        """Record revision 0 as current where no revision was ever current (a re-fit the gate refused)."""
+        """Record that the head in use stays (a re-fit the gate refused): current.json written again (revision 0
+        where none was current), so the next start does not re-fit again."""
         with self.locked():
-            if not (self.root / CURRENT).exists():
-                self._set_current(0)
+            self._set_current(self._parent() if (self.root / CURRENT).exists() else 0)
 
     def locked(self):
         return _Lock(self)
@@ -283,7 +293,7 @@ class HeadStore:
                 "writable for this user")
 
     def _set_current(self, revision: int) -> None:
-        atomic_write_text(self.root / CURRENT, json.dumps({"revision": revision}) + "\n")
+        atomic_write(self.root / CURRENT, json.dumps({"revision": revision}) + "\n")
 
 
 class _Lock:
@@ -319,10 +329,17 @@ def serving_head(store: HeadStore, manifest: Manifest) -> tuple:
 
 
 # ---- finding the store -------------------------------------------------------------------------
+def head_format(model_format: str) -> str:
+    """The format whose heads MODEL_FORMAT serves: int8's for the Edge TPU model (compiled from the int8 model;
+    teaching embeds with int8 on the CPU while the daemon holds the Edge TPU), else its own. The one place that
+    maps the Edge TPU to int8."""
+    return "int8" if model_format == EDGETPU_FORMAT else model_format
+
+
 def embedding_sha256(bundle, manifest: Manifest, model_format: str, loaded_sha256: str = "") -> str:
     """The sha256 of the model file whose embedding output a head of MODEL_FORMAT is fitted on. An Edge TPU
     model is taught through its int8 source on the CPU (the daemon holds the TPU), so it shares int8's heads."""
-    chosen = "int8" if model_format == EDGETPU_FORMAT and "int8" in manifest.models else model_format
+    chosen = head_format(model_format) if "int8" in manifest.models else model_format
     entry = manifest.models.get(chosen or "")
     if entry is not None and entry.sha256:
         return entry.sha256
@@ -370,8 +387,11 @@ def _adopt_legacy(store: HeadStore) -> HeadStore:
                 shutil.rmtree(temporary, ignore_errors=True)
                 shutil.copytree(legacy.root, temporary, ignore=shutil.ignore_patterns(".*"))
                 for name in sorted(os.listdir(temporary), key=lambda name: name == CURRENT):  # current.json last
+                    if name == CURRENT:
+                        sync_folder(store.root)
                     os.rename(temporary / name, store.root / name)
                 temporary.rmdir()
+                sync_folder(store.root)
     except (OSError, StoreLocked) as error:
         legacy.note = f"read in place from the bundle: copying it to {store.root} failed ({error})"
         log.warning("head revisions %s: %s", legacy.root, legacy.note)

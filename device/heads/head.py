@@ -12,10 +12,10 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from device.atomic import atomic_write
 from device.manifest import unreadable
 
 DEFAULT_L2 = 1e-3
@@ -63,11 +63,8 @@ class Head:
         return buffer.getvalue()
 
     def save(self, path: os.PathLike) -> None:
-        """Atomically (temporary file + rename)."""
-        path = Path(path)
-        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        temporary.write_bytes(self.to_bytes())
-        os.replace(temporary, path)
+        """Atomically and durably (device/atomic.py)."""
+        atomic_write(path, self.to_bytes())
 
     @classmethod
     def load(cls, path: os.PathLike) -> "Head":
