@@ -118,4 +118,6 @@ def test_the_device_archive_carries_the_teach_view(archive):  # noqa: F811
     with tarfile.open(archive) as tar:
         names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
     assert {"device/teach/web.py", "device/teach/http.py", "device/teach/static/teach.html",
-            "device/teach/static/teach.js", "device/teach/static/teach.css"} <= names
+            "device/teach/static/teach.css"} <= names
+    assert {f"device/teach/static/{name}.js" for name in ("teach-core", "teach-capture", "teach-grid",
+                                                           "teach-uncertain", "teach-head", "teach", "regions")} <= names

@@ -1,7 +1,7 @@
 /* edgecam Teach view: the Regions pane (docs/regions.md). Pick a region or name a new one, drag on the whole
  * frame to draw its box (saved to the state folder by POST /api/regions; the daemon reads it within a second),
  * see its crop live, record frames with a label for it, teach its own head, read the advice, undo.
- * Its own file beside teach.js: it talks to /api/regions* only. */
+ * Its own file beside the Teach view's other scripts (teach-core.js lists them): it talks to /api/regions* only. */
 (function () {
   "use strict";
 
