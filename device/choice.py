@@ -50,6 +50,9 @@ def resolve(bundle, manifest, model: str | None, threads: int | None, source: st
     int8 with all cores. Without a state folder nothing is tuned: a laptop run starts at once on int8."""
     say = log or (lambda text: None)
     fallback = Choice(model or DEFAULT_FORMAT, threads or usable_cores(), "default", "")
+    if model == "imx500":  # device/imx500.py: the network runs on the AI Camera's sensor
+        return Choice(model, threads or 1, "command line", "--model imx500: the network runs on the AI Camera's "
+                      "sensor at the camera's frame rate; nothing on the CPU to tune")
     if model is not None and threads is not None:
         return Choice(model, threads, "command line", "--model and --threads given")
     if state_dir is None:

@@ -29,6 +29,7 @@ DEVICE_RUNTIMES = ("ai_edge_litert", "tflite_runtime")  # tried in this order wh
 RUNTIME_ENV = "EDGECAM_RUNTIME"
 EDGETPU_LIBRARY = "libedgetpu.so.1"
 FORMAT_ALIASES = {"edgetpu": "int8_edgetpu"}
+IMX500_FORMAT = "imx500"  # the AI Camera's model: no interpreter, outputs come with each frame (device/imx500.py)
 
 
 class ModelError(ValueError):
@@ -119,13 +120,15 @@ def parse_model_spec(spec: str) -> ModelSpec:
                 "(e.g. --model edgetpu@usb:0)."
             )
     name = FORMAT_ALIASES.get(text, text)
+    if name == IMX500_FORMAT and device is None:  # the AI Camera: the network runs on the sensor (device/imx500.py)
+        return ModelSpec(format=name, path=None, device=None)
     if name in MODEL_FORMATS:
         parsed = ModelSpec(format=name, path=None, device=device)
     elif text.endswith(".tflite") or os.sep in text or "/" in text:
         parsed = ModelSpec(format=None, path=text, device=device)
     else:
         raise ModelError(
-            f"--model {spec}: not a model format ({', '.join(('edgetpu',) + MODEL_FORMATS)}) "
+            f"--model {spec}: not a model format ({', '.join(('edgetpu',) + MODEL_FORMATS + (IMX500_FORMAT,))}) "
             "nor a .tflite path."
         )
     if device and not parsed.edgetpu:
@@ -240,6 +243,15 @@ def load_model(spec, bundle: os.PathLike | None = None, threads: int | None = No
     parsed = spec if isinstance(spec, ModelSpec) else parse_model_spec(spec)
     if manifest is None and bundle is not None:
         manifest = load_manifest(bundle)
+    if parsed.format == IMX500_FORMAT:
+        from device.imx500 import load_sensor_model
+
+        if bundle is None:
+            raise ModelError("--model imx500 needs --bundle (the folder with manifest.json).")
+        try:
+            return load_sensor_model(bundle, manifest)
+        except ValueError as error:
+            raise ModelError(str(error)) from None
     fmt, path, entry = resolve_model(parsed, bundle, manifest)
     content, digest, verified = read_verified(path, entry, bundle)
     name, interpreter_class, load_delegate = import_runtime(runtime)

@@ -1,0 +1,167 @@
+"""The Raspberry Pi AI Camera target (issue 28): convert --imx500 with Sony's real toolchain (MCT + imxconv-tf in
+the venv make imx500-toolchain builds), its parity row and manifest record, and the device side.
+
+Real: training, the toolchain venv, MCT's quantisation, the converter (Java), the daemon, the head store. Faked,
+because a build machine cannot have it: the AI Camera itself (tests/fake_picamera2: picamera2's IMX500 interface,
+serving the held-out images with the fake-quantised model's outputs on the sensor's grid). The slow conversion
+runs once per test session (the imx500_bundle fixture).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FAKE_PICAMERA2 = REPO / "tests" / "fake_picamera2"  # no AI Camera on a build machine
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def imx500_bundle(tmp_path_factory):
+    """The small CNN trained on coloured shapes (32 px), converted to float32 and for the AI Camera, once."""
+    import device_bundle
+
+    from convert.api import convert_bundle
+    from train.api import train_bundle
+
+    folder = tmp_path_factory.mktemp("imx500")
+    device_bundle.draw_images(folder / "data" / "train", 30, 0)
+    device_bundle.draw_images(folder / "data" / "test", 12, 1)
+    bundle = folder / "bundle"
+    train_bundle(folder / "data", bundle, model="small", image_size=device_bundle.MODEL_SIZE, epochs=15,
+                 batch_size=16, validation_split=0.1, seed=0, verbose=0)
+    lines: list = []
+    started = time.monotonic()
+    report = convert_bundle(bundle, formats="float32", calibration_dir=folder / "data" / "train", imx500=True,
+                            progress=False, log=lines.append)
+    lines.append(f"fixture: conversion {time.monotonic() - started:.1f} s")
+    return bundle, report, lines
+
+
+def test_convert_imx500_adds_a_passing_parity_row_and_records_the_model(imx500_bundle):
+    from convert.imx500 import snap
+    from device.manifest import load_manifest
+
+    bundle, report, lines = imx500_bundle
+    row = report.row("imx500")
+    assert row is not None and row.passed, (row, lines)
+    assert report.passed and row.images == 36 and row.agreement >= 0.98
+    table = (bundle / "parity.md").read_text()
+    assert "| imx500 | imx500/packerOut.zip |" in table and "fit in chip: true" in table
+    assert json.loads((bundle / "parity.json").read_text())["passed"] is True
+    info = load_manifest(bundle).imx500
+    packer = bundle / info.file
+    assert info.sha256 == hashlib.sha256(packer.read_bytes()).hexdigest() and info.size_bytes == packer.stat().st_size
+    with zipfile.ZipFile(packer) as archive:
+        assert "dnnParams.xml" in archive.namelist()
+    assert (info.converter_version, info.mct_version) == ("3.18.2", "2.5.1")
+    assert info.fit_in_chip and 0 < info.memory_usage_bytes < info.memory_available_bytes == 8 * 1024 * 1024
+    report_file = json.loads((bundle / info.memory_report).read_text())["Memory Report"]
+    assert report_file["Fit In Chip"] is True
+    assert info.output_scale == 1 / 256 and not info.output_signed  # probabilities: uint8, 1/256
+    assert info.embedding_index == 1 - info.output_index and info.embedding_scale > 0
+    assert info.parity == "passed" and info.accuracy == pytest.approx(row.accuracy, abs=1e-6)
+    stored = np.load(bundle / info.outputs_file)
+    # MCT's fake-quantised outputs already lie on the sensor's output grid (what the Pi receives)
+    assert np.allclose(snap(stored["probabilities"], info.output_scale, False), stored["probabilities"], atol=1e-6)
+    assert any(line.startswith("imx500: memory ") for line in lines), lines
+
+
+def test_imx500_refuses_an_architecture_it_does_not_rebuild_by_name(imx500_bundle, tmp_path):
+    from convert.api import ConvertError, convert_bundle
+    from device.manifest import load_manifest, save_manifest
+
+    bundle = Path(shutil.copytree(imx500_bundle[0], tmp_path / "b"))
+    manifest = load_manifest(bundle)
+    manifest.architecture.name = "mobilenet_v3_small"
+    save_manifest(manifest, bundle)
+    with pytest.raises(ConvertError, match="the mobilenet_v3_small architecture is not rebuilt for the AI Camera"):
+        convert_bundle(bundle, formats="float32", imx500=True, progress=False, log=lambda line: None)
+
+
+def test_imx500_without_the_toolchain_names_the_command(imx500_bundle, tmp_path, monkeypatch):
+    from convert.api import ConvertError, convert_bundle
+
+    monkeypatch.setenv("EDGECAM_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(ConvertError, match="run make imx500-toolchain"):
+        convert_bundle(imx500_bundle[0], formats="float32", imx500=True, progress=False, log=lambda line: None)
+
+
+def test_dequantize_puts_integer_and_float_tensors_on_the_recorded_grid():
+    from device.imx500 import dequantize
+
+    assert dequantize(np.array([0, 128, 255], np.uint8), 1 / 256, False).tolist() == [0.0, 0.5, 255 / 256]
+    assert dequantize(np.array([-128, 64], np.int8), 1 / 64, True).tolist() == [-2.0, 1.0]
+    assert dequantize(np.array([0.5011, 2.0], np.float32), 1 / 256, False).tolist() == [0.5, 255 / 256]
+
+
+def daemon_results(bundle: Path, state: Path, count: int) -> list:
+    """COUNT result lines of a daemon serving the stand-in AI Camera (--model imx500), then SIGTERM."""
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(FAKE_PICAMERA2)]),
+                       EDGECAM_FAKE_IMX500_BUNDLE=str(bundle))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "device", "--bundle", str(bundle), "--model", "imx500", "--source",
+         f"imx500:{bundle / 'imx500' / 'packerOut.zip'}", "--http", "off", "--smoothing", "1", "--threshold", "0", "--state-dir", str(state)],
+        cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = []
+    try:
+        for line in process.stdout:  # bounded: the daemon serves frames continuously; it is stopped below
+            if line.startswith("{"):
+                results.append(json.loads(line))
+            if len(results) >= count:
+                break
+    finally:
+        process.terminate()
+        _, errors = process.communicate(timeout=20)
+    assert len(results) >= count, errors
+    return results
+
+
+def matching_row(result: dict, labels: list, table: np.ndarray) -> int:
+    """The held-out image whose outputs gave RESULT (its probabilities, rounded as the daemon prints them)."""
+    printed = np.array([result["probabilities"][label] for label in labels])
+    rows = np.flatnonzero(np.all(np.abs(table - printed) <= 6e-5, axis=1))  # printed to 4 decimals
+    assert len(rows), result
+    return int(rows[0])
+
+
+def test_daemon_on_the_stand_in_ai_camera_serves_the_fake_quantised_labels_and_a_taught_head(imx500_bundle,
+                                                                                             tmp_path):
+    from convert.imx500 import snap
+    from device.manifest import load_manifest
+    from device.teach import revisions
+    from device.teach.head import fit
+
+    bundle = Path(shutil.copytree(imx500_bundle[0], tmp_path / "b"))
+    manifest = load_manifest(bundle)
+    info = manifest.imx500
+    stored = np.load(bundle / info.outputs_file)
+    probabilities = snap(stored["probabilities"], info.output_scale, info.output_signed)
+    embedding = snap(stored["embedding"], info.embedding_scale, info.embedding_signed)
+    results = daemon_results(bundle, tmp_path / "state", 12)
+    for result in results:  # the labels the daemon serves are the fake-quantised model's
+        row = matching_row(result, manifest.labels, probabilities)
+        assert result["label"] == manifest.labels[int(np.argmax(probabilities[row]))]
+        assert result["model"] == "bundle:imx500"
+
+    # Teach on the on-sensor embedding: a head with labels of its own, fitted on the CPU; the network is unchanged.
+    names = ["red", "green", "blue"]
+    head, _ = fit(embedding, probabilities.argmax(axis=1), 3, steps=200)
+    store = revisions.open_store(bundle, manifest, "imx500", tmp_path / "state", info.sha256)
+    assert store.write_revision(head, names, {"source": "test"}) == 1
+    taught = head.probabilities(embedding)
+    for result in daemon_results(bundle, tmp_path / "state", 12):
+        assert result["model"] == "bundle:imx500+head1"
+        row = matching_row(result, names, taught)
+        assert result["label"] == names[int(np.argmax(taught[row]))]
