@@ -111,6 +111,15 @@ class SensorModel:
                 "threads": self.threads, "verified": self.verified}
 
 
+def not_tuned(manifest) -> str:
+    """What device tune says of the AI Camera's model: it is not a CPU format, so nothing is measured or chosen."""
+    info = manifest.imx500
+    return (f"imx500 is not tuned: its network runs on the AI Camera's sensor, at the camera's frame rate, whatever "
+            f"the CPU does (memory {info.memory_usage_bytes / 1024:.0f} KiB of {info.memory_available_bytes / 1024:.0f} "
+            "KiB on the chip); the CPU only applies the head. Serve it with --model imx500 --source "
+            f"imx500:BUNDLE/{IMX500_RPK}; the table below is for the TFLite formats")
+
+
 def load_sensor_model(bundle, manifest) -> SensorModel:
     """manifest.imx500 -> a SensorModel; ValueError naming the fix when the bundle was not converted for it or
     its packerOut.zip does not match the manifest."""

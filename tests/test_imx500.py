@@ -165,3 +165,40 @@ def test_daemon_on_the_stand_in_ai_camera_serves_the_fake_quantised_labels_and_a
         assert result["model"] == "bundle:imx500+head1"
         row = matching_row(result, names, taught)
         assert result["label"] == names[int(np.argmax(taught[row]))]
+
+
+def test_doctor_says_what_the_ai_camera_is_missing(imx500_bundle, tmp_path):
+    """The Pi's files (imx500-package, firmware, the sensor's driver entry) cannot exist here: the check is given
+    paths of this test's own making."""
+    from device.doctor import check_imx500
+    from device.manifest import load_manifest
+
+    bundle = Path(shutil.copytree(imx500_bundle[0], tmp_path / "b"))
+    manifest = load_manifest(bundle)
+    check = check_imx500(bundle, manifest, "imx500", firmware=(str(tmp_path / "imx500_firmware.fpk"),),
+                         sensors=str(tmp_path / "sensor-*"), which=lambda name: None)
+    assert check.status == "fail"
+    for words in ("imx500-package (sudo apt install imx500-all)", "imx500_firmware.fpk", "an AI Camera",
+                  "never packaged: imx500-package -i"):
+        assert words in check.summary, check.summary
+    assert check_imx500(bundle, manifest, "int8", firmware=(), sensors=str(tmp_path / "sensor-*"),
+                        which=lambda name: None).status == "warn"  # serving int8 on the CPU still works
+    (tmp_path / "sensor-001a").mkdir()
+    (bundle / "imx500" / "network.rpk").write_bytes(b"made by imx500-package on a Pi")
+    ready = check_imx500(bundle, manifest, "imx500", firmware=(), sensors=str(tmp_path / "sensor-*"),
+                         which=lambda name: f"/usr/bin/{name}")
+    assert ready.status == "ok" and "--model imx500 --source imx500:" in ready.summary
+
+
+def test_the_device_archive_ships_the_ai_camera_model_and_tune_says_it_is_not_tuned(imx500_bundle):
+    from deploy.bundle import bundle_entries
+    from device.imx500 import not_tuned
+    from device.manifest import load_manifest
+
+    bundle = imx500_bundle[0]
+    _, _, entries = bundle_entries(bundle, None)
+    names = [name for name, _ in entries]
+    assert "bundle/imx500/packerOut.zip" in names and "bundle/imx500/memory_report.json" in names
+    shipped = json.loads(dict(entries)["bundle/manifest.json"])
+    assert shipped["imx500"]["sha256"] == load_manifest(bundle).imx500.sha256
+    assert not_tuned(load_manifest(bundle)).startswith("imx500 is not tuned: its network runs on the AI Camera's")
