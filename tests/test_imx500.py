@@ -196,7 +196,7 @@ def test_the_device_archive_ships_the_ai_camera_model_and_tune_says_it_is_not_tu
     from device.manifest import load_manifest
 
     bundle = imx500_bundle[0]
-    _, _, entries = bundle_entries(bundle, None)
+    _, _, entries = bundle_entries(bundle, ["float32"])
     names = [name for name, _ in entries]
     assert "bundle/imx500/packerOut.zip" in names and "bundle/imx500/memory_report.json" in names
     shipped = json.loads(dict(entries)["bundle/manifest.json"])
