@@ -243,11 +243,12 @@ def add_to_bundle(report, staging: Path, manifest, serving, heldout, frames, cal
                         "fake-quantised model on the host, fed the held-out images on the sensor's input grid; its "
                         "outputs on the sensor's output grid. No bit-exact IMX500 emulator exists: a Pi shows the rest.")
     size = info.size_bytes
+    shown = info.file if info.sha256 else info.memory_report  # a model refused for its size has no packerOut.zip
     if skip_parity:
-        row = ModelParity(FORMAT, info.file, size, note="not measured")
+        row = ModelParity(FORMAT, shown, size, note="not measured")
     else:
         probabilities = snap(result.probabilities, info.output_scale, info.output_signed)
-        row = compare(FORMAT, info.file, size, probabilities, reference, np.asarray(heldout.labels), [],
+        row = compare(FORMAT, shown, size, probabilities, reference, np.asarray(heldout.labels), [],
                       report.thresholds)
         log(f"parity imx500: agreement {row.agreement:.2%}, accuracy {row.accuracy:.2%} (drop "
             f"{row.accuracy_drop:+.2f} points)" + ("" if row.passed else f" -- FAIL: {'; '.join(row.failures)}"))

@@ -9,7 +9,7 @@
 set -euo pipefail
 
 PIN_EDGE_MDT="edge-mdt[tf]==1.3.0"
-PYTHON="${EDGECAM_IMX500_PYTHON:-python3.11}"
+PYTHON="${EDGECAM_IMX500_PYTHON:-$(command -v python3.11 || command -v python3 || echo python3.11)}"
 CACHE="${EDGECAM_CACHE:-$HOME/.cache/edgecam}"
 KEY="py311-edge-mdt-1.3.0"
 VENV="$CACHE/imx500-toolchain-$KEY"
@@ -39,8 +39,8 @@ if [ "${1:-}" = "--check" ]; then
 fi
 ensure_java
 if [ -f "$STAMP" ]; then echo "$VENV"; exit 0; fi
-command -v "$PYTHON" >/dev/null || {
-    echo "imx500-toolchain: Sony's toolchain needs Python 3.11 ($PYTHON not found): install python3.11 (or set EDGECAM_IMX500_PYTHON=/path/to/python3.11)" >&2
+"$PYTHON" -c 'import sys; sys.exit(not (3, 9) <= sys.version_info[:2] <= (3, 11))' 2>/dev/null || {
+    echo "imx500-toolchain: Sony's toolchain needs Python 3.9-3.11 ($PYTHON is not): install python3.11 (or set EDGECAM_IMX500_PYTHON=/path/to/python3.11)" >&2
     exit 2
 }
 mkdir -p "$CACHE"

@@ -76,6 +76,7 @@ def test_convert_imx500_adds_a_passing_parity_row_and_records_the_model(imx500_b
     # MCT's fake-quantised outputs already lie on the sensor's output grid (what the Pi receives)
     assert np.allclose(snap(stored["probabilities"], info.output_scale, False), stored["probabilities"], atol=1e-6)
     assert any(line.startswith("imx500: memory ") for line in lines), lines
+    assert any(line.startswith("imx500: Keras 2 rebuild: ") for line in lines), lines  # checked against the bundle
 
 
 def test_imx500_refuses_an_architecture_it_does_not_rebuild_by_name(imx500_bundle, tmp_path):
