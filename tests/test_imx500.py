@@ -203,3 +203,11 @@ def test_the_device_archive_ships_the_ai_camera_model_and_tune_says_it_is_not_tu
     shipped = json.loads(dict(entries)["bundle/manifest.json"])
     assert shipped["imx500"]["sha256"] == load_manifest(bundle).imx500.sha256
     assert not_tuned(load_manifest(bundle)).startswith("imx500 is not tuned: its network runs on the AI Camera's")
+
+
+def test_the_ai_camera_module_imports_picamera2_only_when_the_camera_opens():
+    code = "import sys, device.imx500; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    output = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
+                            env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(FAKE_PICAMERA2)]))).stdout
+    for name in ("picamera2", "tensorflow", "keras", "convert", "train", "model_compression_toolkit"):
+        assert f"'{name}'" not in output, name
