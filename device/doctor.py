@@ -437,7 +437,7 @@ def diagnose(bundle: Path | None = None, model: str | None = None, runtimes=None
     chosen = choose_runtime(results)
     log_dir = Path(log_dir or os.environ.get("LOGS_DIRECTORY") or "/var/log/edgecam")
     checks = [check_python(), check_numpy(), *check_runtimes(results), check_runtime_choice(chosen, results),
-              check_model(bundle, model, manifest, manifest_error, chosen, results), check_camera(python),
+              check_model(bundle, probed, manifest, manifest_error, chosen, results), check_camera(python),
               check_edgetpu(find_edgetpu_library(), find_edgetpu_devices()), check_disk(log_dir),
               check_notify()]
     if manifest is not None and manifest.imx500 is not None:

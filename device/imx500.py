@@ -94,7 +94,8 @@ class SensorModel:
         tensors = getattr(frame, "tensors", None)
         if not tensors:
             raise ValueError("the imx500 model serves frames from --source imx500:PATH/network.rpk only (this frame "
-                             "came without the sensor's outputs)")
+                             "came without the sensor's outputs); saved frames (teach, evaluate) need a CPU model: "
+                             "--model int8")
         probabilities = dequantize(tensors[self.output_index], self.output_scale, self.output_signed)
         embedding = None if self.embedding_index is None else dequantize(
             tensors[self.embedding_index], self.embedding_scale, self.embedding_signed)

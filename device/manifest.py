@@ -153,6 +153,7 @@ class Imx500Info:
     file: str  # imx500/packerOut.zip, relative to the bundle (imx500-package makes network.rpk of it on the Pi)
     sha256: str
     size_bytes: int
+    format: str = "imx500"  # what the file is: Sony's packer output for imx500-package (not a TFLite model)
     converter_version: str = ""  # imx500-converter
     mct_version: str = ""  # Model Compression Toolkit
     memory_usage_bytes: int = 0  # the converter's memory report: what the network needs on the chip

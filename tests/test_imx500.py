@@ -65,7 +65,7 @@ def test_convert_imx500_adds_a_passing_parity_row_and_records_the_model(imx500_b
     assert info.sha256 == hashlib.sha256(packer.read_bytes()).hexdigest() and info.size_bytes == packer.stat().st_size
     with zipfile.ZipFile(packer) as archive:
         assert "dnnParams.xml" in archive.namelist()
-    assert (info.converter_version, info.mct_version) == ("3.18.2", "2.5.1")
+    assert (info.format, info.converter_version, info.mct_version) == ("imx500", "3.18.2", "2.5.1")
     assert info.fit_in_chip and 0 < info.memory_usage_bytes < info.memory_available_bytes == 8 * 1024 * 1024
     report_file = json.loads((bundle / info.memory_report).read_text())["Memory Report"]
     assert report_file["Fit In Chip"] is True
