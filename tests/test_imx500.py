@@ -211,3 +211,27 @@ def test_the_ai_camera_module_imports_picamera2_only_when_the_camera_opens():
                             env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(FAKE_PICAMERA2)]))).stdout
     for name in ("picamera2", "tensorflow", "keras", "convert", "train", "model_compression_toolkit"):
         assert f"'{name}'" not in output, name
+
+
+def test_the_sensor_model_reads_the_frames_outputs_and_checks_its_file(imx500_bundle, tmp_path):
+    from device.imx500 import load_sensor_model, sensor_frame
+    from device.manifest import load_manifest
+    from device.runtime import ModelError, load_model
+
+    bundle = Path(shutil.copytree(imx500_bundle[0], tmp_path / "b"))
+    manifest = load_manifest(bundle)
+    model = load_model("imx500", bundle, manifest=manifest)
+    tensors = [np.array([64, 128, 64], np.uint8), np.arange(32, dtype=np.uint8)]
+    if manifest.imx500.output_index == 1:
+        tensors.reverse()
+    probabilities, embedding = model.read(sensor_frame(np.zeros((32, 32, 3), np.uint8), tensors))
+    assert probabilities.tolist() == [0.25, 0.5, 0.25]
+    assert embedding.tolist() == (np.arange(32) * manifest.imx500.embedding_scale).astype(np.float32).tolist()
+    with pytest.raises(ValueError, match="saved frames .* need a CPU model: --model int8"):
+        model.read(np.zeros((32, 32, 3), np.uint8))
+    (bundle / manifest.imx500.file).write_bytes(b"not the converted model")
+    with pytest.raises(ModelError, match="does not match its sha256"):
+        load_model("imx500", bundle)
+    with pytest.raises(ValueError, match="has no AI Camera model: convert it with python -m convert"):
+        manifest.imx500 = None
+        load_sensor_model(bundle, manifest)
