@@ -29,12 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from convert.errors import ConvertError
+from device.layout import IMX500_FORMAT
 
 REPO = Path(__file__).resolve().parent.parent
 TOOLCHAIN_SCRIPT = REPO / "scripts" / "imx500_toolchain.sh"
 JOB = Path(__file__).resolve().parent / "imx500_job.py"
 ARCHITECTURES = ("reference", "small", "mobilenet_v2")  # rebuilt for Keras 2 in convert/imx500_job.py
-FORMAT = "imx500"
+FORMAT = IMX500_FORMAT
 JOB_TIMEOUT_S = 900
 
 

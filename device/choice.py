@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from device.layout import IMX500_FORMAT
 from device.tune import DEFAULT_FORMAT, Row, choose, make_plan, read_record, record_path, usable_cores
 
 STARTUP_ALLOWANCE_S = 30.0  # the tuning subprocess: Python, numpy, the interpreter and the models loading on a Pi
@@ -50,7 +51,7 @@ def resolve(bundle, manifest, model: str | None, threads: int | None, source: st
     int8 with all cores. Without a state folder nothing is tuned: a laptop run starts at once on int8."""
     say = log or (lambda text: None)
     fallback = Choice(model or DEFAULT_FORMAT, threads or usable_cores(), "default", "")
-    if model == "imx500":  # device/imx500.py: the network runs on the AI Camera's sensor
+    if model == IMX500_FORMAT:  # device/imx500.py: the network runs on the AI Camera's sensor
         return Choice(model, threads or 1, "command line", "--model imx500: the network runs on the AI Camera's "
                       "sensor at the camera's frame rate; nothing on the CPU to tune")
     if model is not None and threads is not None:

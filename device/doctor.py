@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from device.layout import MANIFEST
+from device.layout import IMX500_FORMAT, MANIFEST
 from device.manifest import ManifestError, atomic_write_text, load_manifest
 from device.runtime import DEVICE_RUNTIMES, RUNTIME_ENV, RUNTIMES, OpVersionError  # importing it loads no interpreter
 
@@ -345,7 +345,7 @@ def check_imx500(bundle: Path, manifest, model: str | None, firmware=IMX500_FIRM
     details = {"missing": missing, "rpk": str(rpk), "memory_usage_bytes": manifest.imx500.memory_usage_bytes}
     if not missing:
         return Check("imx500", "ok", f"AI Camera ready: {rpk} (--model imx500 --source imx500:{rpk})", details)
-    status = "fail" if model == "imx500" else "warn"
+    status = "fail" if model == IMX500_FORMAT else "warn"
     return Check("imx500", status, "the bundle's AI Camera model cannot run here; missing: " + "; ".join(missing),
                  details)
 
@@ -430,7 +430,7 @@ def diagnose(bundle: Path | None = None, model: str | None = None, runtimes=None
     model = model or default_model(manifest)
     use_model = manifest is not None and model is not None
     with ThreadPoolExecutor(max_workers=len(runtimes) or 1) as pool:  # probes are processes: run them at once
-        probed = default_model(manifest) if model == "imx500" else model  # the sensor's model needs no runtime
+        probed = default_model(manifest) if model == IMX500_FORMAT else model  # the sensor's model needs no runtime
         futures = {runtime: pool.submit(probe_runtime, runtime, bundle if use_model and probed else None, probed,
                                         python, timeout) for runtime in runtimes}
         results = {runtime: future.result() for runtime, future in futures.items()}

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from device.layout import IMX500_PACKER, IMX500_RPK
+from device.layout import IMX500_FORMAT, IMX500_PACKER, IMX500_RPK
 from device.sources import Source, SourceConfigError, SourceError
 
 log = logging.getLogger(__name__)
-FORMAT = "imx500"
+FORMAT = IMX500_FORMAT
 FIRST_OUTPUT_FRAMES = 60  # frames to wait, after start, for the network's first outputs (it loads ~1-2 s)
 
 

@@ -52,6 +52,7 @@ PARITY_MD = "parity.md"
 QUANT_DEBUG_CSV = "quantization_debug.csv"
 QUANT_DEBUG_MD = "quantization_debug.md"
 HEADS_DIR = "heads"
+IMX500_FORMAT = "imx500"  # --model imx500: the AI Camera's network, on the sensor (device/imx500.py)
 IMX500_DIR = "imx500"  # the AI Camera's packerOut.zip, memory report and fake-quantised outputs (convert --imx500)
 IMX500_PACKER = f"{IMX500_DIR}/packerOut.zip"
 IMX500_RPK = f"{IMX500_DIR}/network.rpk"  # made on the Pi by imx500-package (deploy/install.sh)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from device.layout import MANIFEST
+from device.layout import IMX500_FORMAT, MANIFEST
 from device.manifest import MODEL_FORMATS, Manifest, ModelFile, load_manifest
 from device.opversions import explain_opcode_error, refusal, runtime_version, unsupported
 
@@ -29,7 +29,6 @@ DEVICE_RUNTIMES = ("ai_edge_litert", "tflite_runtime")  # tried in this order wh
 RUNTIME_ENV = "EDGECAM_RUNTIME"
 EDGETPU_LIBRARY = "libedgetpu.so.1"
 FORMAT_ALIASES = {"edgetpu": "int8_edgetpu"}
-IMX500_FORMAT = "imx500"  # the AI Camera's model: no interpreter, outputs come with each frame (device/imx500.py)
 
 
 class ModelError(ValueError):
@@ -120,9 +119,7 @@ def parse_model_spec(spec: str) -> ModelSpec:
                 "(e.g. --model edgetpu@usb:0)."
             )
     name = FORMAT_ALIASES.get(text, text)
-    if name == IMX500_FORMAT and device is None:  # the AI Camera: the network runs on the sensor (device/imx500.py)
-        return ModelSpec(format=name, path=None, device=None)
-    if name in MODEL_FORMATS:
+    if name in MODEL_FORMATS or name == IMX500_FORMAT:  # imx500: the network runs on the sensor (device/imx500.py)
         parsed = ModelSpec(format=name, path=None, device=device)
     elif text.endswith(".tflite") or os.sep in text or "/" in text:
         parsed = ModelSpec(format=None, path=text, device=device)
