@@ -235,3 +235,37 @@ def test_the_sensor_model_reads_the_frames_outputs_and_checks_its_file(imx500_bu
     with pytest.raises(ValueError, match="has no AI Camera model: convert it with python -m convert"):
         manifest.imx500 = None
         load_sensor_model(bundle, manifest)
+
+
+def test_install_sh_makes_network_rpk_with_imx500_package(imx500_bundle, tmp_path, monkeypatch):
+    """install.sh in a temporary root, as tests/test_deploy.py runs it. imx500-package is Raspberry Pi OS's
+    (imx500-tools, Sony's files) and cannot exist here: a stand-in script on PATH records its arguments and
+    writes the network.rpk it was asked for."""
+    from importlib import metadata
+
+    from test_deploy import build_archive, install, stand_in_system_site, unpack
+
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(f"numpy>=1.24\npillow>=9.4\nai-edge-litert=={metadata.version('ai-edge-litert')}\n")
+    archive = tmp_path / "edgecam-device.tar.gz"
+    build_archive(imx500_bundle[0], archive, "--requirements", requirements, "--models", "float32")
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    record = tmp_path / "imx500-package.args"
+    (tools / "imx500-package").write_text(
+        "#!/bin/sh\n"
+        f"echo \"$@\" > {record}\n"
+        "while [ $# -gt 0 ]; do case $1 in -i) in=$2; shift 2;; -o) out=$2; shift 2;; *) shift;; esac; done\n"
+        "mkdir -p \"$out\" && cp \"$in\" \"$out/network.rpk\"\n")
+    (tools / "imx500-package").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    root = tmp_path / "root"
+    result = install(unpack(archive, tmp_path / "unpacked"), root, stand_in_system_site(tmp_path / "site"))
+    assert "imx500-package: the AI Camera's network.rpk" in result.stdout, result.stdout + result.stderr
+    release = (root / "opt/edgecam/current").resolve()
+    assert record.read_text().split() == ["-i", str(release / "bundle/imx500/packerOut.zip"),
+                                          "-o", str(release / "bundle/imx500")]
+    assert (release / "bundle/imx500/network.rpk").is_file()
+    doctor = json.loads((release / "state/doctor.json").read_text())
+    check = next(item for item in doctor["checks"] if item["name"] == "imx500")
+    assert check["details"]["missing"] and not any("never packaged" in item for item in check["details"]["missing"])
