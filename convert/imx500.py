@@ -73,8 +73,9 @@ def check_architecture(manifest) -> None:
                            "convert without --imx500.")
 
 
-def export_weights(keras_path: Path, path: Path) -> tuple:
-    """model.keras -> PATH (.npz: 'LAYER/INDEX' per weight of every leaf layer); -> (head layer, host model)."""
+def export_weights(keras_path: Path, path: Path):
+    """model.keras -> PATH (.npz: 'LAYER/INDEX' per weight of every leaf layer); returns its Dense softmax head
+    (convert.embedding.HeadLayer), whose input is the embedding."""
     import keras
 
     from convert.embedding import find_head
