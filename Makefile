@@ -15,10 +15,14 @@ PORT ?= 8080
 SOURCE ?= images:$(DATA)/test
 FORCE ?= 0
 CONVERT_FLAGS ?=
+IMX500 ?= 0
 STAMP := $(VENV)/.edgecam-installed
 
 ifeq ($(strip $(NAME)),)
 $(error NAME must not be empty: make demo NAME=rps)
+endif
+ifeq ($(filter 0 1,$(IMX500)),)
+$(error IMX500 must be 0 or 1 (IMX500=1 also converts for the Raspberry Pi AI Camera), got '$(IMX500)')
 endif
 ifeq ($(filter 0 1,$(FORCE)),)
 $(error FORCE must be 0 or 1 (FORCE=1 ships a bundle whose parity failed or was skipped), got '$(FORCE)')
@@ -28,7 +32,7 @@ endif
 
 help: ## List every target
 	@echo "edgecam make targets (variables: NAME=$(NAME) DATA=$(DATA) BUNDLE=$(BUNDLE) EPOCHS=$(EPOCHS) PORT=$(PORT))"
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
 
 setup: $(STAMP) ## Create .venv and install host, device and dev dependencies from pyproject.toml
 
@@ -52,8 +56,12 @@ train: setup ## Train the reference CNN on DATA and export the bundle to BUNDLE
 # (convert's default, from its manifest), or on CALIBRATION=DIR when you name one.
 CONVERT_CALIBRATION = $(if $(filter command line environment,$(origin CALIBRATION)),$(CALIBRATION),$(if $(and $(filter artifacts/rps,$(BUNDLE)),$(filter data/rps,$(DATA))),$(wildcard $(CALIBRATION))))
 
-convert: setup ## Convert BUNDLE to TFLite (float32/float16/dynamic/int8) and check accuracy parity (exit 1 if broken; BUNDLE unchanged then)
-	$(PY) -m convert $(BUNDLE) $(if $(CONVERT_CALIBRATION),--calibration $(CONVERT_CALIBRATION)) $(CONVERT_FLAGS)
+convert: setup $(if $(filter 1,$(IMX500)),imx500-toolchain) ## Convert BUNDLE to TFLite (float32/float16/dynamic/int8; IMX500=1: also the AI Camera) and check accuracy parity (exit 1 if broken; BUNDLE unchanged then)
+	$(PY) -m convert $(BUNDLE) $(if $(CONVERT_CALIBRATION),--calibration $(CONVERT_CALIBRATION)) $(if $(filter 1,$(IMX500)),--imx500) $(CONVERT_FLAGS)
+
+.PHONY: imx500-toolchain
+imx500-toolchain: ## Build Sony's AI Camera toolchain (edge-mdt[tf]: MCT + imxconv-tf, TF 2.15) in a venv under ~/.cache/edgecam, once; Java 17 from apt when root
+	@bash scripts/imx500_toolchain.sh >/dev/null
 
 edgetpu-check: setup ## Offline Edge TPU readiness of BUNDLE's int8 model (no compiler needed)
 	$(PY) -m convert.readiness $(BUNDLE)/tflite/model_int8.tflite
@@ -68,7 +76,7 @@ kiosk: setup ## Serve the kiosk page (live view + rock-paper-scissors game) on h
 	@echo "kiosk: open http://127.0.0.1:$(PORT)/ (Play or Space starts a round; Ctrl+C stops)"
 	$(PY) -m device --bundle $(BUNDLE) --source $(SOURCE) --max-fps 10 --http 127.0.0.1:$(PORT)
 
-test: setup system-deps ## Run the whole test suite
+test: setup system-deps imx500-toolchain ## Run the whole test suite
 	$(PY) -m pytest -q
 
 bench: setup ## Measure daemon vs raw interpreter latency, RSS, cold start and the cost per architecture on BUNDLE (writes BUNDLE/bench.md)

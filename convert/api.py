@@ -47,7 +47,7 @@ def parse_formats(formats) -> list:
 def convert_bundle(bundle_dir, formats: Iterable[str] | str = tflite.FORMATS,
                    calibration_dir=None, calibration_samples: int = calibration.DEFAULT_SAMPLES,
                    io_type: str = "int8", test_data=None, edgetpu: bool = False,
-                   thresholds: Thresholds | None = None, skip_parity: bool = False,
+                   thresholds: Thresholds | None = None, skip_parity: bool = False, imx500: bool = False,
                    debug_quantization: bool = False, threads: int | None = None, progress: bool = True,
                    log: Callable[[str], None] = print, target_runtime: str = tflite.LATEST) -> ParityReport:
     """CALIBRATION_DIR None: a sample of the bundle's own training images (the manifest's dataset.root and
@@ -69,10 +69,15 @@ def convert_bundle(bundle_dir, formats: Iterable[str] | str = tflite.FORMATS,
     # Check every input before the slow part: where we write, the held-out images (decoded), the calibration
     # images, then the SavedModel.
     _check_writable(bundle)
+    if imx500:  # the AI Camera's toolchain and architecture: refused before anything slow (convert/imx500.py)
+        from convert import imx500 as imx500_target
+
+        imx500_target.check_architecture(manifest)
+        imx500_target.toolchain_python()
     heldout = None if skip_parity else load_heldout(bundle, manifest, Path(test_data) if test_data else None)
     frames = None if skip_parity else _decode(heldout.paths, progress)
     calibration_images, calibration_source = None, ""
-    if "int8" in formats:
+    if "int8" in formats or imx500:
         calibration_images, calibration_source = _calibration_images(
             bundle, manifest, calibration_dir, calibration_samples, progress, log)
         manifest.calibration = calibration_source
@@ -90,6 +95,9 @@ def convert_bundle(bundle_dir, formats: Iterable[str] | str = tflite.FORMATS,
         report.calibration = calibration_source
         _parity(report, staging, manifest, serving, files, heldout, frames, calibration_images, skip_parity,
                 debug_quantization, threads, progress, log)
+        if imx500:
+            imx500_target.add_to_bundle(report, staging, manifest, serving, heldout, frames, calibration_images,
+                                        skip_parity, log)
     except BaseException:
         stage.fail()
         raise

@@ -55,9 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the TFLite runtime the models must run on: latest takes TensorFlow's newest op "
                              "versions; tflite-runtime-2.14 (Raspberry Pi OS with numpy<2) gets op versions it "
                              "has (per-tensor dense weights in the dynamic model) or exit 2 naming the op")
+    parser.add_argument("--imx500", action="store_true",
+                        help="also convert for the Raspberry Pi AI Camera (imx500/packerOut.zip: MCT + imxconv-tf in "
+                             "the toolchain venv that make imx500-toolchain builds) and measure its parity")
     parser.add_argument("--edgetpu", action="store_true",
                         help="also compile model_int8_edgetpu.tflite when edgetpu_compiler is on PATH")
-    for fmt in FORMATS:
+    for fmt in DEFAULT_MIN_AGREEMENT:
         parser.add_argument(f"--min-agreement-{fmt}", type=probability, default=DEFAULT_MIN_AGREEMENT[fmt],
                             metavar="FRACTION",
                             help=f"least top-1 agreement of {fmt} with the SavedModel on confident images")
@@ -88,7 +91,7 @@ def main(argv=None) -> int:
     from convert.errors import ConvertError
 
     thresholds = Thresholds(
-        min_agreement={fmt: getattr(args, f"min_agreement_{fmt}") for fmt in FORMATS},
+        min_agreement={fmt: getattr(args, f"min_agreement_{fmt}") for fmt in DEFAULT_MIN_AGREEMENT},
         max_accuracy_drop={fmt: getattr(args, f"max_accuracy_drop_{fmt}") for fmt in DEFAULT_MAX_ACCURACY_DROP},
         max_drop_bound={fmt: getattr(args, f"max_drop_bound_{fmt}") for fmt in DEFAULT_MAX_DROP_BOUND},
         confident_margin=args.confident_margin,
@@ -97,7 +100,7 @@ def main(argv=None) -> int:
         report = convert_bundle(
             args.bundle, formats=args.formats, calibration_dir=args.calibration,
             calibration_samples=args.calibration_samples, io_type=args.io_type, test_data=args.test_data,
-            edgetpu=args.edgetpu, thresholds=thresholds, skip_parity=args.skip_parity,
+            edgetpu=args.edgetpu, imx500=args.imx500, thresholds=thresholds, skip_parity=args.skip_parity,
             debug_quantization=args.debug_quantization, threads=args.threads, progress=not args.quiet,
             target_runtime=args.target_runtime,
         )

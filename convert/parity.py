@@ -37,10 +37,11 @@ from device.paired import accuracy_drop_interval, margins, mcnemar_p
 # hundredths (README, "Parity", has the measurements). 0.2 keeps such images out of reach of rounding and in
 # reach of a broken conversion (calibration images unlike the frames move whole classes).
 CONFIDENT_MARGIN = 0.2
-# float32 must agree exactly; float16 rounds weights only; dynamic-range and int8 quantize activations.
-DEFAULT_MIN_AGREEMENT = {"float32": 1.0, "float16": 0.995, "dynamic": 0.98, "int8": 0.98}
-DEFAULT_MAX_ACCURACY_DROP = {"dynamic": 1.0, "int8": 1.0}  # percentage points, measured
-DEFAULT_MAX_DROP_BOUND = {"dynamic": 3.0, "int8": 3.0}  # percentage points, the 95% interval's upper end
+# float32 must agree exactly; float16 rounds weights only; dynamic-range and int8 quantize activations, and so
+# does imx500 (the AI Camera's MCT-quantised model, measured fake-quantised on the host: convert/imx500.py).
+DEFAULT_MIN_AGREEMENT = {"float32": 1.0, "float16": 0.995, "dynamic": 0.98, "int8": 0.98, "imx500": 0.98}
+DEFAULT_MAX_ACCURACY_DROP = {"dynamic": 1.0, "int8": 1.0, "imx500": 1.0}  # percentage points, measured
+DEFAULT_MAX_DROP_BOUND = {"dynamic": 3.0, "int8": 3.0, "imx500": 3.0}  # points, the 95% interval's upper end
 
 
 @dataclass

@@ -119,6 +119,11 @@ def bundle_entries(bundle: Path, models: list | None, force: bool = False) -> tu
     if manifest.embedding is not None and manifest.embedding.drift_file:  # its drift reference (device/drift.py)
         entries.append((f"bundle/{manifest.embedding.drift_file}",
                         checked(bundle, manifest.embedding.drift_file, manifest.embedding.drift_sha256)))
+    if manifest.imx500 is not None and manifest.imx500.sha256:  # the AI Camera's model (install.sh packages it)
+        entries.append((f"bundle/{manifest.imx500.file}", checked(bundle, manifest.imx500.file,
+                                                                  manifest.imx500.sha256)))
+        if (bundle / manifest.imx500.memory_report).is_file():
+            entries.append((f"bundle/{manifest.imx500.memory_report}", bundle / manifest.imx500.memory_report))
     manifest.models = {fmt: manifest.models[fmt] for fmt in chosen}  # the device sees only what it has
     entries.append((f"bundle/{MANIFEST}", manifest.to_json().encode()))
     labels = bundle / LABELS_FILENAME

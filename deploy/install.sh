@@ -287,6 +287,7 @@ build_release() {  # build_release ID: copy, venv, pip, doctor; the folder is re
   pip+=($PIP_ARGS -r "$dir/requirements.txt")
   say "pip install -r requirements.txt"
   "${pip[@]}"
+  package_imx500 "$dir"
   say "device doctor"
   [ -z "$ROOT" ] || mkdir -p "$LOG_DIR"  # on the device, systemd creates it for the service (LogsDirectory=)
   "$dir/venv/bin/python" -m device doctor --bundle "$dir/bundle" --verdict-dir "$dir/state" --log-dir "$LOG_DIR"
@@ -335,6 +336,19 @@ apt_packages() {  # the Pi's own packages: a venv needs python3-venv; numpy, Pil
     apt-get install -y -qq --no-install-recommends "$package" >/dev/null \
       || echo "edgecam install: warning: apt-get install $package failed" >&2
   done
+}
+
+package_imx500() {  # package_imx500 RELEASE_DIR: the AI Camera's network.rpk from the bundle's packerOut.zip
+  local packer=$1/bundle/imx500/packerOut.zip
+  [ -f "$packer" ] || return 0
+  if command -v imx500-package >/dev/null; then
+    say "imx500-package: the AI Camera's network.rpk"
+    imx500-package -i "$packer" -o "$1/bundle/imx500" \
+      || echo "edgecam install: warning: imx500-package failed; python -m device doctor says what is missing" >&2
+  else
+    echo "edgecam install: warning: the bundle has an AI Camera model but imx500-package is missing: sudo apt" \
+         "install imx500-all, then run install.sh again (python -m device doctor lists what is missing)" >&2
+  fi
 }
 
 install() {

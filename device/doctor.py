@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from device.atomic import atomic_write
-from device.layout import MANIFEST
+from device.layout import IMX500_FORMAT, MANIFEST
 from device.manifest import ManifestError, load_manifest
 from device.osrelease import TESTED_RELEASES, board_model, os_release
 from device.runtime import DEVICE_RUNTIMES, RUNTIME_ENV, RUNTIMES, OpVersionError  # importing it loads no interpreter
@@ -334,6 +334,37 @@ def find_edgetpu_devices(usb_root: str = "/sys/bus/usb/devices", dev: str = "/de
     return found
 
 
+IMX500_FIRMWARE = ("/lib/firmware/imx500_loader.fpk", "/lib/firmware/imx500_firmware.fpk")  # Pi OS imx500-all
+IMX500_SENSORS = "/sys/bus/i2c/drivers/imx500/*-*"  # an AI Camera the kernel driver has bound
+
+
+def check_imx500(bundle: Path, manifest, model: str | None, firmware=IMX500_FIRMWARE, sensors=IMX500_SENSORS,
+                 which=shutil.which) -> Check:
+    """The AI Camera (a bundle converted with --imx500): imx500-package, the sensor firmware, the camera, and
+    the model packaged as network.rpk (install.sh runs imx500-package). A fail only when --model imx500 serves."""
+    from device.layout import IMX500_PACKER, IMX500_RPK
+
+    missing = []
+    if which("imx500-package") is None:
+        missing.append("imx500-package (sudo apt install imx500-all)")
+    absent = [path for path in firmware if not os.path.isfile(path)]
+    if absent:
+        missing.append(f"the sensor firmware {', '.join(absent)} (sudo apt install imx500-all)")
+    if not glob.glob(sensors):
+        missing.append("an AI Camera (none bound by the imx500 driver: check the ribbon cable, then "
+                       "`rpicam-hello --list-cameras`)")
+    rpk = Path(bundle) / IMX500_RPK
+    if not rpk.is_file():
+        missing.append(f"the packaged model {rpk} (never packaged: imx500-package -i {Path(bundle) / IMX500_PACKER} "
+                       f"-o {rpk.parent}, or run install.sh again once imx500-package is there)")
+    details = {"missing": missing, "rpk": str(rpk), "memory_usage_bytes": manifest.imx500.memory_usage_bytes}
+    if not missing:
+        return Check("imx500", "ok", f"AI Camera ready: {rpk} (--model imx500 --source imx500:{rpk})", details)
+    status = "fail" if model == IMX500_FORMAT else "warn"
+    return Check("imx500", status, "the bundle's AI Camera model cannot run here; missing: " + "; ".join(missing),
+                 details)
+
+
 def check_edgetpu(library: str | None, devices: list) -> Check:
     details = {"library": library, "devices": devices}
     if library and devices:
@@ -436,16 +467,20 @@ def diagnose(bundle: Path | None = None, model: str | None = None, runtimes=None
     model = model or default_model(manifest)
     use_model = manifest is not None and model is not None
     with ThreadPoolExecutor(max_workers=len(runtimes) or 1) as pool:  # probes are processes: run them at once
-        futures = {runtime: pool.submit(probe_runtime, runtime, bundle if use_model else None, model, python,
-                                        timeout) for runtime in runtimes}
+        probed = default_model(manifest) if model == IMX500_FORMAT else model  # the sensor's model needs no runtime
+        futures = {runtime: pool.submit(probe_runtime, runtime, bundle if use_model and probed else None, probed,
+                                        python, timeout) for runtime in runtimes}
         results = {runtime: future.result() for runtime, future in futures.items()}
     chosen = choose_runtime(results)
     log_dir = Path(log_dir or os.environ.get("LOGS_DIRECTORY") or "/var/log/edgecam")
     release = os_release()
-    checks = [check_os(release, board_model()), check_python(), check_numpy(), *check_runtimes(results), check_runtime_choice(chosen, results),
-              check_model(bundle, model, manifest, manifest_error, chosen, results), check_camera(python),
+    checks = [check_os(release, board_model()), check_python(), check_numpy(), *check_runtimes(results),
+              check_runtime_choice(chosen, results),
+              check_model(bundle, probed, manifest, manifest_error, chosen, results), check_camera(python),
               check_edgetpu(find_edgetpu_library(), find_edgetpu_devices()), check_disk(log_dir),
               check_notify(), check_outputs()]
+    if manifest is not None and manifest.imx500 is not None:
+        checks.append(check_imx500(bundle, manifest, model))
     return {"schema": SCHEMA, "ok": all(check.status != "fail" for check in checks),
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": platform.machine(),
             "os": release["pretty_name"] or None, "os_codename": release["codename"] or None,

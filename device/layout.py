@@ -52,6 +52,11 @@ PARITY_MD = "parity.md"
 QUANT_DEBUG_CSV = "quantization_debug.csv"
 QUANT_DEBUG_MD = "quantization_debug.md"
 HEADS_DIR = "heads"
+IMX500_FORMAT = "imx500"  # --model imx500: the AI Camera's network, on the sensor (device/imx500.py)
+IMX500_DIR = "imx500"  # the AI Camera's packerOut.zip, memory report and fake-quantised outputs (convert --imx500)
+IMX500_PACKER = f"{IMX500_DIR}/packerOut.zip"
+IMX500_RPK = f"{IMX500_DIR}/network.rpk"  # made on the Pi by imx500-package (deploy/install.sh)
+IMX500_OUTPUTS = f"{IMX500_DIR}/fake_quant_outputs.npz"
 HEAD_FILE = "tflite/head.npz"  # the bundle's own classifier weights (W, b), written by convert/ beside the models
 
 # A data folder: DATA/train/<class>/ (+ DATA/test/<class>/, the held-out set), or DATA/<class>/.
@@ -61,7 +66,7 @@ TEST_FOLDER = "test"
 # Everything a bundle consists of: the only names a tool may remove or replace in a bundle folder.
 BUNDLE_ENTRIES = (
     MANIFEST, LABELS, SAVED_MODEL, KERAS_MODEL, HELDOUT, HISTORY, TRAINING_PLOT, LOGS, CHECKPOINTS, TFLITE_DIR,
-    PARITY_JSON, PARITY_MD, QUANT_DEBUG_CSV, QUANT_DEBUG_MD, EDGETPU_DIR, HEADS_DIR,
+    PARITY_JSON, PARITY_MD, QUANT_DEBUG_CSV, QUANT_DEBUG_MD, EDGETPU_DIR, HEADS_DIR, IMX500_DIR,
 )
 
 # ---- model formats ---------------------------------------------------------------------------

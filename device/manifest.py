@@ -147,6 +147,37 @@ class EmbeddingInfo:
 
 
 @dataclass
+class Imx500Info:
+    """The model for the Raspberry Pi AI Camera (Sony IMX500: the network runs on the sensor), written by
+    ``python -m convert BUNDLE --imx500``. Not a TFLite format: the device reads its outputs from each frame's
+    metadata (device/imx500.py). Outputs arrive on an 8-bit grid: value = integer * scale."""
+
+    file: str  # imx500/packerOut.zip, relative to the bundle (imx500-package makes network.rpk of it on the Pi)
+    sha256: str
+    size_bytes: int
+    format: str = "imx500"  # what the file is: Sony's packer output for imx500-package (not a TFLite model)
+    converter_version: str = ""  # imx500-converter
+    mct_version: str = ""  # Model Compression Toolkit
+    memory_usage_bytes: int = 0  # the converter's memory report: what the network needs on the chip
+    memory_available_bytes: int = 0
+    fit_in_chip: bool = False
+    memory_report: str = ""  # imx500/memory_report.json
+    input_scale: float = 0.0  # the sensor's input tensor: normalised value = integer * input_scale
+    input_signed: bool = False
+    normalisation: list = field(default_factory=list)  # [scale, offset]: 0..255 -> the network's input
+    output_index: int = 0  # position of the probabilities among imx500.get_outputs()
+    output_scale: float = 0.0
+    output_signed: bool = False
+    embedding_index: int = -1  # position of the embedding (-1: none)
+    embedding_scale: float = 0.0
+    embedding_signed: bool = False
+    outputs_file: str = ""  # imx500/fake_quant_outputs.npz: the fake-quantised model on the held-out images
+    parity: str = ""
+    accuracy: Optional[float] = None
+    agreement: Optional[float] = None
+
+
+@dataclass
 class Manifest:
     name: str
     labels: list
@@ -164,6 +195,7 @@ class Manifest:
     parity: str = ""  # PARITY_STATES: deploy/bundle.py refuses "failed" and "skipped" without --force
     calibration: str = ""  # what the int8 model was calibrated on (convert/)
     embedding: Optional[EmbeddingInfo] = None  # None: converted before embeddings (re-convert to teach)
+    imx500: Optional[Imx500Info] = None  # the AI Camera's model (convert --imx500), None: not converted for it
     architecture: ArchitectureInfo = field(default_factory=ArchitectureInfo)
 
     # ---- (de)serialisation -------------------------------------------------------------

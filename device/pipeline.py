@@ -249,6 +249,9 @@ class Classifier:
     def probabilities(self, frame: np.ndarray) -> np.ndarray:
         """One frame's own probabilities (no smoothing): preprocess, invoke, dequantize; with a taught head,
         that head on the embedding output of the same invoke."""
+        if getattr(self.model, "on_sensor", False):  # the AI Camera: outputs came with the frame (device/imx500.py)
+            own, embedding = self.model.read(frame)
+            return own if self.head is None else self.head.head.probabilities(embedding)
         batch = preprocess.prepare(frame, self.plan, self.workspace)
         if self.head is None:
             if self.drift is None or self.model.embedding_index is None:
@@ -263,6 +266,8 @@ class Classifier:
 
     def outputs(self, frame: np.ndarray) -> tuple:
         """One invoke -> (the model's own probabilities, the embedding or None), both dequantized."""
+        if getattr(self.model, "on_sensor", False):
+            return self.model.read(frame)
         batch = preprocess.prepare(frame, self.plan, self.workspace)
         raw, embedding = self.model.run_both(batch)
         probabilities = postprocess.dequantize(raw[0], self.model.output_scale, self.model.output_zero_point)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from device.layout import MANIFEST
+from device.layout import IMX500_FORMAT, MANIFEST
 from device.manifest import MODEL_FORMATS, Manifest, ModelFile, load_manifest
 from device.opversions import explain_opcode_error, refusal, runtime_version, unsupported
 
@@ -119,13 +119,13 @@ def parse_model_spec(spec: str) -> ModelSpec:
                 "(e.g. --model edgetpu@usb:0)."
             )
     name = FORMAT_ALIASES.get(text, text)
-    if name in MODEL_FORMATS:
+    if name in MODEL_FORMATS or name == IMX500_FORMAT:  # imx500: the network runs on the sensor (device/imx500.py)
         parsed = ModelSpec(format=name, path=None, device=device)
     elif text.endswith(".tflite") or os.sep in text or "/" in text:
         parsed = ModelSpec(format=None, path=text, device=device)
     else:
         raise ModelError(
-            f"--model {spec}: not a model format ({', '.join(('edgetpu',) + MODEL_FORMATS)}) "
+            f"--model {spec}: not a model format ({', '.join(('edgetpu',) + MODEL_FORMATS + (IMX500_FORMAT,))}) "
             "nor a .tflite path."
         )
     if device and not parsed.edgetpu:
@@ -240,6 +240,15 @@ def load_model(spec, bundle: os.PathLike | None = None, threads: int | None = No
     parsed = spec if isinstance(spec, ModelSpec) else parse_model_spec(spec)
     if manifest is None and bundle is not None:
         manifest = load_manifest(bundle)
+    if parsed.format == IMX500_FORMAT:
+        from device.imx500 import load_sensor_model
+
+        if bundle is None:
+            raise ModelError("--model imx500 needs --bundle (the folder with manifest.json).")
+        try:
+            return load_sensor_model(bundle, manifest)
+        except ValueError as error:
+            raise ModelError(str(error)) from None
     fmt, path, entry = resolve_model(parsed, bundle, manifest)
     content, digest, verified = read_verified(path, entry, bundle)
     name, interpreter_class, load_delegate = import_runtime(runtime)

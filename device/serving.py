@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from device.heads.store import CURRENT, head_format
+from device.layout import IMX500_FORMAT
 from device.state import SERVING, model_dir
 from device.tune import DEFAULT_FORMAT, Row, choose, make_plan, read_record, record_path, usable_cores
 
@@ -103,6 +104,9 @@ def _resolve(bundle, manifest, model, threads, source, state_dir, seconds, say, 
     def default(why: str, **extra) -> Plan:
         return Plan(model or DEFAULT_FORMAT, threads or usable_cores(), "default", why, models, **extra)
 
+    if model == IMX500_FORMAT:  # device/imx500.py: the network runs on the AI Camera's sensor
+        return Plan(model, threads or 1, "command line", "--model imx500: the network runs on the AI Camera's "
+                    "sensor at the camera's frame rate; nothing on the CPU to tune", models)
     if model is not None and threads is not None:
         return Plan(model, threads, "command line", "--model and --threads given", models)
     if state_dir is None:

@@ -309,10 +309,17 @@ def _images(argument: str, size: tuple, loop: bool) -> Source:
     return ImagesSource(argument, loop=loop)
 
 
+def _imx500(argument: str, size: tuple, loop: bool) -> Source:
+    from device.imx500 import Imx500Source  # the AI Camera: its own module, picamera2 imported lazily there
+
+    return Imx500Source(argument, size=size)
+
+
 SOURCES = {
     "images": _images,
     "opencv": lambda argument, size, loop: OpenCVSource(argument, loop=loop),
     "picamera2": lambda argument, size, loop: Picamera2Source(argument, size=size),
+    "imx500": _imx500,
 }
 
 
@@ -323,7 +330,8 @@ def open_source(spec: str, size: tuple = (224, 224), loop: bool = True, max_pixe
     factory = SOURCES.get(kind)
     if factory is None:
         raise SourceConfigError(
-            f"--source {spec}: unknown kind {kind!r}; use one of: images:DIR, opencv:INDEX|PATH|URL, picamera2"
+            f"--source {spec}: unknown kind {kind!r}; use one of: images:DIR, opencv:INDEX|PATH|URL, picamera2, "
+            "imx500:BUNDLE/imx500/network.rpk"
         )
     source = factory(argument, size, loop)
     if max_pixels is not None and hasattr(source, "max_pixels"):

@@ -386,6 +386,10 @@ def main(argv: list | None = None) -> int:
     say(f"edgecam tune: {manifest.name}: {', '.join(plan.candidates)} x {thread_counts[0]}-{thread_counts[-1]} "
         f"threads, {plan.frame[0]}x{plan.frame[1]} frames, {device['cpu']}, {device['runtime']} "
         f"{device['runtime_version']}{', Edge TPU' if device['edgetpu'] else ''} (excluded: {excluded})")
+    if manifest.imx500 is not None:
+        from device.imx500 import not_tuned
+
+        say(f"edgecam tune: {not_tuned(manifest)}")
     rows = measure(args.bundle, manifest, plan.candidates, thread_counts, plan.frame, args.repetitions,
                    args.seconds, progress=say)
     chosen, reason = choose(rows)

@@ -95,7 +95,7 @@ def test_registry_errors():
         open_source("webcam:0")
     with pytest.raises(SourceConfigError, match="images: needs a folder"):
         open_source("images")
-    assert set(sources.SOURCES) == {"images", "opencv", "picamera2"}
+    assert set(sources.SOURCES) == {"images", "opencv", "picamera2", "imx500"}
 
 
 # ---- OpenCV: a real video file -----------------------------------------------------------

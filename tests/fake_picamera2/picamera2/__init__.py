@@ -9,6 +9,9 @@ Picamera2``. Only the interface edgecam uses is here, with the real one's behavi
   size configured for it.
 - A Pi 4 and older cannot give an RGB lores stream: ``configure`` raises RuntimeError, as the real one does.
 
+With an AI Camera network loaded (``picamera2.devices.IMX500``, made first, as on a Pi), ``capture_request()``
+gives that stand-in's frames and metadata (the held-out images and the fake-quantised model's outputs).
+
 The camera's behaviour is picked with $EDGECAM_FAKE_PICAMERA2 (read when a camera is made): ``pi5`` (the
 default: RGB lores allowed), ``pi4`` (lores must be YUV420), ``busy`` (another process holds the camera),
 ``fail-after:N`` (capture_array fails after N frames). The main stream is red, the lores stream blue, so a
@@ -65,8 +68,35 @@ class Picamera2:
         width, height = stream["size"]
         return np.broadcast_to(np.array(BGR[name], np.uint8), (height, width, 3)).copy()
 
+    def capture_request(self):
+        """With an AI Camera network loaded (picamera2.devices.IMX500): its next frame and metadata."""
+        from picamera2.devices import LOADED
+
+        self.captures += 1
+        if not LOADED:
+            raise RuntimeError("no AI Camera network loaded: the stand-in serves requests for the IMX500 only")
+        frame, metadata = LOADED[0].frame(self.captures - 1)
+        return CompletedRequest(frame, metadata)
+
     def stop(self):
         self.calls.append("stop")
 
     def close(self):
         self.calls.append("close")
+
+
+class CompletedRequest:
+    """One captured request: its arrays and metadata stay until release(), as picamera2's."""
+
+    def __init__(self, array, metadata: dict):
+        self.array, self.metadata, self.released = array, metadata, False
+
+    def make_array(self, name: str = "main"):
+        return self.array
+
+    def get_metadata(self) -> dict:
+        return dict(self.metadata)
+
+    def release(self):
+        self.released = True
+
