@@ -233,7 +233,8 @@ def test_the_daily_history_keeps_a_week_in_a_few_kilobytes(drift_bundle, scenes,
 @pytest.fixture(scope="module")
 def halves(scenes, tmp_path_factory) -> Path:
     """80x40 frames made of two real images side by side: the left half a frame of the taught scene, the right
-    half one of another scene (train.datagen's camera-style hands), as a two-region camera would see them."""
+    half one of another scene (train.datagen's camera-style hands), as a two-region camera would see them; each
+    file named NUMBER-CLASS.png after the right half's class."""
     from PIL import Image
 
     out = tmp_path_factory.mktemp("drift-halves")
@@ -243,16 +244,25 @@ def halves(scenes, tmp_path_factory) -> Path:
         frame = Image.new("RGB", (2 * device_bundle.IMAGE_SIZE, device_bundle.IMAGE_SIZE))
         frame.paste(Image.open(left).convert("RGB"), (0, 0))
         frame.paste(Image.open(right).convert("RGB").resize((device_bundle.IMAGE_SIZE,) * 2), (device_bundle.IMAGE_SIZE, 0))
-        frame.save(out / f"{index:03d}.png")
+        frame.save(out / f"{index:03d}-{right.parent.name}.png")
     return out
 
 
 def test_each_region_has_its_own_drift(drift_bundle, halves, tmp_path):
     """The real daemon with two regions on frames whose right half is another scene: /status regions[i].drift
     says the right region drifted while the left stays ok over its whole window, /metrics has a series per
-    region, the change is logged, the daily history and `python -m device status` have one entry per region."""
+    region, the change is logged. Teaching the right region on those frames (a real teach into the daemon's
+    state folder) brings its own reference (its revision's) and ok back, while the left region's window goes on.
+    The daily history and `python -m device status` have one entry per region."""
     import subprocess
     import sys
+
+    from PIL import Image
+
+    from device.regions import make_region
+    from device.teach import regionlabels
+    from device.teach.dataset import Dataset
+    from device.teach.teaching import teach
 
     state = tmp_path / "state"
     daemon = DaemonProcess("--bundle", drift_bundle, "--source", f"images:{halves}", "--max-fps", "0",
@@ -279,6 +289,21 @@ def test_each_region_has_its_own_drift(drift_bundle, halves, tmp_path):
             metrics = response.read().decode()
         assert 'edgecam_region_drift_state{region="right"} 2' in metrics
         assert 'edgecam_region_drift_state{region="left"} 0' in metrics
+
+        dataset = Dataset(tmp_path / "dataset", min_free_bytes=0)
+        right_box = make_region("right", [0.5, 0, 0.5, 1])
+        for path in sorted(halves.glob("*.png")):
+            label = path.stem.split("-", 1)[1]
+            regionlabels.save(dataset, np.asarray(Image.open(path).convert("RGB")), {"right": label},
+                              {"right": right_box.box})
+        taught = teach(drift_bundle, dataset.root, state_dir=state, force=True, region=right_box, threads=1)
+        assert taught["accepted"], taught
+        left_frames = left["frames"]
+        status = daemon.wait_status(lambda s: "fitted on" in (s["regions"][1]["drift"]["reference"] or "") and
+                                    s["regions"][1]["drift"]["window"]["frames"] >= drift.MIN_FRAMES, timeout=60)
+        left, right = (entry["drift"] for entry in status["regions"])
+        assert right["state"] == "ok" and right["score"] < drift.WATCH_FAR, right
+        assert left["state"] == "ok" and left["frames"] > left_frames + drift.MIN_FRAMES  # not reset by the reload
         code, _seconds = daemon.terminate()
         assert code == 0
     finally:
