@@ -284,7 +284,7 @@ class Daemon:
             "state": self.state(),
             "model": model,
             "head": self.head_status(classifier),
-            "drift": classifier.drift.describe() if classifier is not None and classifier.drift else None,
+            "drift": self.drift_status(classifier),
             "state_dir": str(self.state_dir) if self.state_dir is not None else None,
             "tuning": getattr(classifier, "tuning", None),
             "fps": round(self.stats.fps(), 2),
@@ -304,6 +304,13 @@ class Daemon:
             "started_at": round(self.started_at, 3),
             **regions,
         }
+
+    def drift_status(self, classifier) -> dict | None:
+        """/status "drift": the whole frame's; where regions serve (the whole frame is not read then), the
+        region's that is furthest from what it was taught, its name under "region" (docs/drift.md)."""
+        if self.regions is not None and self.regions.reader is not None:
+            return self.regions.worst_drift()
+        return classifier.drift.describe() if classifier is not None and classifier.drift else None
 
     def head_status(self, classifier) -> dict | None:
         info = getattr(classifier, "head_info", None)

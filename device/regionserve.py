@@ -255,6 +255,24 @@ class DaemonRegions:
         return [state.drift for state in (self.reader.heads if self.reader is not None else ())
                 if state.drift is not None]
 
+    def worst_drift(self) -> dict | None:
+        """The drift report of the region furthest from what it was taught (state, then measured, then window
+        score), with "region": NAME and the name in its reason; None without a monitor."""
+        from device import drift
+
+        def rank(state):
+            monitor = state.drift
+            return (drift.STATES.index(monitor.state), monitor.reference is not None,
+                    monitor.fractions()[0] if monitor.window else 0.0)
+
+        heads = self.reader.heads if self.reader is not None else ()
+        watched = [state for state in heads if state.drift is not None]
+        if not watched:
+            return None
+        worst = max(watched, key=rank)
+        report = worst.drift.describe()
+        return dict(report, region=worst.region.name, reason=f"region {worst.region.name}: {report['reason']}")
+
     def summary(self) -> list:
         """[{"name", "labels"}] of the regions served (the outputs announce them: Home Assistant sensors)."""
         return [{"name": state.region.name, "labels": list(state.labels)}

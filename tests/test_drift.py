@@ -241,9 +241,10 @@ def halves(scenes, tmp_path_factory) -> Path:
     taught = sorted(scenes["domain"][0].glob("*/*.png"))
     other = sorted(scenes["hands"].glob("*/*.png"))
     for index, (left, right) in enumerate(zip(taught, other)):
-        frame = Image.new("RGB", (2 * device_bundle.IMAGE_SIZE, device_bundle.IMAGE_SIZE))
+        frame = Image.new("RGB", (2 * device_bundle.IMAGE_SIZE, device_bundle.IMAGE_SIZE))  # 80x40
         frame.paste(Image.open(left).convert("RGB"), (0, 0))
-        frame.paste(Image.open(right).convert("RGB").resize((device_bundle.IMAGE_SIZE,) * 2), (device_bundle.IMAGE_SIZE, 0))
+        size = device_bundle.IMAGE_SIZE
+        frame.paste(Image.open(right).convert("RGB").resize((size, size)), (size, 0))
         frame.save(out / f"{index:03d}-{right.parent.name}.png")
     return out
 
@@ -251,8 +252,9 @@ def halves(scenes, tmp_path_factory) -> Path:
 def test_each_region_has_its_own_drift(drift_bundle, halves, tmp_path):
     """The real daemon with two regions on frames whose right half is another scene: /status regions[i].drift
     says the right region drifted while the left stays ok over its whole window, /metrics has a series per
-    region, the change is logged. Teaching the right region on those frames (a real teach into the daemon's
-    state folder) brings its own reference (its revision's) and ok back, while the left region's window goes on.
+    region, the top-level drift is the worst region's, the change is logged. Teaching the right region on those
+    frames (a real teach into the daemon's state folder) brings its own reference (its revision's) and ok back,
+    while the left region's window goes on.
     The daily history and `python -m device status` have one entry per region."""
     import subprocess
     import sys
@@ -285,6 +287,9 @@ def test_each_region_has_its_own_drift(drift_bundle, halves, tmp_path):
         assert left["measured"] and left["state"] == "ok" and left_states == {"ok"}, left
         assert left["score"] < drift.WATCH_FAR and "matches what was taught" in left["reason"]
         assert left["reference"] == right["reference"] and "held-out" in left["reference"]  # untaught: the bundle's
+        worst = status["drift"]  # the top level (Home Assistant, the Teach view's banner): the worst region's
+        assert worst["state"] == "drifted" and worst["region"] == "right"
+        assert worst["reason"].startswith("region right:")
         with urllib.request.urlopen(f"http://127.0.0.1:{daemon.port}/metrics", timeout=5) as response:
             metrics = response.read().decode()
         assert 'edgecam_region_drift_state{region="right"} 2' in metrics
@@ -303,6 +308,7 @@ def test_each_region_has_its_own_drift(drift_bundle, halves, tmp_path):
                                     s["regions"][1]["drift"]["window"]["frames"] >= drift.MIN_FRAMES, timeout=60)
         left, right = (entry["drift"] for entry in status["regions"])
         assert right["state"] == "ok" and right["score"] < drift.WATCH_FAR, right
+        assert status["drift"]["state"] == "ok"
         assert left["state"] == "ok" and left["frames"] > left_frames + drift.MIN_FRAMES  # not reset by the reload
         code, _seconds = daemon.terminate()
         assert code == 0
