@@ -284,7 +284,7 @@ class Daemon:
             "state": self.state(),
             "model": model,
             "head": self.head_status(classifier),
-            "drift": classifier.drift.describe() if classifier is not None and classifier.drift else None,
+            "drift": self.drift_status(classifier),
             "state_dir": str(self.state_dir) if self.state_dir is not None else None,
             "tuning": getattr(classifier, "tuning", None),
             "fps": round(self.stats.fps(), 2),
@@ -304,6 +304,13 @@ class Daemon:
             "started_at": round(self.started_at, 3),
             **regions,
         }
+
+    def drift_status(self, classifier) -> dict | None:
+        """/status "drift": the whole frame's; where regions serve (the whole frame is not read then), the
+        region's that is furthest from what it was taught, its name under "region" (docs/drift.md)."""
+        if self.regions is not None and self.regions.reader is not None:
+            return self.regions.worst_drift()
+        return classifier.drift.describe() if classifier is not None and classifier.drift else None
 
     def head_status(self, classifier) -> dict | None:
         info = getattr(classifier, "head_info", None)
@@ -385,25 +392,37 @@ class Daemon:
         score, drift_changed = drift.observe(self.classifier.drift, self.classifier)
         if self.teach is not None:
             self.teach.observe(frame, result, score)
-        if drift_changed or time.monotonic() - self.drift_recorded > 10.0:
-            self.record_drift(drift_changed)
+        self.record_drift([self.classifier.drift] if drift_changed else [])
         if self.frame_number == 1 or self.published_state != "running":
             self.check_state()
 
-    def record_drift(self, changed: bool) -> None:
-        """Into the daily history (written at most every 10 minutes); a new state is published at once."""
-        self.drift_recorded = time.monotonic()
-        monitor = self.classifier.drift
-        if monitor is None:
+    def drift_monitors(self) -> list:
+        """The drift monitors that read frames now: one per region where regions serve, else the whole frame's."""
+        if self.regions is not None and self.regions.reader is not None:
+            return self.regions.monitors()
+        monitor = self.classifier.drift if self.classifier is not None else None
+        return [monitor] if monitor is not None else []
+
+    def record_drift(self, changed: list) -> None:
+        """Every monitor into the daily history (at most every 10 s; written at most every 10 minutes), and at
+        once when a monitor's state CHANGED: each new state is logged, an event and a status published."""
+        if not changed and time.monotonic() - self.drift_recorded <= 10.0:
             return
-        self.drift_history.record(monitor)
+        self.drift_recorded = time.monotonic()
+        for monitor in self.drift_monitors():
+            self.drift_history.record(monitor)
         self.drift_history.flush()
-        if changed:
-            log.warning("drift: %s (%s)", monitor.state, monitor.reason())
-            self.event("drift", **{key: value for key, value in monitor.describe().items()
-                                   if key in ("state", "score", "since", "reason")})
-            if self.outputs is not None:
-                self.outputs.status(self.status())
+        for monitor in changed:
+            region = drift.scope_region(monitor.scope)
+            log.warning("drift%s: %s (%s)", f" in region {region}" if region else "", monitor.state,
+                        monitor.reason())
+            details = {key: value for key, value in monitor.describe().items()
+                       if key in ("state", "score", "since", "reason")}
+            if region is not None:
+                details["region"] = region
+            self.event("drift", **details)
+        if changed and self.outputs is not None:
+            self.outputs.status(self.status())
     def handle_regions(self, frame, item: str | None = None) -> None:
         """One result line per region (device/regionserve.py), each with "region": NAME."""
         results = self.regions.process(frame)
@@ -417,6 +436,7 @@ class Daemon:
             self.regions.last[result["region"]] = result
             self.last_result = result
             self.outputs.result(result)
+        self.record_drift(self.regions.drift_changed)
         if self.frame_number == 1 or self.published_state != "running":
             self.check_state()
 
@@ -475,8 +495,8 @@ class Daemon:
         if self.server is not None:
             self.server.stop()
         self.event("stop", frames=self.frame_number)
-        if self.classifier is not None and self.classifier.drift is not None:
-            self.drift_history.record(self.classifier.drift)
+        for monitor in self.drift_monitors():
+            self.drift_history.record(monitor)
         self.drift_history.flush(force=True)
         if self.log_handler is not None:
             logging.getLogger("edgecam").removeHandler(self.log_handler)

@@ -27,6 +27,7 @@ import io
 import json
 import os
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ STATES = ("ok", "watch", "drifted")
 HISTORY_FILE = "drift-history.json"
 HISTORY_DAYS = 8
 HISTORY_EVERY_S = 600.0
+REGION_SCOPE = "region "  # a region's monitor and daily history entry: scope "region NAME"
 
 
 @dataclass
@@ -289,7 +291,7 @@ class History:
         self.days = self._read()
         self.written = time.monotonic()
         self.dirty = False
-        self.seen: dict = {}  # id(monitor) -> (frames, far frames) already counted
+        self.seen = weakref.WeakKeyDictionary()  # monitor -> (frames, far frames) already counted
 
     def _read(self) -> dict:
         if self.path is None:
@@ -308,10 +310,10 @@ class History:
         day = self.days.setdefault(time.strftime("%Y-%m-%d", time.localtime(now)), {})
         entry = day.setdefault(monitor.scope, {"frames": 0, "far_frames": 0, "worst": "ok", "worst_score": 0.0,
                                                "first_watch": None, "first_drifted": None})
-        seen_frames, seen_far = self.seen.get(id(monitor), (0, 0))
+        seen_frames, seen_far = self.seen.get(monitor, (0, 0))
         entry["frames"] += monitor.frames - seen_frames
         entry["far_frames"] += monitor.far_frames - seen_far
-        self.seen[id(monitor)] = (monitor.frames, monitor.far_frames)
+        self.seen[monitor] = (monitor.frames, monitor.far_frames)
         far, _ = monitor.fractions()
         if monitor.window and len(monitor.window) >= min(MIN_FRAMES, monitor.window_frames):
             entry["worst_score"] = round(max(entry["worst_score"], far), 3)
@@ -342,15 +344,30 @@ class History:
 
 # ---- the daemon's hooks -----------------------------------------------------------------------------
 def monitor_for(bundle, classifier, head_store, window_frames: int = DEFAULT_WINDOW_FRAMES,
-                window_seconds: float = DEFAULT_WINDOW_SECONDS, scope: str = "frame") -> Monitor:
-    """A fresh Monitor for the head CLASSIFIER serves (a reload makes a new one: a new head, a new reference)."""
+                window_seconds: float = DEFAULT_WINDOW_SECONDS, scope: str = "frame", active=...) -> Monitor:
+    """A fresh Monitor for the head that serves on CLASSIFIER's model: the classifier's own head, or ACTIVE (a
+    region's taught head from its own HEAD_STORE; None: the bundle's own head). A reload makes a new one: a new
+    head, a new reference."""
+    if active is ...:
+        active = classifier.head
     if classifier.model.embedding_index is None:
         reference, note = None, ("the model has no embedding output: re-convert the bundle with this edgecam "
                                  "(python -m convert BUNDLE)")
     else:
         reference, note = reference_for(bundle, classifier.manifest, classifier.model.format or "", head_store,
-                                        classifier.head)
+                                        active)
     return Monitor(reference, window_frames, window_seconds, note, scope)
+
+
+def region_scope(name: str) -> str:
+    """The drift scope of region NAME: its monitor's and its daily history entry's ("frame" is the whole
+    frame's, and a region may be named "frame")."""
+    return f"{REGION_SCOPE}{name}"
+
+
+def scope_region(scope: str) -> str | None:
+    """The region name of a drift SCOPE, None for the whole frame's."""
+    return scope[len(REGION_SCOPE):] if scope.startswith(REGION_SCOPE) else None
 
 
 def observe(monitor: Monitor | None, classifier, now: float | None = None) -> tuple:
@@ -362,16 +379,19 @@ def observe(monitor: Monitor | None, classifier, now: float | None = None) -> tu
     return score, monitor.state != state
 
 
-def history_lines(state_dir) -> list:
-    """``python -m device status``: the daily summaries in words, newest first (none without a state folder)."""
+def history_lines(state_dir, scope: str | None = None) -> list:
+    """``python -m device status``: the daily summaries in words, newest first, of every scope (the whole frame,
+    "region NAME") or of SCOPE only (none without a state folder)."""
     if state_dir is None:
         return []
     lines = []
     for day, scopes in sorted(History(Path(state_dir) / HISTORY_FILE).days.items(), reverse=True):
-        for scope, entry in sorted(scopes.items()):
+        for name, entry in sorted(scopes.items()) if scope is None else [(scope, scopes.get(scope))]:
+            if not isinstance(entry, dict):
+                continue
             began = entry.get("first_drifted") or entry.get("first_watch")
             far = entry.get("far_frames", 0)
-            lines.append(f"{day} {scope}: worst {entry.get('worst')}{f' (from {began})' if began else ''}, "
+            lines.append(f"{day} {name}: worst {entry.get('worst')}{f' (from {began})' if began else ''}, "
                          f"{far} of {entry.get('frames', 0)} frames far from anything taught, window at worst "
                          f"{entry.get('worst_score', 0):.0%} far")
     return lines

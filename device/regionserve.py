@@ -72,12 +72,19 @@ class RegionHead:
     head: object | None  # device.heads.store.ActiveHead, or None: the bundle's own head
     labels: list
     info: dict
+    store: object | None = None  # its head store (region_store), None when it cannot be opened
     smoother: postprocess.Smoother = field(init=False)
     steady: Steady = field(init=False)
+    drift: object | None = field(init=False, default=None)  # device.drift.Monitor of this region's head
+    embedding: np.ndarray | None = field(init=False, default=None)  # the last frame's, when drift reads it
 
     def __post_init__(self):
         self.smoother = postprocess.Smoother(self.region.smoothing or 1)
         self.steady = Steady(self.region.repeat)
+
+    def drift_key(self) -> tuple:
+        """What the drift monitor depends on: the box, the head revision (a new one brings its reference)."""
+        return (self.region.box, self.head.revision if self.head is not None else 0)
 
 
 def load_heads(classifier, regions: list, bundle, state_dir, smoothing: int, threshold: float) -> list:
@@ -89,7 +96,7 @@ def load_heads(classifier, regions: list, bundle, state_dir, smoothing: int, thr
     heads = []
     for region in regions:
         region = with_defaults(region, smoothing, threshold)
-        active, problem, info = None, None, None
+        active, problem, info, store = None, None, None, None
         try:
             store = open_region_store(bundle, manifest, model.format or "", state_dir, model.sha256, region.name)
             active, problem = revisions.serving_head(store, manifest)
@@ -104,7 +111,7 @@ def load_heads(classifier, regions: list, bundle, state_dir, smoothing: int, thr
             info["fallback"] = problem
             log.error("region %s: the taught head is not served, the bundle's own head is: %s", region.name, problem)
         labels = list(active.labels) if active is not None else list(manifest.labels)
-        heads.append(RegionHead(region, active, labels, info))
+        heads.append(RegionHead(region, active, labels, info, store))
     return heads
 
 
@@ -117,6 +124,7 @@ class RegionReader:
         self.plan = classifier.plan
         self.workspace = preprocess.Workspace()  # one region at a time: prepare, invoke, then the next
         self.model_name = f"{classifier.manifest.name}:{classifier.model.format}"
+        self.drift_changed: list = []  # the drift monitors whose state the last frame changed
 
     @property
     def regions(self) -> list:
@@ -130,19 +138,40 @@ class RegionReader:
             box = state.region.pixels(frame.shape[0], frame.shape[1])
             batch = preprocess.prepare(frame, self.plan, self.workspace, box)  # the box read in place: no copy
             if state.head is None:
-                raw = model.run(batch)
+                if state.drift is None or state.drift.reference is None:
+                    raw = model.run(batch)
+                else:  # drift reads the embedding of the same invoke
+                    raw, embedding = model.run_both(batch)
+                    state.embedding = self.classifier.dequantize_embedding(embedding[0])
                 out.append(postprocess.dequantize(raw[0], model.output_scale, model.output_zero_point))
             else:
                 _, embedding = model.run_both(batch)
-                out.append(state.head.head.probabilities(self.classifier.dequantize_embedding(embedding[0])))
+                state.embedding = self.classifier.dequantize_embedding(embedding[0])
+                out.append(state.head.head.probabilities(state.embedding))
         return out
+
+    def observe_drift(self, probabilities: list) -> list:
+        """Each region's drift monitor reads its frame (embedding, own top-1 confidence) -> the monitors whose
+        state changed."""
+        changed = []
+        for state, own in zip(self.heads, probabilities):
+            monitor = state.drift
+            if monitor is None or state.embedding is None:
+                continue
+            before = monitor.state
+            monitor.observe(state.embedding, float(np.max(own)))
+            if monitor.state != before:
+                changed.append(monitor)
+        return changed
 
     def process(self, frame: np.ndarray) -> list:
         """FRAME -> one result dict per region: region, label, confidence, probabilities, top_k, raw_label,
         latency_ms (the whole frame's, all regions), model (the head that read it)."""
         start = time.perf_counter()
         results = []
-        for state, probabilities in zip(self.heads, self.probabilities(frame)):
+        own = self.probabilities(frame)
+        self.drift_changed = self.observe_drift(own)
+        for state, probabilities in zip(self.heads, own):
             smoothed = state.smoother.update(probabilities)
             result = postprocess.summarise(smoothed, probabilities, state.labels, self.classifier.k,
                                            state.region.threshold)
@@ -161,7 +190,8 @@ class RegionReader:
 
     def describe(self) -> list:
         """/status "regions": each region's box, settings and head."""
-        return [dict(state.region.describe(), labels=list(state.labels), head=state.info) for state in self.heads]
+        return [dict(state.region.describe(), labels=list(state.labels), head=state.info,
+                     drift=state.drift.describe() if state.drift is not None else None) for state in self.heads]
 
 
 class DaemonRegions:
@@ -181,6 +211,7 @@ class DaemonRegions:
         self.head_stamps: tuple = ()
         self.next_check = 0.0
         self.last: dict = {}  # region name -> its last result
+        self.model_sha = ""  # the model the regions' drift monitors were made for
 
     @property
     def active(self) -> bool:
@@ -193,12 +224,54 @@ class DaemonRegions:
             return
         heads = load_heads(classifier, self.regions, self.options.bundle, self.state_dir, self.options.smoothing,
                            self.options.threshold)
+        self.attach_drift(classifier, heads)
         self.reader = RegionReader(classifier, heads)
         self.head_stamps = self.heads_stamp()
         self.last = {name: result for name, result in self.last.items() if name in self.names()}
         for state in heads:
             log.info("region %s %s: %s", state.region.name, ",".join(f"{v:g}" for v in state.region.box),
                      "taught revision %s" % state.info.get("revision") if state.head is not None else "the bundle's own head")
+
+    def attach_drift(self, classifier, heads: list) -> None:
+        """A drift monitor per region (device/drift.py, scope "region NAME"): its head's reference (a taught
+        revision's drift.npz, else the bundle's own), over the daemon's --drift-window-*. A region whose box
+        and head are unchanged keeps its monitor (its window goes on); any other gets a fresh one."""
+        from device import drift
+
+        kept = {state.region.name: state for state in (self.reader.heads if self.reader is not None else ())
+                if state.drift is not None}
+        for state in heads:
+            old = kept.get(state.region.name)
+            if old is not None and old.drift_key() == state.drift_key() and self.model_sha == classifier.model.sha256:
+                state.drift = old.drift
+                continue
+            state.drift = drift.monitor_for(self.options.bundle, classifier, state.store,
+                                            self.options.drift_window_frames, self.options.drift_window_seconds,
+                                            drift.region_scope(state.region.name), active=state.head)
+        self.model_sha = classifier.model.sha256
+
+    def monitors(self) -> list:
+        """The regions' drift monitors (the daemon records them in the daily history)."""
+        return [state.drift for state in (self.reader.heads if self.reader is not None else ())
+                if state.drift is not None]
+
+    def worst_drift(self) -> dict | None:
+        """The drift report of the region furthest from what it was taught (state, then measured, then window
+        score), with "region": NAME and the name in its reason; None without a monitor."""
+        from device import drift
+
+        def rank(state):
+            monitor = state.drift
+            return (drift.STATES.index(monitor.state), monitor.reference is not None,
+                    monitor.fractions()[0] if monitor.window else 0.0)
+
+        heads = self.reader.heads if self.reader is not None else ()
+        watched = [state for state in heads if state.drift is not None]
+        if not watched:
+            return None
+        worst = max(watched, key=rank)
+        report = worst.drift.describe()
+        return dict(report, region=worst.region.name, reason=f"region {worst.region.name}: {report['reason']}")
 
     def summary(self) -> list:
         """[{"name", "labels"}] of the regions served (the outputs announce them: Home Assistant sensors)."""
@@ -246,6 +319,11 @@ class DaemonRegions:
         for result in results:
             self.last[result["region"]] = result
         return results
+
+    @property
+    def drift_changed(self) -> list:
+        """The drift monitors whose state the last frame changed."""
+        return self.reader.drift_changed if self.reader is not None else []
 
     def describe(self) -> list:
         """/status "regions": each region's box, settings, labels, head and last result."""

@@ -71,6 +71,16 @@ def prometheus(status: dict, hub_dropped: int = 0) -> str:
         metric("region_head_revision", "gauge", "The head revision each region is read with (0: the bundle's).",
                {f'region="{_escape(entry.get("name"))}"': (entry.get("head") or {}).get("revision", 0)
                 for entry in regions})
+        drifts = [(f'region="{_escape(entry.get("name"))}"', entry["drift"]) for entry in regions if entry.get("drift")]
+        if drifts:  # each region's own drift monitor (device/drift.py), as the whole frame's above
+            metric("region_drift_state", "gauge", "Each region's drift state: 0 ok, 1 watch, 2 drifted.",
+                   {label: {"ok": 0, "watch": 1, "drifted": 2}.get(item.get("state"), 0) for label, item in drifts})
+            metric("region_drift_score", "gauge", "Share of each region's drift window far from anything taught.",
+                   {label: item.get("score") for label, item in drifts})
+            metric("region_drift_frame_score", "gauge", "Each region's last frame's distance to what was taught.",
+                   {label: item.get("frame_score") for label, item in drifts})
+            metric("region_drift_far_frames_total", "counter", "Each region's frames far from anything taught.",
+                   {label: item.get("far_frames", 0) for label, item in drifts})
     info = ",".join(f'{key}="{_escape(model.get(key, ""))}"' for key in ("format", "runtime", "sha256"))
     metric("model_info", "gauge", "The model being served.", {info: 1})
     return "\n".join(lines) + "\n"

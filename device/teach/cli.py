@@ -249,8 +249,13 @@ def _drift(args, store, manifest) -> dict:
 
     active, _problem = revisions.serving_head(store, manifest)
     reference, note = drift.reference_for(args.bundle, manifest, _format(args.model), store, active)
+    scope = None  # the whole frame's and every region's days; --region: that region's
+    if getattr(args, "region", None):
+        from device.regions import parse_reference
+
+        scope = drift.region_scope(parse_reference(args.region)[0])
     return {"reference": note if reference is not None else None, "not_measured": None if reference else note,
-            "days": drift.history_lines(store.state_dir)}
+            "days": drift.history_lines(store.state_dir, scope)}
 
 
 def _bundle_head(bundle, manifest) -> str:
