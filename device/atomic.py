@@ -29,10 +29,11 @@ def sync_folder(folder: os.PathLike) -> None:
         os.close(descriptor)
 
 
-def atomic_write_with(path: os.PathLike, write, mode: int | None = 0o644) -> Path:
+def atomic_write_with(path: os.PathLike, write, mode: int | None = 0o644, owner: tuple | None = None) -> Path:
     """Call WRITE(binary stream) on a temporary file beside PATH, fsync it, rename it over PATH, fsync the folder.
     MODE: the new file's permissions (default 0o644: readable by the service's user when root wrote it; None
-    keeps mkstemp's 0o600). A failure removes the temporary file and leaves the old PATH as it was."""
+    keeps mkstemp's 0o600). OWNER: (uid, gid) the new file gets when root writes it (else the writer's).
+    A failure removes the temporary file and leaves the old PATH as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -42,6 +43,8 @@ def atomic_write_with(path: os.PathLike, write, mode: int | None = 0o644) -> Pat
             stream.flush()
             if mode is not None:
                 os.fchmod(stream.fileno(), mode)
+            if owner is not None and os.geteuid() == 0:
+                os.fchown(stream.fileno(), *owner)
             os.fsync(stream.fileno())
         os.replace(temporary, path)
     except BaseException:

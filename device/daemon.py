@@ -34,6 +34,7 @@ from device.runtime import load_model, parse_model_spec
 from device.sources import MAX_IMAGE_PIXELS, open_source
 from device.state import device_state_dir
 from device.teach import http as teach_http
+from device.teach import regionhttp
 from device.teach.service import TeachOptions, TeachService
 
 log = logging.getLogger("edgecam.daemon")
@@ -224,6 +225,7 @@ class Daemon:
                             tuple(options.allow_hosts))
             self.server = Server(parse_address(options.http), self, options.token, limits)
             teach_http.register(self.server.routes, self.server.errors)  # the Teach API and its error statuses
+            regionhttp.register(self.server.routes)  # /api/regions* (docs/regions.md)
         self.capture = Capture(lambda: open_source(options.source, size, options.loop, options.max_image_pixels),
                                self.slot,
                                once=not options.loop, on_change=self.check_state)

@@ -17,15 +17,14 @@ Standard library only.
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import shlex
 import socket
 import sys
-import tempfile
 from pathlib import Path
 
 from device import exitcodes
+from device.atomic import atomic_write_with
 from device.http.guard import MIN_TOKEN_LENGTH
 
 PROGRAM = "python -m device token"
@@ -105,31 +104,15 @@ def update_lines(text: str, token: str | None, http: str) -> tuple:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """TEXT replaces PATH in one step, with PATH's mode and owner (0600 root for a new file: it holds a token)."""
+    """TEXT replaces PATH in one step (device/atomic.py), with PATH's mode and owner (0600 root for a new file: it
+    holds a token)."""
     try:
         info = path.stat()
         mode, owner = info.st_mode & 0o7777, (info.st_uid, info.st_gid)
     except FileNotFoundError:
         mode, owner = 0o600, None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(handle, mode)
-        if owner is not None and os.geteuid() == 0:
-            os.fchown(handle, *owner)
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    data = text.encode("utf-8")
+    atomic_write_with(path, lambda stream: stream.write(data), mode, owner)
 
 
 def addresses() -> list:

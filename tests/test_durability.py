@@ -65,8 +65,10 @@ def test_atomic_write_syncs_the_file_then_the_folder_and_leaves_nothing_behind(t
 
 def test_no_writer_replaces_a_file_by_itself():
     """os.replace / os.rename of a file happen in device/atomic.py only, bar the renames that are not a file's
-    new content (a folder renamed into place, a log rotation, a data-set move, a checkpoint Keras wrote)."""
-    allowed = {"device/atomic.py", "device/layout.py", "device/outputs/logfile.py", "device/teach/dataset.py",
+    new content (a folder renamed into place, a log rotation, a data-set move, a checkpoint Keras wrote), and the
+    Ansible helper that runs on a host on its own (standard library only, it cannot import device/)."""
+    allowed = {"device/atomic.py", "device/layout.py", "device/outputs/logfile.py", "device/teach/dataset/files.py",
+               "deploy/ansible/settings.py",
                "device/heads/store.py", "train/api.py", "train/serving.py"}
     found = []
     for folder in ("train", "convert", "device", "deploy", "bench"):

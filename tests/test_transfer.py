@@ -87,12 +87,16 @@ def test_mobilenet_converts_to_int8_with_parity_and_every_op_on_the_edgetpu(mobi
     import shutil
 
     from convert.api import convert_bundle
+    from convert.parity import Thresholds
     from convert.readiness import check_model
 
     bundle = tmp_path / "mnv2"
     shutil.copytree(mobilenet_bundle, bundle)
+    # 30 held-out images: the unconditional paired interval's upper end for 0 lost of 30 is about 11 points, so
+    # the default 3-point bound cannot be proved on this small set; the drop and agreement thresholds still apply.
+    small_set = Thresholds(max_drop_bound={"float32": 15.0, "int8": 15.0})
     report = convert_bundle(bundle, formats="float32,int8", calibration_dir=tiny_calibration_dir, progress=False,
-                            log=lambda line: None)
+                            log=lambda line: None, thresholds=small_set)
     assert report.passed, [(row.format, row.agreement, row.accuracy_drop) for row in report.models]
     readiness = check_model(bundle / "tflite" / "model_int8.tflite")
     assert readiness.ready, readiness.to_markdown()

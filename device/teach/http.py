@@ -46,10 +46,6 @@ def handle(request_handler, method: str, path: str, daemon) -> bool:
     """Answer PATH if it is a Teach path (True); False lets the server send its 404."""
     if getattr(daemon, "teach", None) is None:
         return False
-    from device.teach import regionhttp  # /api/regions*: docs/regions.md
-
-    if regionhttp.handle(request_handler, method, path, daemon):
-        return True
     if method == "GET":
         if path not in GET_PATHS and not path.startswith("/teach/static/"):
             return False
@@ -69,12 +65,6 @@ def register(routes, errors) -> None:
     for path in GET_PATHS + ("/teach/static/",):
         routes.register("GET", path, handle)
     for path in POSTS:
-        routes.register("POST", path, handle)
-    from device.teach import regionhttp  # /api/regions*: docs/regions.md
-
-    for path in regionhttp.GETS:
-        routes.register("GET", path, handle)
-    for path in regionhttp.POSTS:
         routes.register("POST", path, handle)
     errors.register(RateLimited, 429)
     errors.register(DatasetFull, lambda error: (507, one_line(f"recording stopped: {error}")))

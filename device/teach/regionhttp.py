@@ -23,8 +23,17 @@ from device.http.errors import HttpError as Refused
 GETS = ("/api/regions", "/api/regions/crop", "/api/regions/frame")
 
 
+def register(routes) -> None:
+    """Serve /api/regions* on a daemon's HTTP server (device/http/routes.py), beside the Teach API (the daemon calls
+    this with device/teach/http.py's register)."""
+    for path in GETS:
+        routes.register("GET", path, handle)
+    for path in POSTS:
+        routes.register("POST", path, handle)
+
+
 def handle(request_handler, method: str, path: str, daemon) -> bool:
-    if not path.startswith("/api/regions"):
+    if getattr(daemon, "teach", None) is None or not path.startswith("/api/regions"):
         return False
     if method == "GET" and path in GETS:
         _get(request_handler, path, daemon)
