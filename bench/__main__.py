@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bench import measure
 from bench import outputs as output_bench
+from bench.table import plain, row
 
 LIMITS = {"model_size": 1.10, "640x480": 1.5, "peak_rss_mb": 80.0, "cold_start_s": 1.5, "rss_growth_mb": 5.0}
 
@@ -39,11 +40,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="time for the rows per model format and thread count (each gets up to 200 frames)")
     parser.add_argument("--check", action="store_true", help="exit 1 if a limit is missed")
     return parser.parse_args(argv)
-
-
-def row(name, value, limit=None, ok=None) -> tuple:
-    verdict = "" if ok is None else ("PASS" if ok else "FAIL")
-    return name, value, limit or "", verdict
 
 
 def run(args) -> tuple:
@@ -178,11 +174,6 @@ def markdown(rows, header: str) -> str:
     lines = [header, "", "| measurement | value | limit | |", "| --- | --- | --- | --- |"]
     lines += [f"| {name} | {value} | {limit} | {verdict} |" for name, value, limit, verdict in rows]
     return "\n".join(lines) + "\n"
-
-
-def plain(rows) -> str:
-    widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
-    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(r, widths)).rstrip() for r in rows)
 
 
 def main(argv=None) -> int:

@@ -86,7 +86,7 @@ def measure_cost(bundle, threads: int, model: str = "int8", repetitions: int = 2
 
 def cost_rows(bundle, threads: int) -> list:
     """make bench's rows: per frame for 1, 2 and 4 regions, the ratio to N raw invokes and to one region."""
-    from bench.__main__ import row
+    from bench.table import row
 
     print("bench: regions (1, 2, 4 boxes of a 640x480 frame)...", file=sys.stderr)
     cost = measure_cost(bundle, threads)
@@ -187,7 +187,7 @@ def main(argv=None) -> int:
                         help="also teach a region and the whole frame on DATA/train photos, score on DATA/test")
     parser.add_argument("--per-class", type=int, default=20, help="photos a class to teach on")
     args = parser.parse_args(argv)
-    from bench.__main__ import plain
+    from bench.table import plain
 
     print(plain(cost_rows(args.bundle, args.threads)))
     if args.compare_teach:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from device.layout import IMX500_FORMAT, IMX500_PACKER, IMX500_RPK
-from device.sources import Source, SourceConfigError, SourceError
+from device.source import Source, SourceConfigError, SourceError
 
 log = logging.getLogger(__name__)
 FORMAT = IMX500_FORMAT

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from device.layout import IMAGE_SUFFIXES
+from device.source import EndOfStream, Source, SourceConfigError, SourceError  # noqa: F401 (the registry's names)
 
 log = logging.getLogger("edgecam.sources")
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mjpg", ".mjpeg", ".h264", ".m4v")
@@ -42,40 +43,6 @@ SKIP_REASONS = ("too_large", "decompression_bomb", "unreadable", "vanished", "er
 # The Pi camera's main stream, which capture records: 4:3 like the v2 and HQ sensors (the ISP scales the whole
 # field of view), 3.7 MB a buffer in RGB888 (two buffers), 4 times the side of a 320-pixel model input.
 CAPTURE_SIZE = (1280, 960)
-
-
-class SourceError(RuntimeError):
-    """Reading a frame failed; the daemon retries with backoff."""
-
-
-class EndOfStream(SourceError):
-    """A finite source has no more frames."""
-
-
-class SourceConfigError(ValueError):
-    """The source cannot work as configured (unknown kind, missing library); retrying will not help."""
-
-
-class Source:
-    """Base class: ``open()`` then ``read()`` frames, ``close()`` when done (safe to call twice)."""
-
-    live = True
-    spec = ""
-    has_full_stream = False  # read_full() gives more than read() (a second, larger stream)
-
-    def open(self) -> None:
-        pass
-
-    def read(self) -> np.ndarray:
-        raise NotImplementedError
-
-    def read_full(self) -> np.ndarray:
-        """A frame to record (capture): the whole camera frame where the source gives the model a smaller
-        stream (the Pi camera's main stream beside its model-sized lores), else the same as read()."""
-        return self.read()
-
-    def close(self) -> None:
-        pass
 
 
 def ensure_rgb(image: np.ndarray) -> np.ndarray:

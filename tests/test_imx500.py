@@ -33,6 +33,7 @@ def imx500_bundle(tmp_path_factory):
     import device_bundle
 
     from convert.api import convert_bundle
+    from convert.parity import Thresholds
     from train.api import train_bundle
 
     folder = tmp_path_factory.mktemp("imx500")
@@ -43,8 +44,11 @@ def imx500_bundle(tmp_path_factory):
                  batch_size=16, validation_split=0.1, seed=0, verbose=0)
     lines: list = []
     started = time.monotonic()
+    # 36 held-out images: the unconditional paired interval for 0 lost of 36 reaches about 10 points, so the
+    # default 3-point bound cannot be proved on a set this small; agreement and the drop itself are still checked.
+    small_set = Thresholds(max_drop_bound={"float32": 15.0, "imx500": 15.0})
     report = convert_bundle(bundle, formats="float32", calibration_dir=folder / "data" / "train", imx500=True,
-                            progress=False, log=lines.append)
+                            progress=False, log=lines.append, thresholds=small_set)
     lines.append(f"fixture: conversion {time.monotonic() - started:.1f} s")
     return bundle, report, lines
 

@@ -102,6 +102,6 @@ class RegionPublisher:
 
 
 def _machine() -> str:
-    from device.outputs.mqtt import machine_id
+    from device.outputs.homeassistant import machine_id
 
     return machine_id()

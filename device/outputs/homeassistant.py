@@ -83,6 +83,21 @@ def client_id(topic: str, machine: str) -> str:
     return f"edgecam-{machine}-{readable(topic)[:30]}-{digest(topic, 8)}"
 
 
+def machine_id() -> str:
+    """A stable, non-reversible id of this machine (hashed /etc/machine-id, else the host name)."""
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            with open(path, encoding="ascii") as handle:
+                text = handle.read().strip()
+            if text:
+                break
+        except OSError:
+            continue
+    else:
+        text = socket.gethostname()
+    return hashlib.sha256(f"edgecam:{text}".encode()).hexdigest()[:12]
+
+
 def default_name(topic: str, host: str | None = None) -> str:
     """The camera's name when --name is not given: the host name plus the topic's last part."""
     host = (host or socket.gethostname()).split(".")[0] or "edgecam"

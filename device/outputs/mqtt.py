@@ -23,7 +23,6 @@ refuses the credentials is a configuration error: the output is disabled at star
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 import logging
 import os
@@ -35,7 +34,7 @@ from urllib.parse import urlsplit
 
 from device.outputs.base import Output, to_json
 from device.outputs.haregions import RegionPublisher
-from device.outputs.homeassistant import client_id, default_name, discovery, kiosk_url, node_id, slug
+from device.outputs.homeassistant import client_id, default_name, discovery, kiosk_url, machine_id, node_id, slug
 
 log = logging.getLogger("edgecam.outputs.mqtt")
 CONNECT_WAIT_S = 3.0    # at start, how long to wait for the broker's answer before going on without it
@@ -113,21 +112,6 @@ def check_name(name: str) -> str:
         raise ValueError(f"--name {name!r}: give the camera a name of 1 to 100 printable characters, e.g. "
                          "'kitchen camera'.")
     return name.strip()
-
-
-def machine_id() -> str:
-    """A stable, non-reversible id of this machine (hashed /etc/machine-id, else the host name)."""
-    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
-        try:
-            with open(path, encoding="ascii") as handle:
-                text = handle.read().strip()
-            if text:
-                break
-        except OSError:
-            continue
-    else:
-        text = socket.gethostname()
-    return hashlib.sha256(f"edgecam:{text}".encode()).hexdigest()[:12]
 
 
 def limit_send_buffer(client, userdata, sock) -> None:

@@ -72,9 +72,9 @@ def evaluate(bundle, data, model: str = "int8", threads: int | None = None, regi
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
     items = [(folder.name, path) for folder in folders for path in find_images(folder)]
     if region is not None:
-        from device.teach import regionlabels
+        from device.teach.teaching import collect_region
 
-        names, found = regionlabels.collect(data, region)
+        names, found = collect_region(data, region)
         items = [(names[index], path) for index, path in found]
         folders = [Path(name) for name in names]
     if not items:

@@ -19,7 +19,6 @@ import os
 import time
 from pathlib import Path
 
-from device.regions import Region
 from device.teach.dataset import DatasetFull, check_class_name, disk_full, encode_jpeg, link_new, write_temporary
 
 FOLDER = ".regions"
@@ -109,23 +108,3 @@ def counts(root, region: str) -> dict:
         if region in labels:
             found[labels[region]] = found.get(labels[region], 0) + 1
     return dict(sorted(found.items()))
-
-
-def collect(data, region: Region) -> tuple:
-    """The frames labelled for REGION -> (labels, [(class index, path)]), as teaching.collect gives for class
-    folders (NotEnoughData for fewer than two classes)."""
-    from device.teach.teaching import NotEnoughData
-
-    root = Path(data)
-    if not root.is_dir():
-        raise NotEnoughData(f"data set {root} does not exist: record frames for region {region.name} first "
-                            f"(python -m device capture --region {region.name} --label LABEL ...).")
-    frames = read(root)
-    labels = sorted({entry[region.name] for entry in frames.values() if region.name in entry})
-    items = [(labels.index(entry[region.name]), root / file) for file, entry in sorted(frames.items())
-             if region.name in entry]
-    if len(labels) < 2:
-        raise NotEnoughData(f"{root} has {len(labels)} class(es) with frames for region {region.name} "
-                            f"({counts(root, region.name)}); teaching needs at least 2. Record frames of at least "
-                            f"two classes (python -m device capture --region {region.name} --label LABEL ...).")
-    return labels, items

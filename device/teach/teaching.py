@@ -63,6 +63,24 @@ def collect(data) -> tuple:
     return labels, items
 
 
+def collect_region(data, region) -> tuple:
+    """The frames labelled for REGION (device/teach/regionlabels.py) -> (labels, [(class index, path)]), as
+    collect() gives for class folders (NotEnoughData for fewer than two classes)."""
+    root = Path(data)
+    if not root.is_dir():
+        raise NotEnoughData(f"data set {root} does not exist: record frames for region {region.name} first "
+                            f"(python -m device capture --region {region.name} --label LABEL ...).")
+    frames = regionlabels.read(root)
+    labels = sorted({entry[region.name] for entry in frames.values() if region.name in entry})
+    items = [(labels.index(entry[region.name]), root / file) for file, entry in sorted(frames.items())
+             if region.name in entry]
+    if len(labels) < 2:
+        raise NotEnoughData(f"{root} has {len(labels)} class(es) with frames for region {region.name} "
+                            f"({regionlabels.counts(root, region.name)}); teaching needs at least 2. Record frames of at least "
+                            f"two classes (python -m device capture --region {region.name} --label LABEL ...).")
+    return labels, items
+
+
 def read_settings(data) -> dict:
     """DATASET/teach.json -> {"flip": bool}; a missing file means the defaults (no flip)."""
     path = Path(data) / SETTINGS
@@ -225,7 +243,7 @@ def teach(bundle, data, model: str = "int8", force: bool = False, seed: int = 0,
     REGION (device/regions.py): that region's frames (device/teach/regionlabels.py), cropped to its box, into
     its own head store."""
     started = time.monotonic()
-    labels, items = collect(data) if region is None else regionlabels.collect(data, region)
+    labels, items = collect(data) if region is None else collect_region(data, region)
     settings = read_settings(data)
     if region is not None:
         settings = dict(settings, region=region.name, box=list(region.box))
