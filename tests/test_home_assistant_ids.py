@@ -48,7 +48,7 @@ def test_colliding_ids_are_refused_with_a_clear_message():
     taken = homeassistant.label_key("a b")  # a class named like another label's hashed id
     with pytest.raises(ValueError, match="rename one of the classes"):
         homeassistant.discovery("homeassistant", "edgecam/kitchen", "kitchen", ["a b", taken], MACHINE)
-    # at start, before any connection (the daemon turns it into exit 2 with this line)
+    # at start, before any connection (the daemon turns the MQTT output off with this line; the camera serves)
     output = mqtt.MqttOutput(OutputSettings(mqtt="mqtt://127.0.0.1:9", mqtt_topic="edgecam/kitchen"))
     with pytest.raises(ValueError, match=f"the labels 'a b' and '{taken}' give the same Home Assistant id"):
         output.open(OutputContext(name="k", labels=["a b", taken], status=dict, health=lambda: (True, None)))
