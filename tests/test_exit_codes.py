@@ -219,3 +219,16 @@ def test_every_entry_point_goes_through_the_one_helper():
 ])
 def test_one_map_from_an_os_error_to_a_code_and_a_line(error, code, text):
     assert exitcodes.code_for(error) == code and text in exitcodes.describe(error)
+
+
+# ---- --ha-remove: 3 when the broker cannot be reached (a retry helps), as the table says ---------------------
+def test_ha_remove_without_a_broker_exits_3_and_says_to_try_again(bundle):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on: bound, then released before the command runs
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = run("device", "--bundle", bundle, "--mqtt", f"mqtt://127.0.0.1:{port}", "--ha-remove", timeout=60)
+    assert result.returncode == exitcodes.RETRY, (result.returncode, result.stdout, result.stderr[-2000:])
+    assert "cannot reach 127.0.0.1" in result.stdout and "try again when the broker is up" in result.stdout
+    assert "Traceback" not in result.stderr
