@@ -22,7 +22,7 @@ def measure(bundle, threads: int = 1, model: str = "int8", repetitions: int = 20
     from bench.regions import BOXES, COUNTS, _interleaved_ms
     from device import drift
     from device.regions import parse_region
-    from device.regionserve import RegionReader, load_heads
+    from device.regions.serve import RegionReader, load_heads
     from device.teach.teaching import load_classifier_any
 
     classifier = load_classifier_any(bundle, model, threads, state_dir=tempfile.mkdtemp(prefix="bench-regiondrift-"))

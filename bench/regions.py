@@ -46,7 +46,7 @@ def _interleaved_ms(cases: dict, repetitions: int, rounds: int = 7) -> dict:
 def measure_cost(bundle, threads: int, model: str = "int8", repetitions: int = 200) -> dict:
     """{N: {"regions_ms", "raw_ms" (N single invokes), "batch_ms" (one batch-N invoke)}} on a 640x480 frame."""
     from device.regions import parse_region
-    from device.regionserve import RegionReader, load_heads
+    from device.regions.serve import RegionReader, load_heads
     from device.runtime import import_runtime
     from device.teach.teaching import load_classifier_any
 
@@ -113,7 +113,7 @@ def compare_teach(bundle, data, threads: int = 1, per_class: int = 20) -> dict:
 
     from bench.teach import light_copy
     from device.regions import make_region
-    from device.regionserve import RegionReader, load_heads
+    from device.regions.serve import RegionReader, load_heads
     from device.sources import ImagesSource
     from device.teach import regionlabels
     from device.teach.dataset import Dataset

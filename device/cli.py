@@ -18,7 +18,7 @@ from device.validators import non_negative_float, non_negative_int, positive_flo
 SUBCOMMANDS = {"doctor": "device.doctor", "capture": "device.teach.cli:capture", "teach": "device.teach.cli:teach",
                "undo": "device.teach.cli:undo", "status": "device.teach.cli:status",
                "evaluate": "device.teach.cli:evaluate", "dataset": "device.teach.dataset_cli",
-               "tune": "device.tune", "token": "device.lan", "regions": "device.regions_cli"}
+               "tune": "device.tune", "token": "device.lan", "regions": "device.regions.cli"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,7 +107,7 @@ def add_drift(parser: argparse.ArgumentParser) -> None:
 
 
 def add_region_arguments(parser: argparse.ArgumentParser) -> None:
-    """Regions: several boxes of the view, each read on its own (docs/regions.md, device/regions.py)."""
+    """Regions: several boxes of the view, each read on its own (docs/regions.md, device/regions/__init__.py)."""
     group = parser.add_argument_group("regions (docs/regions.md)")
     group.add_argument("--region", action="append", type=region_flag, default=argparse.SUPPRESS, metavar="NAME=X,Y,W,H",
                        help="read this box of the frame on its own (fractions of the frame: left, top, width, "

@@ -29,7 +29,7 @@ from device.notify import Notifier
 from device.outputs import OutputContext, Outputs, configure, open_outputs
 from device.outputs.settings import OutputSettings
 from device.pipeline import Capture, Classifier, FrameSlot, Stats
-from device.regionserve import DaemonRegions
+from device.regions.serve import DaemonRegions
 from device.runtime import load_model, parse_model_spec
 from device.sources import MAX_IMAGE_PIXELS, open_source
 from device.state import device_state_dir
@@ -80,7 +80,7 @@ class Options:
     teach: TeachOptions = field(default_factory=TeachOptions)  # data set, capture, uncertain ring (device/teach/)
     drift_window_frames: int = drift.DEFAULT_WINDOW_FRAMES  # device/drift.py: the window drift is judged over
     drift_window_seconds: float = drift.DEFAULT_WINDOW_SECONDS
-    regions: tuple = ()  # --region NAME=X,Y,W,H (device/regions.py Region); none: the whole frame, as before
+    regions: tuple = ()  # --region NAME=X,Y,W,H (device/regions/__init__.py Region); none: the whole frame, as before
     regions_file: str | None = None  # --regions-file (TOML)
 
 
@@ -118,7 +118,7 @@ class Daemon:
         self.tuning_thread: threading.Thread | None = None
         self.drift_history = drift.History(self.state_dir / drift.HISTORY_FILE if self.state_dir else None)
         self.drift_recorded = 0.0
-        self.regions: DaemonRegions | None = None  # --region, STATE/regions.json (device/regionserve.py)
+        self.regions: DaemonRegions | None = None  # --region, STATE/regions.json (device/regions/serve.py)
 
     # ---- building ------------------------------------------------------------------------
     def load(self, at_start: bool = False) -> Classifier:
@@ -426,7 +426,7 @@ class Daemon:
         if changed and self.outputs is not None:
             self.outputs.status(self.status())
     def handle_regions(self, frame, item: str | None = None) -> None:
-        """One result line per region (device/regionserve.py), each with "region": NAME."""
+        """One result line per region (device/regions/serve.py), each with "region": NAME."""
         results = self.regions.process(frame)
         self.frame_number += 1
         stamp = {"frame": self.frame_number, "time": round(time.time(), 3)}

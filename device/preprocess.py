@@ -83,7 +83,7 @@ def resize_bilinear(image: np.ndarray, height: int, width: int, workspace: Works
 
 def resize_box(image: np.ndarray, box: tuple, height: int, width: int, workspace: Workspace | None = None) -> np.ndarray:
     """resize_bilinear(image[top:bottom, left:right]) for BOX = (top, bottom, left, right), value for value, without
-    copying the box out of IMAGE (a region of a camera frame: device/regionserve.py): the needed rows are gathered
+    copying the box out of IMAGE (a region of a camera frame: device/regions/serve.py): the needed rows are gathered
     from the whole frame and the column offsets shifted by the box's left edge."""
     if image.ndim != 3:
         raise ValueError(f"expected an HxWxC image, got shape {image.shape}")
@@ -166,7 +166,7 @@ def prepare(frame: np.ndarray, plan: InputPlan, workspace: Workspace | None = No
             ) -> np.ndarray:
     """RGB uint8 HxWx3 frame -> the model's input batch (1, h, w, 3) in its dtype. With a workspace, the
     batch is a view into it (valid until the next call with that workspace). BOX (top, bottom, left, right): that
-    part of the frame, prepared exactly as the same pixels cut out would be (a region: device/regionserve.py)."""
+    part of the frame, prepared exactly as the same pixels cut out would be (a region: device/regions/serve.py)."""
     if frame.ndim != 3 or frame.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 RGB frame, got shape {frame.shape}")
     if box is not None:

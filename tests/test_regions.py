@@ -113,7 +113,7 @@ def test_crop_is_a_view_with_whole_pixels_and_the_state_file_round_trips(tmp_pat
 
 
 def test_the_same_result_n_times_in_a_row_rule():
-    from device.regionserve import Steady
+    from device.regions.serve import Steady
 
     steady = Steady(3)
     assert [steady.update(label) for label in ["open", "open", "shut", "open", "open", "open", "shut", "shut"]] == \
@@ -134,7 +134,7 @@ def test_change_mode_follows_each_region_on_its_own():
 # ---- a crop equal to a photo reads as that photo --------------------------------------------------
 def test_a_crop_equal_to_a_photo_classifies_as_that_photo(tmp_path_factory):
     from device.regions import make_region
-    from device.regionserve import RegionReader, load_heads
+    from device.regions.serve import RegionReader, load_heads
     from device.sources import ImagesSource
     from device.teach.teaching import load_classifier_any
 

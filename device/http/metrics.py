@@ -62,7 +62,7 @@ def prometheus(status: dict, hub_dropped: int = 0) -> str:
                "percentile of the taught frames'.", drift.get("frame_score"))
         metric("drift_far_frames_total", "counter", "Frames far from anything taught.", drift.get("far_frames", 0))
     regions = status.get("regions") or []
-    if regions:  # --region: one series per region (device/regionserve.py)
+    if regions:  # --region: one series per region (device/regions/serve.py)
         lasts = [(str(entry.get("name")), entry.get("last_result") or {}) for entry in regions]
         metric("region_confidence", "gauge", "Confidence of each region's last result.",
                {f'region="{_escape(name)}"': last.get("confidence") for name, last in lasts})

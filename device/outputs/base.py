@@ -101,7 +101,7 @@ class Output:
         pass
 
     def write_regions(self, regions: list) -> None:
-        """The regions served changed ([{"name", "labels"}]; --region, device/regionserve.py)."""
+        """The regions served changed ([{"name", "labels"}]; --region, device/regions/serve.py)."""
 
     def interrupt(self) -> None:
         """Called from another thread at shutdown: make a write that waits (for a broker, a server) give up."""

@@ -114,7 +114,7 @@ def capture(argv: list) -> int:
 
 
 def add_region_arguments(parser, help_text: str) -> None:
-    """--region NAME[=X,Y,W,H], --regions-file, --state-dir: the commands that act on one region (device/regions.py)."""
+    """--region NAME[=X,Y,W,H], --regions-file, --state-dir: the commands that act on one region (device/regions/__init__.py)."""
     parser.add_argument("--region", default=argparse.SUPPRESS, metavar="NAME[=X,Y,W,H]",
                         help=help_text + ". NAME alone takes its box from the device's regions (STATE/regions.json, "
                                          "else --regions-file)")
@@ -323,7 +323,7 @@ def _store(args):
     store = revisions.open_store(args.bundle, manifest, spec.format or "", args.state_dir, loaded)
     if getattr(args, "region", None):  # a region's heads: its name is enough (no box needed to undo or show)
         from device.regions import parse_reference
-        from device.regionserve import region_store
+        from device.regions.serve import region_store
 
         store = region_store(store, parse_reference(args.region)[0])
     return store, manifest

@@ -63,7 +63,7 @@ class Evaluation:
 def evaluate(bundle, data, model: str = "int8", threads: int | None = None, region=None,
              state_dir=None) -> Evaluation:
     """Every image under DATA's class folders through the bundle's model and current head. REGION
-    (device/regions.py): the frames labelled for it (DATA/regions.jsonl), cropped to its box, read with its head."""
+    (device/regions/__init__.py): the frames labelled for it (DATA/regions.jsonl), cropped to its box, read with its head."""
     from device.sources import ImagesSource
     from device.teach.teaching import load_classifier_any
 

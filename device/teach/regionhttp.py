@@ -147,7 +147,7 @@ def _teach(daemon, body):
 
 def _undo(daemon, body):
     from device.heads import store as revisions
-    from device.regionserve import open_region_store
+    from device.regions.serve import open_region_store
     from device.teach.service import TeachBusy, TeachRefused
 
     region = _find(daemon, body)

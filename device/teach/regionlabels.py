@@ -8,7 +8,7 @@
 
 One frame may carry labels for several regions; a later line for the same frame and region replaces the earlier
 label (null: no label any more). Because the frame is whole, moving a box and teaching again crops every
-recorded frame anew: nothing recorded is lost. The crop is made at teach time (device/regions.py), so the
+recorded frame anew: nothing recorded is lost. The crop is made at teach time (device/regions/__init__.py), so the
 embedding cache is keyed by frame and box (device/teach/teaching.py).
 """
 

@@ -97,7 +97,7 @@ def read_settings(data) -> dict:
 
 def embed(classifier, paths, progress=None, variants=(augment.ORIGINAL,), region=None) -> tuple:
     """Decode, preprocess and invoke each file once per variant -> (model probabilities [N, C] of the frames as
-    recorded, embeddings [N, variants, E]). REGION (device/regions.py): its box of each frame, not the frame."""
+    recorded, embeddings [N, variants, E]). REGION (device/regions/__init__.py): its box of each frame, not the frame."""
     from device.sources import ImagesSource
 
     source = ImagesSource(paths=list(paths), loop=False)
@@ -150,7 +150,7 @@ def embed_cached(classifier, data, paths, variants, progress=None, region=None) 
 def load_classifier_any(bundle, model: str = "int8", threads: int | None = None, state_dir=None, region=None):
     """The bundle's model with the head that serves it, as the daemon loads them (no smoothing, no threshold):
     the current taught head from its store (device/heads/store.py), or the bundle's own when that is damaged.
-    REGION: that region's head (device/regionserve.py), the bundle's own when it has none."""
+    REGION: that region's head (device/regions/serve.py), the bundle's own when it has none."""
     from device.pipeline import Classifier
     from device.runtime import load_model
 
@@ -158,7 +158,7 @@ def load_classifier_any(bundle, model: str = "int8", threads: int | None = None,
     loaded = load_model(model, bundle, threads=threads, manifest=manifest)
     store = revisions.open_store(bundle, manifest, loaded.format, state_dir, loaded.sha256)
     if region is not None:
-        from device.regionserve import region_store
+        from device.regions.serve import region_store
 
         store = region_store(store, region.name)
     active, _problem = revisions.serving_head(store, manifest)
@@ -240,7 +240,7 @@ def teach(bundle, data, model: str = "int8", force: bool = False, seed: int = 0,
           progress=None, state_dir=None, region=None) -> dict:
     """Fit, compare, and write a new revision when accepted -> the /api/teach answer (a dict). The revision goes
     into the model's head store: STATE_DIR (or the one device.state.device_state_dir finds), else the bundle.
-    REGION (device/regions.py): that region's frames (device/teach/regionlabels.py), cropped to its box, into
+    REGION (device/regions/__init__.py): that region's frames (device/teach/regionlabels.py), cropped to its box, into
     its own head store."""
     started = time.monotonic()
     labels, items = collect(data) if region is None else collect_region(data, region)
@@ -251,7 +251,7 @@ def teach(bundle, data, model: str = "int8", force: bool = False, seed: int = 0,
     store = revisions.open_store(bundle, classifier.manifest, classifier.model.format, state_dir,
                                  classifier.model.sha256)
     if region is not None:
-        from device.regionserve import region_store
+        from device.regions.serve import region_store
 
         store = region_store(store, region.name)
     truth = np.array([index for index, _ in items])

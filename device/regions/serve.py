@@ -1,5 +1,5 @@
 """Regions in the daemon: each frame read once per region, each region with its own head, smoothing, threshold
-and "same result N times in a row" rule (device/regions.py says what a region is and where its box comes from).
+and "same result N times in a row" rule (device/regions/__init__.py says what a region is and where its box comes from).
 
     reader = RegionReader(classifier, regions, bundle, state_dir)   # the model loaded once, shared by all regions
     for result in reader.process(frame): ...                         # one result dict per region, "region": NAME
@@ -195,7 +195,7 @@ class RegionReader:
 
 
 class DaemonRegions:
-    """The daemon's regions: which serve (device/regions.py resolve), their reader on the loaded model, and
+    """The daemon's regions: which serve (device/regions/__init__.py resolve), their reader on the loaded model, and
     whether STATE/regions.json or a region's head revision changed since (checked at most once a second)."""
 
     CHECK_S = 1.0
