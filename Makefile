@@ -182,3 +182,7 @@ serving: setup ## Lay BUNDLE's SavedModel out for TensorFlow Serving: SERVING_BA
 .PHONY: systemd-test
 systemd-test: setup system-deps ## The device archive under a real systemd: Debian trixie (and bookworm) in systemd-nspawn, install.sh, the unit, teach, the edgecam command, the Pi quick start (root)
 	$(PY) -m pytest -q -s -rsxX tests/test_systemd_edgecam.py tests/test_systemd_quickstart.py tests/test_systemd_service.py tests/test_systemd_teach.py
+
+.PHONY: bed-demo
+bed-demo: setup system-deps ## BUNDLE's device archive in the systemd test bed on trixie and bookworm: install.sh, the unit, a teach over HTTP (root; after make demo)
+	$(PY) scripts/bed_demo.py --bundle $(BUNDLE) --frames $(DATA)/test
