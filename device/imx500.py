@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from device.layout import IMX500_FORMAT, IMX500_PACKER, IMX500_RPK
-from device.source import Source, SourceConfigError, SourceError
+from device.source import Source, SourceConfigError, SourceError, close_camera
 
 log = logging.getLogger(__name__)
 FORMAT = IMX500_FORMAT
@@ -208,8 +208,4 @@ class Imx500Source(Source):
     def close(self) -> None:
         if self.camera is not None:
             camera, self.camera = self.camera, None
-            for step in (camera.stop, camera.close):
-                try:
-                    step()
-                except Exception as error:  # noqa: BLE001 - closing a failed camera must not hide the first error
-                    log.debug("%s: %s", self.spec, error)
+            close_camera(camera, self.spec, log)

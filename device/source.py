@@ -38,3 +38,13 @@ class Source:
 
     def close(self) -> None:
         pass
+
+
+def close_camera(camera, spec: str, log) -> None:
+    """Stop and close a picamera2 camera (the Pi camera's and the AI Camera's sources): each step tried, a failure
+    logged at debug level, so closing a failed camera never hides the error that failed it."""
+    for step in (camera.stop, camera.close):
+        try:
+            step()
+        except Exception as error:  # noqa: BLE001 - closing a failed camera must not hide the first error
+            log.debug("%s: %s", spec, error)

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from device.layout import IMAGE_SUFFIXES
-from device.source import EndOfStream, Source, SourceConfigError, SourceError  # noqa: F401 (the registry's names)
+from device.source import EndOfStream, Source, SourceConfigError, SourceError, close_camera  # noqa: F401 (the registry's names)
 
 log = logging.getLogger("edgecam.sources")
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mjpg", ".mjpeg", ".h264", ".m4v")
@@ -262,11 +262,7 @@ class Picamera2Source(Source):
     def close(self) -> None:
         if self.camera is not None:
             camera, self.camera = self.camera, None
-            for step in (camera.stop, camera.close):
-                try:
-                    step()
-                except Exception as error:  # noqa: BLE001 - closing a failed camera must not hide the first error
-                    log.debug("%s: %s", self.spec, error)
+            close_camera(camera, self.spec, log)
 
 
 # ---- registry -----------------------------------------------------------------------------
