@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import secrets
-import shlex
 import socket
 import sys
 from pathlib import Path
 
 from device import exitcodes
 from device.atomic import atomic_write_with
+from device.envfile import assignment, unquote
 from device.http.guard import MIN_TOKEN_LENGTH
 
 PROGRAM = "python -m device token"
@@ -35,23 +35,6 @@ TOKEN_BYTES = 24  # secrets.token_urlsafe(24): 32 URL-safe characters, 192 bits
 
 def new_token() -> str:
     return secrets.token_urlsafe(TOKEN_BYTES)
-
-
-def assignment(line: str) -> tuple:
-    """-> (KEY, raw value) for a ``KEY=value`` line (``export`` allowed), else (None, None)."""
-    text = line.strip()
-    if text.startswith("export "):
-        text = text[len("export "):].lstrip()
-    key, equals, value = text.partition("=")
-    return (key, value) if equals and key.isidentifier() else (None, None)
-
-
-def unquote(value: str) -> str:
-    try:
-        words = shlex.split(value)
-    except ValueError:
-        return value.strip()
-    return " ".join(words)
 
 
 def with_http(arguments: str, http: str) -> str:
